@@ -1,0 +1,3 @@
+from speechid.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""The ``speechid`` command. Each subcommand lives with its part in ``speechid/commands/`` and is
+imported only when run, so ``speechid --help`` does not pay for TensorFlow or Beam.
+
+Errors for people: a bad path, a corrupt file or a wrong flag prints one line on stderr and exits 2.
+Set SPEECHID_DEBUG=1 to see the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import click
+
+from speechid import __version__
+from speechid.errors import SpeechIdError
+
+# name -> "module:attribute"; a command appears once its module exists.
+COMMANDS = {
+    "synth": "speechid.commands.synth:synth",
+    "prep": "speechid.commands.prep:prep",
+    "train": "speechid.commands.model:train",
+    "evaluate": "speechid.commands.model:evaluate",
+    "compare": "speechid.commands.model:compare",
+    "embed": "speechid.commands.embed:embed",
+    "index": "speechid.commands.index:index",
+    "dedup": "speechid.commands.index:dedup",
+    "query": "speechid.commands.index:query",
+    "demo": "speechid.commands.demo:demo",
+}
+
+
+def _available(name: str) -> bool:
+    return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [n for n in COMMANDS if _available(n)]
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not _available(name):
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="speechid")
+def cli():
+    """speechid: same person or not, at corpus scale.
+
+    synth -> prep -> train -> evaluate -> embed -> index -> dedup / query; `speechid demo` runs them all.
+    """
+
+
+def _fail(ctx_name: str, message: str, code: int = 2) -> None:
+    message = " ".join(str(message).split())  # one line, whatever the exception held
+    click.echo(f"{ctx_name}: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    prog = "speechid" + (f" {args[0]}" if args and args[0] in COMMANDS else "")
+    try:
+        cli.main(args=args, prog_name="speechid", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        _fail(prog, "aborted", 130)
+    except click.ClickException as e:
+        _fail(prog, e.format_message())
+    except SpeechIdError as e:
+        _fail(prog, str(e))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        _fail(prog, f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
+    except KeyboardInterrupt:
+        _fail(prog, "interrupted", 130)
+    except Exception as e:  # a bug, not the user's input: still one line unless debugging
+        if os.environ.get("SPEECHID_DEBUG"):
+            raise
+        _fail(prog, f"unexpected {type(e).__name__}: {e} (set SPEECHID_DEBUG=1 for the traceback)", 1)
+
+
+if __name__ == "__main__":
+    main()
