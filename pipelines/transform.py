@@ -1,0 +1,123 @@
+"""tf.Transform analysis of the train split: per-mel-bin log-mel statistics and the speaker vocabulary.
+
+``preprocessing_fn`` is what the prep pipeline analyses; ``load_stats`` is how the trainer reads the
+result back from ``<data dir>/transform_fn``. Both sides import this module, so the contract is here.
+
+Why not ``tft.scale_to_z_score(elementwise=True)``: on a ``[frames, n_mels]`` feature it keeps one
+statistic per (frame, bin) cell. Speaker models normalise per mel bin over all frames of all clips, so
+each clip contributes its per-bin sums, sums of squares and frame count, and the analyzers add them up
+(frame-weighted, in float64 so millions of frames do not lose precision).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from speechid import schema
+from speechid.model.features import FeatureConfig, log_mel
+
+# The raw features the analysis needs (a subset of the record schema).
+ANALYSIS_FEATURES = ("audio", "client_id")
+
+
+def raw_feature_spec() -> dict:
+    spec = schema.feature_spec()
+    return {k: spec[k] for k in ANALYSIS_FEATURES}
+
+
+def _clip_moments(pcm16, config: FeatureConfig):
+    """One clip's PCM16 bytes -> (sum [n_mels], sum of squares [n_mels], frames) in float64."""
+    import tensorflow as tf
+
+    wave = schema.decode_audio(pcm16)
+    # Pad clips shorter than one window so every clip yields at least one frame.
+    pad = tf.maximum(0, config.frame_length - tf.shape(wave)[0])
+    wave = tf.pad(wave, [[0, pad]])
+    feats = tf.cast(log_mel(wave, config), tf.float64)
+    n = tf.cast(tf.shape(feats)[0], tf.float64)
+    return tf.reduce_sum(feats, axis=0), tf.reduce_sum(tf.square(feats), axis=0), n
+
+
+def make_preprocessing_fn(config: FeatureConfig = FeatureConfig()):
+    """The tf.Transform preprocessing_fn for ``config``'s features."""
+
+    def preprocessing_fn(inputs):
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        s, ss, n = tf.map_fn(
+            lambda pcm: _clip_moments(pcm, config),
+            inputs["audio"],
+            fn_output_signature=(
+                tf.TensorSpec([config.n_mels], tf.float64),
+                tf.TensorSpec([config.n_mels], tf.float64),
+                tf.TensorSpec([], tf.float64),
+            ),
+        )
+        total = tft.sum(s, reduce_instance_dims=False)
+        total_sq = tft.sum(ss, reduce_instance_dims=False)
+        frames = tft.sum(n)
+        mean = total / frames
+        var = tf.maximum(total_sq / frames - tf.square(mean), 1e-8)
+        batch = tf.shape(inputs["client_id"])[0]
+        speaker = tft.compute_and_apply_vocabulary(
+            inputs["client_id"], vocab_filename=schema.SPEAKER_VOCAB, num_oov_buckets=1
+        )
+        return {
+            "speaker": speaker,
+            schema.MEL_MEAN: tf.tile(tf.cast(mean, tf.float32)[None, :], [batch, 1]),
+            schema.MEL_VAR: tf.tile(tf.cast(var, tf.float32)[None, :], [batch, 1]),
+            "frames_total": tf.fill([batch], tf.cast(frames, tf.float32)),
+        }
+
+    return preprocessing_fn
+
+
+@dataclass(frozen=True)
+class TransformStats:
+    """What training needs from the analysis, read back from ``transform_fn/``."""
+
+    mel_mean: np.ndarray  # [n_mels] float32
+    mel_var: np.ndarray  # [n_mels] float32
+    speakers: list[str]  # train client_ids; the label of speakers[i] is i
+    frames: float  # log-mel frames the statistics were computed over
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the statistics and vocabulary a model was trained with (goes into config.json)."""
+        h = hashlib.sha256()
+        h.update(np.asarray(self.mel_mean, np.float32).tobytes())
+        h.update(np.asarray(self.mel_var, np.float32).tobytes())
+        h.update("\n".join(self.speakers).encode("utf-8"))
+        return h.hexdigest()[:16]
+
+
+def load_stats(data_dir: str) -> TransformStats:
+    """Read the analysis results that the prep pipeline wrote under ``data_dir``."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from speechid.errors import ConfigError
+
+    try:
+        out = tft.TFTransformOutput(data_dir)
+        vocab_file = out.vocabulary_file_by_name(schema.SPEAKER_VOCAB)
+    except (OSError, tf.errors.NotFoundError, ValueError) as e:
+        raise ConfigError(f"{data_dir}: no tf.Transform output ({schema.TRANSFORM_FN_DIR}/) found: {e}") from None
+    with tf.io.gfile.GFile(vocab_file, "rb") as f:
+        speakers = [line.rstrip(b"\n").decode("utf-8") for line in f if line.strip()]
+    # The statistics are constants of the transform graph: run it once on a dummy clip to read them.
+    dummy = {
+        "audio": tf.constant([b"\x00\x00" * 800]),
+        "client_id": tf.constant([b""]),
+    }
+    result = out.transform_raw_features(dummy, drop_unused_features=True)
+    return TransformStats(
+        mel_mean=result[schema.MEL_MEAN].numpy()[0].astype(np.float32),
+        mel_var=result[schema.MEL_VAR].numpy()[0].astype(np.float32),
+        speakers=speakers,
+        frames=float(result["frames_total"].numpy()[0]),
+    )
