@@ -81,6 +81,12 @@ def _wav_declared_data_bytes(raw: bytes) -> int | None:
     return None
 
 
+def _libsndfile_message(e: Exception) -> str:
+    # "Error opening <_io.BytesIO object at 0x...>: Format not recognised." -> "format not recognised"
+    msg = str(e).split(": ", 1)[-1].strip().rstrip(".")
+    return (msg[:1].lower() + msg[1:]) if msg else "libsndfile cannot open it"
+
+
 def decode(
     data: bytes | str | os.PathLike,
     sample_rate: int = SAMPLE_RATE,
@@ -105,7 +111,7 @@ def decode(
     try:
         f = sf.SoundFile(io.BytesIO(raw))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError("corrupt", name, str(e).strip() or "libsndfile cannot open it") from None
+        raise AudioError("corrupt", name, _libsndfile_message(e)) from None
 
     with f:
         rate, declared = f.samplerate, f.frames
@@ -128,7 +134,7 @@ def decode(
         except sf.LibsndfileError as e:
             if total:
                 raise AudioError("truncated", name, f"decoding stopped after {total} frames: {e}") from None
-            raise AudioError("corrupt", name, str(e).strip()) from None
+            raise AudioError("corrupt", name, _libsndfile_message(e)) from None
 
     if total == 0:
         raise AudioError("empty", name, "no samples")

@@ -1,0 +1,417 @@
+"""A synthetic Common Voice release: learnable voices, real layout, seeded bytes.
+
+``make_corpus`` writes ``<out>/cv-corpus-synth-<locale>.tar.gz`` laid out like a Common Voice release
+(``cv-corpus-synth/<locale>/clips/*.mp3`` at 48 kHz mono, and train/dev/test/validated/invalidated/other
+TSVs with Common Voice 7.0's header), plus ``<out>/aliases.tsv`` (ground truth: every client_id and the
+true speaker behind it) and, with ``plant_faults``, ``<out>/faults.tsv`` (each planted bad row or clip and
+the outcome a correct pipeline must report).
+
+Each speaker is a stable voice from a source-filter synthesiser: a glottal pulse train with its own
+fundamental frequency and intonation range, jitter and shimmer, spectral tilt and breathiness, shaped by a
+vocal tract whose formants are scaled by the speaker's vocal-tract length and nudged by a personal vowel
+"accent", at a personal speaking rate. Each clip varies what is said (a random string of vowel, fricative
+and stop segments), the loudness, a mild channel filter and background noise, so identity is learnable but
+no single trivial cue (level, noise, bandwidth) gives it away.
+
+Determinism: every clip draws from ``SeedSequence([seed, clip index])`` and the tarball is written with
+fixed metadata (mtime 0, sorted members, gzip mtime 0), so the same arguments give the same bytes whatever
+the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import signal
+
+from speechid.audio import encode, resample
+
+CV_HEADER = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment")
+TSV_NAMES = ("train", "dev", "test", "validated", "invalidated", "other")
+RELEASE = "cv-corpus-synth"
+OUT_RATE = 48_000  # Common Voice ships 48 kHz MP3
+_SYN_RATE = 16_000  # synthesis rate; upsampled to 48 kHz before encoding
+_FRAME = 160  # 10 ms control frames for the time-varying vocal tract
+
+# Male-reference formants (Hz) of a few vowels (Peterson & Barney averages).
+_VOWELS = np.array(
+    [
+        [270, 2290, 3010, 3500],
+        [400, 2000, 2550, 3500],
+        [730, 1090, 2440, 3400],
+        [570, 840, 2410, 3300],
+        [300, 870, 2240, 3300],
+        [660, 1720, 2410, 3400],
+        [520, 1190, 2390, 3400],
+        [490, 1350, 1690, 3300],
+    ],
+    dtype=np.float64,
+)
+_BANDWIDTHS = np.array([70.0, 100.0, 140.0, 200.0])
+_WORDS = (
+    "the quick voice carries over quiet water while seven birds sing about morning light and a "
+    "river runs past old stone houses where children count the stars every summer night"
+).split()
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A speaker's fixed traits."""
+
+    f0: float  # mean fundamental frequency (Hz)
+    f0_range: float  # intonation spread (semitones)
+    vtl: float  # formant scale (vocal-tract length: higher = shorter tract)
+    accent: tuple  # per-vowel, per-formant multiplicative offsets (8 x 4)
+    tilt: float  # one-pole low-pass coefficient on the glottal source
+    jitter: float
+    shimmer: float
+    breath: float  # aspiration noise relative to the voiced source
+    rate: float  # segment duration multiplier (slower > 1)
+    sex: str
+
+
+@dataclass
+class SynthResult:
+    tarball: str
+    aliases_tsv: str
+    faults_tsv: str | None
+    speakers: int
+    client_ids: int
+    clips: int
+    rows: dict = field(default_factory=dict)  # TSV name -> data rows
+
+    def summary(self) -> str:
+        rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
+        return (
+            f"wrote {self.tarball}: {self.speakers} speakers under {self.client_ids} client_ids, "
+            f"{self.clips} clips; TSV rows: {rows}; ground truth {self.aliases_tsv}"
+            + (f"; planted faults {self.faults_tsv}" if self.faults_tsv else "")
+        )
+
+
+def make_voice(rng: np.random.Generator) -> Voice:
+    sex = "female" if rng.random() < 0.5 else "male"
+    if sex == "male":
+        f0, vtl = rng.uniform(85, 150), rng.uniform(0.88, 1.02)
+    else:
+        f0, vtl = rng.uniform(165, 255), rng.uniform(1.05, 1.22)
+    return Voice(
+        f0=f0,
+        f0_range=rng.uniform(0.8, 3.5),
+        vtl=vtl,
+        accent=tuple(map(tuple, rng.uniform(0.9, 1.1, size=(len(_VOWELS), 4)))),
+        tilt=rng.uniform(0.55, 0.95),
+        jitter=rng.uniform(0.003, 0.025),
+        shimmer=rng.uniform(0.02, 0.15),
+        breath=rng.uniform(0.01, 0.25),
+        rate=rng.uniform(0.75, 1.35),
+        sex=sex,
+    )
+
+
+def _resonator_poly(freqs: np.ndarray, bws: np.ndarray, rate: int) -> np.ndarray:
+    """Denominator polynomial of a cascade of two-pole resonators."""
+    a = np.array([1.0])
+    for f, bw in zip(freqs, bws, strict=True):
+        r = np.exp(-np.pi * bw / rate)
+        a = np.convolve(a, [1.0, -2.0 * r * np.cos(2 * np.pi * f / rate), r * r])
+    return a
+
+
+def synthesize(voice: Voice, duration: float, rng: np.random.Generator, rate: int = _SYN_RATE) -> np.ndarray:
+    """One utterance of ``voice`` lasting about ``duration`` seconds, float32 at ``rate``, clean."""
+    n = int(duration * rate)
+    n_frames = n // _FRAME + 1
+    # Segment plan: vowels carry the identity, fricatives and stops make it speech-like.
+    kinds, lengths, vowels = [], [], []
+    total = 0
+    while total < n_frames:
+        kind = rng.choice(3, p=[0.62, 0.23, 0.15])  # 0 vowel, 1 fricative, 2 stop/closure
+        base = (8, 20) if kind == 0 else ((5, 12) if kind == 1 else (3, 8))
+        length = max(2, int(rng.integers(*base) * voice.rate))
+        kinds.append(kind)
+        lengths.append(length)
+        vowels.append(int(rng.integers(len(_VOWELS))))
+        total += length
+    frame_kind = np.repeat(kinds, lengths)[:n_frames]
+    frame_vowel = np.repeat(vowels, lengths)[:n_frames]
+    # Formant targets per frame, smoothed so the tract glides between segments.
+    accent = np.asarray(voice.accent)
+    targets = _VOWELS[frame_vowel] * accent[frame_vowel] * voice.vtl
+    kernel = np.hanning(7)
+    kernel /= kernel.sum()
+    targets = np.stack([np.convolve(targets[:, j], kernel, mode="same") for j in range(4)], axis=1)
+    targets[:3] = targets[3]
+    targets[-3:] = targets[-4]
+    targets = np.minimum(targets, rate / 2 - 400)
+
+    # Voicing and amplitude envelopes (per sample), with short ramps at segment edges.
+    voiced = np.repeat((frame_kind == 0).astype(np.float64), _FRAME)[:n]
+    fric = np.repeat((frame_kind == 1).astype(np.float64), _FRAME)[:n]
+    ramp = np.hanning(161)
+    ramp /= ramp.sum()
+    voiced = np.convolve(voiced, ramp, mode="same")
+    fric = np.convolve(fric, ramp, mode="same")
+
+    # Fundamental: declination + slow intonation + jitter.
+    t = np.arange(n) / rate
+    semis = voice.f0_range * (
+        np.sin(2 * np.pi * rng.uniform(0.3, 1.2) * t + rng.uniform(0, 2 * np.pi))
+        + 0.5 * np.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t + rng.uniform(0, 2 * np.pi))
+    ) / 1.5 - 1.5 * t / max(duration, 1e-3)
+    f0 = voice.f0 * 2.0 ** (semis / 12.0)
+    f0 *= 1.0 + voice.jitter * np.repeat(rng.standard_normal(n // 80 + 1), 80)[:n]
+    phase = np.cumsum(f0 / rate)
+    pulses = np.diff(np.floor(phase), prepend=0.0)
+    pulses *= 1.0 + voice.shimmer * np.repeat(rng.standard_normal(n // 80 + 1), 80)[:n]
+    # Glottal source: pulse train through a speaker-specific spectral tilt, plus aspiration.
+    source = signal.lfilter([1.0 - voice.tilt], [1.0, -voice.tilt], pulses)
+    source = source - signal.lfilter([1.0], [1.0, -0.995], source) * 0.005  # remove DC drift
+    source = source / (np.std(source) + 1e-9)
+    aspiration = rng.standard_normal(n) * voice.breath
+    excitation = (source + aspiration) * voiced
+
+    # Time-varying vocal tract: one 8th-order all-pole filter per 10 ms frame, state carried across frames.
+    out = np.empty(n)
+    zi = np.zeros(8)
+    bws = _BANDWIDTHS * (0.8 + 0.4 * voice.vtl)
+    for i in range(n_frames):
+        s, e = i * _FRAME, min(n, (i + 1) * _FRAME)
+        if s >= e:
+            break
+        a = _resonator_poly(targets[i], bws, rate)
+        out[s:e], zi = signal.lfilter([a.sum()], a, excitation[s:e], zi=zi)
+    # Fricatives: band-passed noise whose centre depends on the tract length.
+    centre = min(rate / 2 - 600, rng.uniform(2500, 5200) * voice.vtl)
+    b, a = signal.butter(2, [centre * 0.7, min(rate / 2 - 100, centre * 1.3)], btype="band", fs=rate)
+    noise = signal.lfilter(b, a, rng.standard_normal(n)) * fric
+    out = out / (np.std(out) + 1e-9) + 0.6 * noise / (np.std(noise) + 1e-9) * (fric.mean() > 0)
+    return out.astype(np.float32)
+
+
+def render_clip(voice: Voice, duration: float, rng: np.random.Generator) -> np.ndarray:
+    """An utterance as a user's microphone would record it: loudness, channel, noise. float32 at 16 kHz."""
+    x = synthesize(voice, duration, rng).astype(np.float64)
+    # Mild channel: a high-pass and a low-pass at random corners.
+    hp = rng.uniform(60, 200)
+    lp = rng.uniform(5000, 7600)
+    sos = signal.butter(2, [hp, lp], btype="band", fs=_SYN_RATE, output="sos")
+    x = signal.sosfilt(sos, x)
+    # Background noise at 18-40 dB SNR, pink-ish.
+    snr = rng.uniform(18, 40)
+    noise = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(len(x)))
+    x = x / (np.std(x) + 1e-9)
+    x = x + noise / (np.std(noise) + 1e-9) * 10 ** (-snr / 20)
+    level = 10 ** (rng.uniform(-30, -16) / 20)  # RMS in dBFS
+    x = x / (np.sqrt(np.mean(x**2)) + 1e-9) * level
+    return np.clip(x, -0.99, 0.99).astype(np.float32)
+
+
+def _client_id(seed: int, speaker: int, alias: int) -> str:
+    return hashlib.sha512(f"speechid-synth:{seed}:{speaker}:{alias}".encode()).hexdigest()
+
+
+def _to_mp3(audio16k: np.ndarray, rate: int = OUT_RATE, channels: int = 1) -> bytes:
+    up = resample(audio16k, _SYN_RATE, rate)
+    if channels == 2:  # a stereo clip with slightly different channels
+        up = np.stack([up, np.roll(up, 3) * 0.9], axis=1)
+    return encode(up, rate, fmt="MP3")
+
+
+@dataclass(frozen=True)
+class _ClipJob:
+    index: int
+    seed: int
+    voice: Voice
+    duration: float
+    rate: int = OUT_RATE
+    channels: int = 1
+
+
+def _render_job(job: _ClipJob) -> bytes:
+    rng = np.random.default_rng(np.random.SeedSequence([job.seed, 1, job.index]))
+    return _to_mp3(render_clip(job.voice, job.duration, rng), job.rate, job.channels)
+
+
+def _tsv_bytes(rows: list[tuple]) -> bytes:
+    buf = io.StringIO()
+    # QUOTE_NONE, like Common Voice: sentences may hold unbalanced quotes and are never quoted.
+    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
+    w.writerow(CV_HEADER)
+    for r in rows:
+        if isinstance(r, str):  # a raw (possibly malformed) line
+            buf.write(r + "\n")
+        else:
+            w.writerow(r)
+    return buf.getvalue().encode("utf-8")
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_corpus(
+    out_dir: str,
+    speakers: int = 20,
+    clips_per_speaker: int = 10,
+    seed: int = 0,
+    aliases: int = 0,
+    plant_faults: bool = False,
+    locale: str = "en",
+    min_duration: float = 1.5,
+    max_duration: float = 4.0,
+    extra_fraction: float = 0.03,
+    workers: int | None = None,
+) -> SynthResult:
+    """Write a synthetic Common Voice release into ``out_dir`` (see the module docstring)."""
+    if speakers < 3:
+        raise ValueError(f"speakers={speakers}: need at least 3 (train, dev and test are speaker-disjoint)")
+    if clips_per_speaker < 1:
+        raise ValueError(f"clips_per_speaker={clips_per_speaker}: need at least 1")
+    if not 0 <= aliases <= speakers:
+        raise ValueError(f"aliases={aliases}: must be between 0 and speakers={speakers}")
+    if aliases and clips_per_speaker < 2:
+        raise ValueError("aliases need at least 2 clips per speaker (one under each client_id)")
+    os.makedirs(out_dir, exist_ok=True)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    voices = [make_voice(rng) for _ in range(speakers)]
+
+    # Speaker-disjoint splits, like Common Voice; a speaker's aliases stay in its split.
+    order = rng.permutation(speakers)
+    n_held = max(1, int(round(0.1 * speakers)))
+    split_of = {}
+    for rank, spk in enumerate(order):
+        split_of[int(spk)] = "test" if rank < n_held else ("dev" if rank < 2 * n_held else "train")
+    aliased = set(int(s) for s in rng.choice(speakers, size=aliases, replace=False)) if aliases else set()
+
+    jobs: list[_ClipJob] = []
+    rows: dict[str, list] = {k: [] for k in TSV_NAMES}
+    truth: list[tuple[str, str]] = []
+    prefix = f"{RELEASE}/{locale}"
+    clip_base = 20_000_000 + (seed % 1000) * 100_000
+
+    def new_clip(voice: Voice, duration: float, rate: int = OUT_RATE, channels: int = 1) -> str:
+        idx = len(jobs)
+        jobs.append(_ClipJob(idx, seed, voice, duration, rate, channels))
+        return f"common_voice_{locale}_{clip_base + idx}.mp3"
+
+    def row(cid: str, path: str, voice: Voice, up: int = 2, down: int = 0) -> tuple:
+        words = rng.choice(_WORDS, size=int(rng.integers(4, 10)))
+        sentence = " ".join(words).capitalize() + "."
+        age = ("", "twenties", "thirties", "fourties", "fifties")[int(rng.integers(5))]
+        gender = voice.sex if rng.random() < 0.7 else ""
+        return (cid, path, sentence, up, down, age, gender, "", locale, "")
+
+    for spk, voice in enumerate(voices):
+        ids = [_client_id(seed, spk, 0)] + ([_client_id(seed, spk, 1)] if spk in aliased else [])
+        truth.extend((cid, f"speaker_{spk:05d}") for cid in ids)
+        split = split_of[spk]
+        for k in range(clips_per_speaker):
+            cid = ids[k % len(ids)]
+            path = new_clip(voice, float(rng.uniform(min_duration, max_duration)))
+            r = row(cid, path, voice, up=int(rng.integers(2, 6)), down=int(rng.integers(0, 2)))
+            rows[split].append(r)
+            rows["validated"].append(r)
+
+    # Clips that only invalidated.tsv / other.tsv list, as in a real release.
+    n_extra = int(round(extra_fraction * speakers * clips_per_speaker))
+    for name in ("invalidated", "other"):
+        for _ in range(n_extra):
+            spk = int(rng.integers(speakers))
+            path = new_clip(voices[spk], float(rng.uniform(min_duration, max_duration)))
+            up, down = (0, 2) if name == "invalidated" else (1, 0)
+            rows[name].append(row(_client_id(seed, spk, 0), path, voices[spk], up, down))
+
+    # Planted faults: every one is a train row of one train speaker, with the outcome prep must report.
+    faults: list[tuple[str, str]] = []
+    special: dict[str, bytes] = {}
+    if plant_faults:
+        spk = next(s for s in range(speakers) if split_of[s] == "train")
+        voice, cid = voices[spk], _client_id(seed, spk, 0)
+
+        def planted(reason: str, data: bytes | None = None, **clip) -> None:
+            path = new_clip(voice, clip.pop("duration", 2.0), **clip)
+            if data is not None:
+                special[path] = data
+            rows["train"].append(row(cid, path, voice))
+            faults.append((path, reason))
+
+        planted("empty", b"")
+        planted("corrupt", np.random.default_rng(seed).bytes(4000))
+        planted("truncated")  # bytes cut in half below, once rendered
+        planted("too_short", duration=0.2)
+        planted("too_long", duration=35.0)
+        planted("ok_converted", rate=44_100, channels=2)  # stereo 44.1 kHz: converted, not failed
+        missing = f"common_voice_{locale}_{clip_base + 99_999}.mp3"
+        rows["train"].append(row(cid, missing, voice))
+        faults.append((missing, "missing_clip"))
+        dup = rows["train"][0]
+        rows["train"].append(dup)
+        faults.append((dup[1], "duplicate"))
+        bad = f"{cid}\tcommon_voice_{locale}_{clip_base + 99_998}.mp3\tonly three fields"
+        rows["train"].append(bad)
+        faults.append((f"common_voice_{locale}_{clip_base + 99_998}.mp3", "malformed_row"))
+
+    with ProcessPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        audio = list(pool.map(_render_job, jobs, chunksize=8))
+    clip_bytes = {f"common_voice_{locale}_{clip_base + j.index}.mp3": a for j, a in zip(jobs, audio, strict=True)}
+    for path, reason in faults:
+        if reason == "truncated":
+            clip_bytes[path] = clip_bytes[path][: len(clip_bytes[path]) // 2]
+    clip_bytes.update(special)
+
+    tar_path = os.path.join(out_dir, f"{RELEASE}-{locale}.tar.gz")
+    tmp = tar_path + ".tmp"
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(clip_bytes):
+                _add(tar, f"{prefix}/clips/{path}", clip_bytes[path])
+            for name in TSV_NAMES:
+                _add(tar, f"{prefix}/{name}.tsv", _tsv_bytes(rows[name]))
+    os.replace(tmp, tar_path)
+
+    aliases_path = os.path.join(out_dir, "aliases.tsv")
+    _write_small_tsv(aliases_path, ("client_id", "true_speaker"), truth)
+    faults_path = None
+    if plant_faults:
+        faults_path = os.path.join(out_dir, "faults.tsv")
+        _write_small_tsv(faults_path, ("path", "expected"), faults)
+    elif os.path.exists(os.path.join(out_dir, "faults.tsv")):
+        os.remove(os.path.join(out_dir, "faults.tsv"))  # a stale one would describe another corpus
+
+    return SynthResult(
+        tarball=tar_path,
+        aliases_tsv=aliases_path,
+        faults_tsv=faults_path,
+        speakers=speakers,
+        client_ids=len(truth),
+        clips=len(clip_bytes),
+        rows={k: len(v) for k, v in rows.items()},
+    )
+
+
+def _write_small_tsv(path: str, header: tuple, rows: list) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_truth(aliases_tsv: str) -> dict[str, str]:
+    """client_id -> true speaker, from ``aliases.tsv``."""
+    with open(aliases_tsv, newline="") as f:
+        return {r["client_id"]: r["true_speaker"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)}

@@ -1,0 +1,125 @@
+import csv
+import hashlib
+import io
+import re
+import tarfile
+
+import numpy as np
+import pytest
+
+from speechid import synth
+from speechid.audio import decode
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    res = synth.make_corpus(str(out), speakers=12, clips_per_speaker=4, seed=7, aliases=2, workers=2)
+    return out, res
+
+
+def _read(tar_path):
+    tsvs, clips = {}, {}
+    with tarfile.open(tar_path, "r|gz") as tar:
+        for m in tar:
+            data = tar.extractfile(m).read()
+            if m.name.endswith(".tsv"):
+                text = data.decode("utf-8")
+                tsvs[m.name.rsplit("/", 1)[1][:-4]] = (
+                    text.splitlines()[0].split("\t"),
+                    list(csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)),
+                )
+            else:
+                clips[m.name] = data
+    return tsvs, clips
+
+
+def test_reads_back_as_common_voice(corpus):
+    out, res = corpus
+    tsvs, clips = _read(res.tarball)
+    assert set(tsvs) == set(synth.TSV_NAMES)
+    for header, _ in tsvs.values():
+        assert tuple(header) == synth.CV_HEADER
+    clip_names = {n.rsplit("/", 1)[1] for n in clips}
+    assert all(n.startswith("cv-corpus-synth/en/clips/") for n in clips)
+    for _, rows in tsvs.values():
+        for r in rows:
+            assert re.fullmatch(r"[0-9a-f]{128}", r["client_id"])
+            assert r["path"] in clip_names
+            assert r["locale"] == "en"
+    # Speaker-disjoint splits and validated = train + dev + test.
+    ids = {s: {r["client_id"] for r in tsvs[s][1]} for s in ("train", "dev", "test")}
+    assert not ids["train"] & ids["dev"] and not ids["train"] & ids["test"] and not ids["dev"] & ids["test"]
+    assert all(ids.values())
+    split_rows = sorted(tuple(r.values()) for s in ("train", "dev", "test") for r in tsvs[s][1])
+    assert split_rows == sorted(tuple(r.values()) for r in tsvs["validated"][1])
+    assert len(tsvs["validated"][1]) == 12 * 4
+    assert res.clips == len(clips)
+
+
+def test_clips_are_48k_mono_mp3_that_decode(corpus):
+    _, res = corpus
+    _, clips = _read(res.tarball)
+    import soundfile as sf
+
+    name, data = sorted(clips.items())[0]
+    info = sf.info(io.BytesIO(data))
+    assert (info.samplerate, info.channels, info.format) == (48_000, 1, "MP3")
+    x = decode(data, name=name)
+    assert 1.4 < len(x) / 16_000 < 4.2 and np.abs(x).max() > 0.01
+
+
+def test_aliases_ground_truth(corpus):
+    out, res = corpus
+    truth = synth.read_truth(res.aliases_tsv)
+    tsvs, _ = _read(res.tarball)
+    listed = {r["client_id"] for _, rows in tsvs.values() for r in rows}
+    assert set(truth) == {r["client_id"] for r in tsvs["validated"][1]}
+    assert listed <= set(truth)
+    by_speaker = {}
+    for cid, spk in truth.items():
+        by_speaker.setdefault(spk, []).append(cid)
+    assert len(by_speaker) == 12
+    assert sorted(len(v) for v in by_speaker.values()).count(2) == 2
+    # Both client_ids of an aliased speaker stay in one split.
+    split_of = {r["client_id"]: s for s in ("train", "dev", "test") for r in tsvs[s][1]}
+    for cids in by_speaker.values():
+        assert len({split_of[c] for c in cids}) == 1
+
+
+def test_same_arguments_same_bytes(tmp_path, corpus):
+    _, res = corpus
+    again = synth.make_corpus(str(tmp_path), speakers=12, clips_per_speaker=4, seed=7, aliases=2, workers=1)
+    digest = [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (res.tarball, again.tarball)]
+    assert digest[0] == digest[1]
+    other = synth.make_corpus(str(tmp_path / "o"), speakers=12, clips_per_speaker=4, seed=8, workers=2)
+    assert hashlib.sha256(open(other.tarball, "rb").read()).hexdigest() != digest[0]
+
+
+def test_planted_faults_are_listed(tmp_path):
+    res = synth.make_corpus(str(tmp_path), speakers=4, clips_per_speaker=2, seed=1, plant_faults=True, workers=2)
+    with open(res.faults_tsv) as f:
+        faults = dict(csv.reader(f, delimiter="\t"))
+    assert set(faults.values()) >= {"empty", "corrupt", "truncated", "too_short", "too_long", "missing_clip",
+                                     "duplicate", "malformed_row", "ok_converted"}
+
+
+def test_voices_differ_more_between_than_within_speakers():
+    """A crude identity check: mean log-spectrum distance is smaller within a voice than across voices."""
+    rng = np.random.default_rng(3)
+    voices = [synth.make_voice(rng) for _ in range(6)]
+
+    def profile(v, i):
+        x = synth.render_clip(v, 2.0, np.random.default_rng(i))
+        spec = np.abs(np.fft.rfft(x[: 16000 * 2].reshape(-1, 400) * np.hanning(400), axis=1)) ** 2
+        return np.log(spec.mean(axis=0) + 1e-9)
+
+    profs = [[profile(v, 10 * s + i) for i in range(3)] for s, v in enumerate(voices)]
+    within = np.mean([np.linalg.norm(p[0] - p[1]) for p in profs])
+    across = np.mean([np.linalg.norm(profs[a][0] - profs[b][0]) for a in range(6) for b in range(6) if a != b])
+    assert within < across
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="speakers"):
+        synth.make_corpus("/tmp/never", speakers=2)
