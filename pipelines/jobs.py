@@ -1,0 +1,179 @@
+"""What every speechid Beam job shares: the runner choice, atomic outputs, counts that reconcile, progress.
+
+Runner: with no ``--runner`` (or ``--runner DirectRunner``) Beam 2.77 first tries the Prism runner, which
+downloads a binary on first use. A default run here must never reach the network, so those cases go to
+Beam's FnApiRunner directly: the same engine DirectRunner uses for batch, honouring
+``--direct_num_workers`` and ``--direct_running_mode`` (in_memory, multi_threading, multi_processing).
+Any other runner (Dataflow, Flink, Spark, Prism by name) is passed through untouched.
+
+Atomic outputs: a job writes everything under ``<output>.tmp-<id>`` and ``finish`` moves it into place
+after the manifest is written, so a crashed run never leaves a directory that looks complete, and a
+rerun into the same output replaces the previous result instead of mixing with it.
+
+Counts: Beam metrics are not reliable on every runner, so manifests are built from the job's own output:
+``count_by`` turns labelled PCollections into (group, key, count) lines written beside the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+_LOCAL_RUNNERS = (None, "", "DirectRunner", "direct", "directrunner", "FnApiRunner")
+COUNTS_DIR = "_counts"
+
+
+def make_pipeline(beam_args: list[str], test_pipeline=None) -> beam.Pipeline:
+    """A Pipeline for ``beam_args``; local runs use FnApiRunner so nothing is downloaded."""
+    if test_pipeline is not None:
+        return test_pipeline
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    if runner in _LOCAL_RUNNERS:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return beam.Pipeline(runner=FnApiRunner(), options=options)
+    return beam.Pipeline(options=options)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def staging_dir(output: str) -> str:
+    """A fresh sibling of ``output`` to write into before the atomic move."""
+    return f"{output.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def write_json(path: str, obj) -> None:
+    with FileSystems.create(path) as f:
+        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_json(path: str):
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def finish(staging: str, output: str, manifest: dict, manifest_name: str = "manifest.json") -> None:
+    """Write the manifest into ``staging`` and move ``staging`` to ``output``, replacing what was there."""
+    output = output.rstrip("/")
+    write_json(os.path.join(staging, manifest_name), manifest)
+    if _is_local(output):
+        old = None
+        if os.path.exists(output):
+            old = f"{output}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(output, old)
+        os.rename(staging, output)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    # Object stores have no directory rename: delete the old result, copy the new one, manifest last.
+    existing = [m.path for r in FileSystems.match([output + "/**"]) for m in r.metadata_list]
+    if existing:
+        FileSystems.delete(existing)
+    staged = [m.path for r in FileSystems.match([staging + "/**"]) for m in r.metadata_list]
+    staged.sort(key=lambda p: p.endswith(manifest_name))
+    for src in staged:
+        FileSystems.copy([src], [output + src[len(staging) :]])
+    FileSystems.delete([staging + "/"])
+
+
+def discard(staging: str) -> None:
+    if _is_local(staging):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class WriteJsonLines(beam.PTransform):
+    """dicts -> ``<prefix>-SSSSS-of-NNNNN.jsonl`` (one shard at least, even when empty)."""
+
+    def __init__(self, prefix: str, num_shards: int = 1):
+        super().__init__()
+        self._prefix = prefix
+        self._num_shards = num_shards
+
+    def expand(self, pcoll):
+        return (
+            pcoll
+            | "ToJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+            | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl", num_shards=self._num_shards)
+        )
+
+
+def read_json_lines(pattern: str) -> list[dict]:
+    out = []
+    for result in FileSystems.match([pattern]):
+        for meta in sorted(result.metadata_list, key=lambda m: m.path):
+            with FileSystems.open(meta.path) as f:
+                out.extend(json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip())
+    return out
+
+
+class CountBy(beam.PTransform):
+    """{group: PCollection of keys} -> PCollection of {'group', 'key', 'count'} dicts."""
+
+    def __init__(self, groups: dict):
+        super().__init__()
+        self._groups = groups
+
+    def expand(self, pbegin):
+        labelled = [
+            pcoll | f"Label{name.title().replace('_', '')}" >> beam.Map(lambda k, g=name: (g, str(k)))
+            for name, pcoll in self._groups.items()
+        ]
+        return (
+            labelled
+            | "FlattenLabels" >> beam.Flatten()
+            | "CountLabels" >> beam.combiners.Count.PerElement()
+            | "ToDict" >> beam.MapTuple(lambda gk, n: {"group": gk[0], "key": gk[1], "count": n})
+        )
+
+
+def read_counts(directory: str) -> dict[tuple[str, str], int]:
+    """(group, key) -> count from the lines CountBy wrote under ``directory``."""
+    counts: dict[tuple[str, str], int] = {}
+    for d in read_json_lines(os.path.join(directory, "*.jsonl")):
+        counts[(d["group"], d["key"])] = counts.get((d["group"], d["key"]), 0) + int(d["count"])
+    return counts
+
+
+class Progress:
+    """Logs a worker's running tallies every ``every_s`` seconds while a job runs (metrics on DirectRunner
+    are only readable at the end). Create it in ``DoFn.setup``; ``tick`` is cheap."""
+
+    def __init__(self, job: str, every_s: float = 10.0):
+        self._job = job
+        self._every = every_s
+        self._counts: dict[str, int] = {}
+        self._last = time.monotonic()
+        self._start = self._last
+
+    def tick(self, name: str, n: int = 1) -> None:
+        self._counts[name] = self._counts.get(name, 0) + n
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            tallies = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
+            logging.getLogger("speechid").info(
+                "%s [pid %d, %.0f s]: %s", self._job, os.getpid(), now - self._start, tallies
+            )
+
+
+def log_metrics(job: str, result) -> dict[str, int]:
+    """Final Beam counters of ``job``'s namespace, logged and returned (empty where the runner has none)."""
+    try:
+        counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(job))["counters"]
+    except Exception:  # some runners do not report metrics; the manifest does not depend on them
+        return {}
+    values = {c.key.metric.name: c.committed or c.attempted or 0 for c in counters}
+    if values:
+        logging.getLogger("speechid").info("%s counters: %s", job, values)
+    return values
