@@ -1,0 +1,143 @@
+"""The prep manifest: counts computed by the pipeline itself, and the check that they add up.
+
+Every stage emits small events ``(kind, key, value)`` next to its real output; one global combine turns
+them into a counts dict, and ``build_manifest`` turns that into ``manifest.json``. Beam metrics say the
+same things while the job runs, but not every runner reports them reliably (or at all once the job is
+gone), so the manifest never depends on them.
+
+Event kinds:
+    tsv_rows                key "<archive>!<tsv member>", value: data lines read
+    clips_seen              key archive, value: clip members (files under .../clips/)
+    members_ignored         key archive, value: other files (README, other TSVs)
+    rows_skipped_by_policy  key split, value: rows of TSVs not selected by --splits
+    clips_not_selected      key archive: a clip that only unselected TSVs list
+    clips_unlisted          key archive: a clip that no TSV lists
+    records                 key split: one record handed to the writer
+    seconds                 key split, value: duration of a written record
+    speaker                 key split, value: client_id of a written record (counted distinct)
+    failures                key reason: one failure entry
+    failed_rows, failed_clips  key "", value: rows / clips a failure entry accounts for
+
+The accounting (``reconciliation`` in the manifest):
+    rows read   = records written + rows failed + rows skipped by policy
+    clips seen  = records written + clips failed + clips not selected + clips unlisted
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import apache_beam as beam
+
+MANIFEST_VERSION = 1
+
+
+class CountEvents(beam.CombineFn):
+    """Events -> {kind: {key: sum}}, except ``speaker`` events which become {split: distinct count}."""
+
+    def create_accumulator(self):
+        return Counter(), {}
+
+    def add_input(self, acc, event):
+        sums, speakers = acc
+        kind, key, value = event
+        if kind == "speaker":
+            speakers.setdefault(key, set()).add(value)
+        else:
+            sums[(kind, key)] += value
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        sums, speakers = Counter(), {}
+        for s, sp in accumulators:
+            sums.update(s)
+            for split, ids in sp.items():
+                speakers.setdefault(split, set()).update(ids)
+        return sums, speakers
+
+    def extract_output(self, acc):
+        sums, speakers = acc
+        out: dict[str, dict] = {}
+        for (kind, key), value in sorted(sums.items()):
+            out.setdefault(kind, {})[key] = value
+        out["speakers"] = {split: len(ids) for split, ids in sorted(speakers.items())}
+        return out
+
+
+def _total(counts: dict, kind: str) -> float:
+    return sum(counts.get(kind, {}).values())
+
+
+def build_manifest(counts: dict, run_info: dict) -> dict:
+    """The manifest.json document from the combined counts and what the run was asked to do."""
+    splits = list(run_info.get("splits", []))
+    records = {s: int(counts.get("records", {}).get(s, 0)) for s in splits}
+    hours = {s: round(counts.get("seconds", {}).get(s, 0.0) / 3600.0, 6) for s in splits}
+    speakers = {s: int(counts.get("speakers", {}).get(s, 0)) for s in splits}
+
+    rows_per_tsv: dict[str, dict[str, int]] = {}
+    for key, n in counts.get("tsv_rows", {}).items():
+        archive, tsv = key.split("!", 1)
+        rows_per_tsv.setdefault(archive, {})[tsv] = int(n)
+
+    written = sum(records.values())
+    rows_read = int(_total(counts, "tsv_rows"))
+    rows_failed = int(_total(counts, "failed_rows"))
+    rows_skipped = int(_total(counts, "rows_skipped_by_policy"))
+    clips_seen = int(_total(counts, "clips_seen"))
+    clips_failed = int(_total(counts, "failed_clips"))
+    not_selected = int(_total(counts, "clips_not_selected"))
+    unlisted = int(_total(counts, "clips_unlisted"))
+    rows_ok = rows_read == written + rows_failed + rows_skipped
+    clips_ok = clips_seen == written + clips_failed + not_selected + unlisted
+
+    return {
+        "version": MANIFEST_VERSION,
+        **run_info,
+        "rows_read_per_tsv": rows_per_tsv,
+        "rows": {
+            "read": rows_read,
+            "written": written,
+            "failed": rows_failed,
+            "skipped_by_policy": rows_skipped,
+            "skipped_by_policy_per_split": {k: int(v) for k, v in counts.get("rows_skipped_by_policy", {}).items()},
+        },
+        "clips": {
+            "seen": clips_seen,
+            "written": written,
+            "failed": clips_failed,
+            "not_selected_by_policy": not_selected,
+            "unlisted": unlisted,
+            "seen_per_archive": {k: int(v) for k, v in counts.get("clips_seen", {}).items()},
+            "other_members_ignored": int(_total(counts, "members_ignored")),
+        },
+        "records": records,
+        "speakers": speakers,
+        "hours": hours,
+        "failures": {k: int(v) for k, v in sorted(counts.get("failures", {}).items())},
+        "reconciliation": {
+            "rows": f"{rows_read} read = {written} written + {rows_failed} failed + {rows_skipped} skipped by policy",
+            "clips": (
+                f"{clips_seen} seen = {written} written + {clips_failed} failed + {not_selected} not selected "
+                f"by policy + {unlisted} unlisted"
+            ),
+            "rows_balanced": rows_ok,
+            "clips_balanced": clips_ok,
+            "balanced": rows_ok and clips_ok,
+        },
+    }
+
+
+class BuildManifest(beam.PTransform):
+    """All events -> one manifest dict (a single-element PCollection), whatever the runner."""
+
+    def __init__(self, run_info: dict):
+        super().__init__()
+        self._run_info = dict(run_info)
+
+    def expand(self, events):
+        return (
+            events
+            | "CountEvents" >> beam.CombineGlobally(CountEvents())
+            | "ToManifest" >> beam.Map(build_manifest, self._run_info)
+        )

@@ -1,0 +1,519 @@
+"""Prep: Common Voice archives -> sharded GZIP TFRecords per split, tf.Transform analysis, failures, manifest.
+
+    archives --ReadArchives--> TSV rows + clip bytes, keyed by (archive, clip member path)
+             --JoinRowsToClips (CoGroupByKey)--> (row, clip) pairs | failures | counts
+             --Reshuffle--> DecodeClips (speechid.audio -> speechid.schema.to_example), one output per split
+             --AnalyzeTrain--> tf.Transform: per-mel-bin log-mel mean/var + speaker vocabulary (train split)
+    written as <output>/<split>-SSSSS-of-NNNNN.tfrecord.gz, transform_fn/, transformed_metadata/,
+    failures/failures-*.jsonl and manifest.json, staged beside <output> and renamed into place at the end.
+
+Local run (Beam's local Python runner; ``--direct_running_mode multi_processing --direct_num_workers 2``
+for one worker per core)::
+
+    python -m speechid.pipelines.prep --input data/cv-corpus-synth-en.tar.gz --output data/synth
+
+Dataflow::
+
+    python -m speechid.pipelines.prep --input gs://BUCKET/cv/*.tar.gz --output gs://BUCKET/data/cv \\
+        --runner DataflowRunner --project PROJECT --region REGION \\
+        --temp_location gs://BUCKET/tmp --setup_file ./setup.py
+
+Runner choice: from Beam 2.68 on, ``DirectRunner`` first tries the Prism runner, which downloads a Go
+binary from GitHub on first use. Beam's maintainers name ``FnApiRunner`` as the way to keep the classic
+Python local runner (apache/beam#34612), and it honours ``--direct_running_mode`` and
+``--direct_num_workers``; so no ``--runner`` or ``--runner DirectRunner`` runs on ``FnApiRunner`` here
+and a local run never touches the network. ``--runner PrismRunner`` still picks Prism on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+import speechid
+from speechid import audio, schema
+from speechid.config import SAMPLE_RATE
+from speechid.errors import AudioError, ConfigError
+from speechid.model.features import FeatureConfig
+from speechid.pipelines.archives import (
+    CLIPS,
+    EVENTS,
+    FAILURES,
+    NAMESPACE,
+    ROWS,
+    Clip,
+    Failure,
+    ReadArchives,
+    TsvRow,
+    clip_member_path,
+)
+from speechid.pipelines.manifest import BuildManifest
+from speechid.pipelines.outputs import is_local, new_staging_dir, publish, remove_tree
+
+_LOG = logging.getLogger(__name__)
+PAIRS = "pairs"
+MANIFEST_KEY = "manifest"
+TRANSFORM_FN_KEY = "transform_fn"
+_SPLIT_RANK = {s: i for i, s in enumerate(schema.ALL_SPLITS)}
+# Runner names that mean "run it here": mapped to FnApiRunner so no Prism binary is ever downloaded.
+_LOCAL_RUNNER_ALIASES = (None, "DirectRunner", "SwitchingDirectRunner")
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """What a prep run produces. Size knobs have production defaults; tests shrink the inputs instead."""
+
+    splits: tuple[str, ...] = schema.SPLITS
+    sample_rate: int = SAMPLE_RATE
+    min_duration: float = audio.DEFAULT_MIN_DURATION
+    max_duration: float = audio.DEFAULT_MAX_DURATION
+    max_clip_bytes: int = audio.DEFAULT_MAX_BYTES
+    num_shards: int = 0  # 0: one shard per bundle, no shuffle of the records (see --num-shards)
+    progress_interval: float = 30.0  # seconds between progress lines of a worker
+    features: FeatureConfig = field(default=None)  # None: FeatureConfig at sample_rate
+
+    def __post_init__(self):
+        bad = [s for s in self.splits if s not in schema.ALL_SPLITS]
+        if bad or not self.splits:
+            raise ConfigError(f"--splits {','.join(self.splits)}: choose from {', '.join(schema.ALL_SPLITS)}")
+        if len(set(self.splits)) != len(self.splits):
+            raise ConfigError(f"--splits {','.join(self.splits)}: a split is named twice")
+        if self.sample_rate < 8000:
+            raise ConfigError(f"--sample-rate {self.sample_rate}: at least 8000 Hz")
+        if not 0 <= self.min_duration < self.max_duration:
+            raise ConfigError(
+                f"--min-duration {self.min_duration} / --max-duration {self.max_duration}: need 0 <= min < max"
+            )
+        if self.max_clip_bytes <= 0 or self.num_shards < 0:
+            raise ConfigError("--max-clip-bytes must be > 0 and --num-shards >= 0")
+        if self.features is None:
+            object.__setattr__(self, "features", FeatureConfig(sample_rate=self.sample_rate))
+        elif self.features.sample_rate != self.sample_rate:
+            raise ConfigError(f"feature rate {self.features.sample_rate} != --sample-rate {self.sample_rate}")
+
+    @property
+    def limits(self) -> audio.Limits:
+        return audio.Limits(self.min_duration, self.max_duration, self.max_clip_bytes)
+
+
+class Progress:
+    """Counts in one DoFn instance and logs them every ``interval`` seconds: progress on local runners,
+    where Beam metrics are only readable after the job. (On Dataflow the counters show live.)"""
+
+    def __init__(self, what: str, interval: float):
+        self._what, self._interval = what, interval
+        self._counts: Counter = Counter()
+        self._start = self._last = time.monotonic()
+
+    def bump(self, name: str, n: int = 1) -> None:
+        self._counts[name] += n
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            rate = sum(self._counts.values()) / max(now - self._start, 1e-9)
+            items = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
+            _LOG.info("%s progress (pid %d): %s (%.1f/s)", self._what, os.getpid(), items, rate)
+
+
+def _failure_events(f: Failure):
+    yield ("failures", f.reason, 1)
+    if f.rows:
+        yield ("failed_rows", "", f.rows)
+    if f.clips:
+        yield ("failed_clips", "", f.clips)
+
+
+class MatchClip(beam.DoFn):
+    """(key, {rows, clips}) -> the (row, clip) pair to decode, or failures and counts.
+
+    Policy, in order: earlier duplicate members of a clip fail (``duplicate``), the last one wins as in
+    tar extraction; rows of unselected TSVs are counted as skipped by policy; of the selected rows the
+    first by (split, TSV, line) is kept and the others fail as ``duplicate``; a kept row with no clip
+    fails as ``missing_clip``; a clip no selected row lists is counted as not selected or unlisted.
+    Only the kept clip's bytes are referenced past this point.
+    """
+
+    def process(self, element):
+        (archive, path), grouped = element
+        kept: Clip | None = None
+        for clip in grouped[CLIPS]:
+            if kept is None:
+                kept = clip
+                continue
+            older, kept = (kept, clip) if clip.ordinal > kept.ordinal else (clip, kept)
+            detail = f"member #{older.ordinal} repeated as #{kept.ordinal}; the later one is used"
+            yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, path, "duplicate", detail, clips=1))
+
+        selected: list[TsvRow] = []
+        listed = False
+        for row in grouped[ROWS]:
+            listed = True
+            if row.selected:
+                selected.append(row)
+            else:
+                yield beam.pvalue.TaggedOutput(EVENTS, ("rows_skipped_by_policy", row.split, 1))
+        if not selected:
+            if kept is not None:
+                kind = "clips_not_selected" if listed else "clips_unlisted"
+                yield beam.pvalue.TaggedOutput(EVENTS, (kind, archive, 1))
+            return
+        selected.sort(key=lambda r: (_SPLIT_RANK[r.split], r.tsv, r.line))
+        first = selected[0]
+        for row in selected[1:]:
+            detail = f"clip already listed in {first.tsv} line {first.line}"
+            yield beam.pvalue.TaggedOutput(
+                FAILURES, Failure(archive, path, "duplicate", detail, row.split, row.tsv, row.line, rows=1)
+            )
+        if kept is None:
+            yield beam.pvalue.TaggedOutput(
+                FAILURES,
+                Failure(archive, path, "missing_clip", "no such member", first.split, first.tsv, first.line, rows=1),
+            )
+            return
+        yield first, kept
+
+
+class JoinRowsToClips(beam.PTransform):
+    """{rows: (key, TsvRow), clips: (key, Clip)} -> {pairs: (TsvRow, Clip), failures, events}."""
+
+    def expand(self, keyed):
+        out = (
+            {ROWS: keyed[ROWS], CLIPS: keyed[CLIPS]}
+            | "CoGroupByKey" >> beam.CoGroupByKey()
+            | "MatchClip" >> beam.ParDo(MatchClip()).with_outputs(FAILURES, EVENTS, main=PAIRS)
+        )
+        return {PAIRS: out[PAIRS], FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
+
+
+class DecodeClip(beam.DoFn):
+    """(TsvRow, Clip) -> a serialized tf.train.Example on the output named after the row's split, or a
+    failure with the decoder's reason. Events carry what the manifest needs (split, duration, speaker)."""
+
+    def __init__(self, config: PrepConfig):
+        self._config = config
+        self._decoded = Metrics.counter(NAMESPACE, "clips_decoded")
+        self._written = Metrics.counter(NAMESPACE, "records_written")
+        self._failed = Metrics.counter(NAMESPACE, "clips_failed")
+        self._seconds = Metrics.distribution(NAMESPACE, "clip_ms")
+
+    def setup(self):
+        self._progress = Progress("decode", self._config.progress_interval)
+
+    def process(self, pair):
+        row, clip = pair
+        path = clip_member_path(row.tsv, row.get("path"))
+        try:
+            if clip.data is None:
+                raise AudioError("too_large", path, f"{clip.size} bytes > limit {self._config.max_clip_bytes}")
+            wave = audio.decode(clip.data, self._config.sample_rate, self._config.limits, name=path)
+        except AudioError as e:
+            reason, detail = e.reason, e.detail
+        except Exception as e:  # noqa: BLE001  a decoder bug on one clip must not stop a million-clip job
+            reason, detail = "corrupt", f"unexpected {type(e).__name__}: {e}"
+        else:
+            self._decoded.inc()
+            record = schema.ClipRecord(
+                clip_id=row.get("path"),
+                client_id=row.get("client_id"),
+                audio=wave,
+                sample_rate=self._config.sample_rate,
+                split=row.split,
+                source=row.archive,
+                path=path,
+                locale=row.locale,
+                sentence=row.get("sentence"),
+                up_votes=int(row.get("up_votes") or 0),
+                down_votes=int(row.get("down_votes") or 0),
+                age=row.get("age"),
+                gender=row.get("gender"),
+                accent=row.get("accent") or row.get("accents"),
+                segment=row.get("segment"),
+            )
+            yield beam.pvalue.TaggedOutput(row.split, schema.to_example(record))
+            self._written.inc()
+            self._seconds.update(int(record.duration * 1000))
+            self._progress.bump("written")
+            yield beam.pvalue.TaggedOutput(EVENTS, ("records", row.split, 1))
+            yield beam.pvalue.TaggedOutput(EVENTS, ("seconds", row.split, record.duration))
+            yield beam.pvalue.TaggedOutput(EVENTS, ("speaker", row.split, record.client_id))
+            return
+        self._failed.inc()
+        self._progress.bump("failed")
+        yield beam.pvalue.TaggedOutput(
+            FAILURES, Failure(row.archive, path, reason, detail, row.split, row.tsv, row.line, rows=1, clips=1)
+        )
+
+
+class DecodeClips(beam.PTransform):
+    """(TsvRow, Clip) pairs -> {<split>: serialized Examples for each selected split, failures, events}."""
+
+    def __init__(self, config: PrepConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, pairs):
+        splits = self._config.splits
+        out = pairs | "DecodeClip" >> beam.ParDo(DecodeClip(self._config)).with_outputs(FAILURES, EVENTS, *splits)
+        return {**{s: out[s] for s in splits}, FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
+
+
+class AnalyzeTrain(beam.PTransform):
+    """Serialized train Examples -> tf.Transform ``(transform_fn, metadata)`` of
+    ``speechid.pipelines.transform.make_preprocessing_fn(features)``.
+
+    The Examples go to tf.Transform through TFXIO as Arrow RecordBatches (only ``audio`` and
+    ``client_id`` are decoded), not as instance dicts, which tf.Transform would re-encode one by one.
+    """
+
+    def __init__(self, features: FeatureConfig, temp_dir: str):
+        super().__init__()
+        self._features = features
+        self._temp_dir = temp_dir
+
+    def expand(self, examples):
+        import tensorflow_transform.beam as tft_beam
+        from tensorflow_transform.tf_metadata import schema_utils
+        from tfx_bsl.public import tfxio
+
+        from speechid.pipelines.transform import make_preprocessing_fn, raw_feature_spec
+
+        source = tfxio.TFExampleBeamRecord(
+            physical_format="inmem",
+            telemetry_descriptors=["speechid", "prep"],
+            schema=schema_utils.schema_from_feature_spec(raw_feature_spec()),
+        )
+        batches = examples | "ToRecordBatches" >> source.BeamSource()
+        with tft_beam.Context(temp_dir=self._temp_dir):
+            return (batches, source.TensorAdapterConfig()) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(
+                make_preprocessing_fn(self._features)
+            )
+
+
+class PrepCorpus(beam.PTransform):
+    """The whole prep between reading and writing. Input: the dict ``ReadArchives`` returns. Output: a
+    dict with one PCollection of serialized Examples per selected split, ``failures`` (Failure),
+    ``manifest`` (one dict) and, when train is selected, ``transform_fn`` (tf.Transform's pair)."""
+
+    def __init__(self, config: PrepConfig, run_info: dict, tft_temp_dir: str):
+        super().__init__()
+        self._config = config
+        self._run_info = run_info
+        self._tft_temp_dir = tft_temp_dir
+
+    def expand(self, read):
+        joined = read | "JoinRowsToClips" >> JoinRowsToClips()
+        # The join's output is skewed by archive; the shuffle spreads decoding over every worker.
+        decoded = joined[PAIRS] | "FanOut" >> beam.Reshuffle() | "DecodeClips" >> DecodeClips(self._config)
+        failures = (read[FAILURES], joined[FAILURES], decoded[FAILURES]) | "AllFailures" >> beam.Flatten()
+        events = (
+            read[EVENTS],
+            joined[EVENTS],
+            decoded[EVENTS],
+            failures | "FailureEvents" >> beam.FlatMap(_failure_events),
+        ) | "AllEvents" >> beam.Flatten()
+        out = {s: decoded[s] for s in self._config.splits}
+        out[FAILURES] = failures
+        out[MANIFEST_KEY] = events | "BuildManifest" >> BuildManifest(self._run_info)
+        if "train" in self._config.splits:
+            out[TRANSFORM_FN_KEY] = decoded["train"] | "AnalyzeTrain" >> AnalyzeTrain(
+                self._config.features, self._tft_temp_dir
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class PrepResult:
+    output: str
+    manifest: dict
+    metrics: dict  # Beam counters by name, where the runner reports them
+
+    @property
+    def balanced(self) -> bool:
+        return bool(self.manifest.get("reconciliation", {}).get("balanced"))
+
+
+def match_archives(patterns: Sequence[str]) -> list[str]:
+    """Every file the patterns match (local or gs://), sorted and de-duplicated; ConfigError if one matches none."""
+    if not patterns:
+        raise ConfigError("no --input archive given")
+    found: set[str] = set()
+    for pattern in patterns:
+        try:
+            files = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        except Exception as e:  # noqa: BLE001  Beam raises BeamIOError/ValueError depending on the scheme
+            raise ConfigError(f"--input {pattern}: {e}") from None
+        files = [f for f in files if not f.endswith("/")]
+        if not files:
+            raise ConfigError(f"--input {pattern}: no archive matches")
+        found.update(os.path.abspath(f) if is_local(f) else f for f in files)
+    return sorted(found)
+
+
+def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
+    """PipelineOptions from the flags we did not parse; a local runner request becomes FnApiRunner."""
+    options = PipelineOptions(list(pipeline_args))
+    standard = options.view_as(StandardOptions)
+    if standard.runner in _LOCAL_RUNNER_ALIASES:
+        standard.runner = "FnApiRunner"  # never Prism: it downloads a binary (see the module docstring)
+    return options
+
+
+def _counters(result) -> dict:
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # noqa: BLE001  metrics are optional on some runners
+        return {}
+    out: Counter = Counter()
+    for c in counters:
+        if c.key.metric.namespace == NAMESPACE:
+            out[c.key.metric.name] += c.committed if c.committed is not None else c.attempted
+    return dict(out)
+
+
+def prepare(
+    inputs: Sequence[str],
+    output: str,
+    *,
+    splits: Sequence[str] = schema.SPLITS,
+    sample_rate: int = SAMPLE_RATE,
+    min_duration: float = audio.DEFAULT_MIN_DURATION,
+    max_duration: float = audio.DEFAULT_MAX_DURATION,
+    max_clip_bytes: int = audio.DEFAULT_MAX_BYTES,
+    num_shards: int = 0,
+    progress_interval: float = 30.0,
+    pipeline_args: Sequence[str] = (),
+    test_pipeline: beam.Pipeline | None = None,
+) -> PrepResult:
+    """Run the prep pipeline over ``inputs`` (archive paths or globs) into ``output``; see the module docstring."""
+    config = PrepConfig(
+        splits=tuple(splits),
+        sample_rate=sample_rate,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        max_clip_bytes=max_clip_bytes,
+        num_shards=num_shards,
+        progress_interval=progress_interval,
+    )
+    archives = match_archives(inputs)
+    if is_local(output):
+        output = os.path.abspath(output)
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise ConfigError(f"--output {output}: exists and is not a folder")
+    staging = new_staging_dir(output)
+    tft_temp = FileSystems.join(staging, "_tft_tmp")
+    run_info = {
+        "speechid_version": speechid.__version__,
+        "created_unix": round(time.time(), 3),
+        "inputs": archives,
+        "output": output,
+        "splits": list(config.splits),
+        "sample_rate": config.sample_rate,
+        "limits": {
+            "min_duration": config.min_duration,
+            "max_duration": config.max_duration,
+            "max_clip_bytes": config.max_clip_bytes,
+        },
+        "features": config.features.to_dict(),
+        "analysis": "train" if "train" in config.splits else None,
+    }
+    try:
+        p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=pipeline_options(pipeline_args))
+        out = (
+            p
+            | "ListArchives" >> beam.Create(archives)
+            | "ReadArchives" >> ReadArchives(config.splits, config.max_clip_bytes)
+            | "PrepCorpus" >> PrepCorpus(config, run_info, tft_temp)
+        )
+        for split in config.splits:
+            _ = out[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+                schema.record_prefix(staging, split),
+                file_name_suffix=schema.RECORD_SUFFIX,
+                num_shards=config.num_shards,
+                compression_type=CompressionTypes.GZIP,
+            )
+        _ = (
+            out[FAILURES]
+            | "FailuresToJson" >> beam.Map(Failure.to_json)
+            | "WriteFailures"
+            >> beam.io.WriteToText(
+                FileSystems.join(staging, schema.FAILURES_DIR, "failures"), file_name_suffix=".jsonl"
+            )
+        )
+        _ = (
+            out[MANIFEST_KEY]
+            | "ManifestToJson" >> beam.Map(lambda m: json.dumps(m, indent=2, sort_keys=True))
+            | "WriteManifest" >> beam.io.WriteToText(FileSystems.join(staging, schema.MANIFEST), shard_name_template="")
+        )
+        if TRANSFORM_FN_KEY in out:
+            import tensorflow_transform.beam as tft_beam
+
+            _ = out[TRANSFORM_FN_KEY] | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
+
+        result = p.run()
+        state = result.wait_until_finish()
+        if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
+            raise RuntimeError(f"prep pipeline ended in state {state}")
+        with FileSystems.open(FileSystems.join(staging, schema.MANIFEST)) as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+        remove_tree(tft_temp)
+        publish(staging, output)
+    except BaseException:
+        remove_tree(staging)
+        raise
+    metrics = _counters(result)
+    recon = manifest["reconciliation"]
+    if recon["balanced"]:
+        _LOG.info("prep wrote %s: %s; %s", output, recon["rows"], recon["clips"])
+    else:  # a bug, not bad input: say it loudly, the manifest keeps the numbers
+        _LOG.error("prep counts do not reconcile: %s; %s", recon["rows"], recon["clips"])
+    return PrepResult(output=output, manifest=manifest, metrics=metrics)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Our flags first; everything else is returned for PipelineOptions (Beam's split-argv idiom)."""
+    parser = argparse.ArgumentParser(prog="python -m speechid.pipelines.prep", allow_abbrev=False)
+    parser.add_argument("--input", action="append", required=True, help="archive path or glob; repeatable")
+    parser.add_argument("--output", required=True, help="output folder (local or gs://)")
+    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE)
+    parser.add_argument("--splits", default=",".join(schema.SPLITS), help="TSVs whose rows become records")
+    parser.add_argument("--min-duration", type=float, default=audio.DEFAULT_MIN_DURATION)
+    parser.add_argument("--max-duration", type=float, default=audio.DEFAULT_MAX_DURATION)
+    parser.add_argument("--max-clip-bytes", type=int, default=audio.DEFAULT_MAX_BYTES)
+    parser.add_argument("--num-shards", type=int, default=0, help="shards per split; 0: one per bundle")
+    parser.add_argument("--progress-interval", type=float, default=30.0)
+    return parser.parse_known_args(argv)
+
+
+def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> PrepResult:
+    """Command-line entry: parse our flags, pass the rest to Beam, run ``prepare``."""
+    args, pipeline_args = parse_args(argv)
+    return prepare(
+        args.input,
+        args.output,
+        splits=[s.strip() for s in args.splits.split(",") if s.strip()],
+        sample_rate=args.sample_rate,
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        max_clip_bytes=args.max_clip_bytes,
+        num_shards=args.num_shards,
+        progress_interval=args.progress_interval,
+        pipeline_args=pipeline_args,
+        test_pipeline=test_pipeline,
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run()
