@@ -1,0 +1,450 @@
+"""Bulk embedding: clips -> fixed windows -> RunInference -> per-clip unit embeddings in Parquet.
+
+Inputs are Common Voice archives (.tar / .tar.gz), globs of audio files, or the prep pipeline's
+TFRecords, local or on any Beam filesystem (gs://...). The kind is detected from the pattern and can be
+forced with ``--input-kind``. Each clip is decoded with ``speechid.audio``, cut into fixed windows
+(``speechid.model.export.window_waveform``, the same cut the Encoder uses, so batches are dense), run
+through ``RunInference(KeyedModelHandler(TFModelHandlerNumpy))`` keyed by clip (the model is loaded once
+per worker process and shared across its threads by RunInference), then each clip's windows are averaged
+and L2-normalised by a combiner (lifted, so most clips are finished before any shuffle).
+
+Outputs (appear atomically: written to a temp dir, renamed into place):
+    <output>/part-SSSSS-of-NNNNN.parquet   speechid.embedding_table schema
+    <output>/failures/failures-*.jsonl     one JSON line per clip that could not be embedded, with reason
+    <output>/manifest.json                 counts: clips seen = written + failed, by input kind and reason
+
+Run it:
+    python -m speechid.pipelines.embed --model models/synth --input 'data/synth/test-*.tfrecord.gz' \\
+        --output embeddings/synth --direct_num_workers 2 --direct_running_mode multi_processing
+    python -m speechid.pipelines.embed --model gs://B/models/cv --input 'gs://B/cv/*.tar.gz' \\
+        --output gs://B/embeddings/cv --runner DataflowRunner --project P --region R \\
+        --temp_location gs://B/tmp --setup_file ./setup.py \\
+        --sdk_container_image REGION-docker.pkg.dev/P/speechid/worker:latest \\
+        --dataflow_service_options "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver" \\
+        --machine_type n1-standard-8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+import speechid  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from speechid import audio as audio_lib
+from speechid import schema
+from speechid.errors import AudioError, ConfigError
+
+FAILED = "failed"
+KINDS = ("archive", "audio", "tfrecord")
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz")
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """One clip to embed: encoded bytes (archives, files) or decoded audio (TFRecords)."""
+
+    clip_id: str
+    source: str
+    speaker_id: str | None = None
+    split: str | None = None
+    data: bytes | None = None
+    audio: np.ndarray | None = None
+    sample_rate: int = 0
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """What the windowing needs; read from the model directory's config.json."""
+
+    sample_rate: int
+    window_s: float
+    hop_s: float
+    min_duration: float | None = None
+    max_duration: float | None = audio_lib.DEFAULT_MAX_DURATION
+
+
+def detect_kind(pattern: str) -> str:
+    """'archive', 'tfrecord' or 'audio' from the pattern's suffix (a prep output dir means tfrecord)."""
+    p = pattern.rstrip("/")
+    if p.endswith(_ARCHIVE_SUFFIXES):
+        return "archive"
+    if p.endswith(_TFRECORD_SUFFIXES):
+        return "tfrecord"
+    if FileSystems.exists(os.path.join(p, schema.MANIFEST)):
+        return "tfrecord"
+    return "audio"
+
+
+def expand_input(pattern: str, kind: str) -> str:
+    """A prep output directory stands for all its split records."""
+    if kind == "tfrecord" and not pattern.rstrip("/").endswith(_TFRECORD_SUFFIXES):
+        return os.path.join(pattern.rstrip("/"), f"*{schema.RECORD_SUFFIX}")
+    return pattern
+
+
+# --- reading -------------------------------------------------------------------------------------------
+
+
+def _no_failures(pbegin, label: str):
+    return pbegin | label >> beam.Create([])
+
+
+class ReadAudioFiles(beam.PTransform):
+    """Glob of audio files -> {'clips': ClipSource(clip_id=path, data=bytes), FAILED: (none)}."""
+
+    def __init__(self, pattern: str):
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, pbegin):
+        clips = (
+            pbegin
+            | "Pattern" >> beam.Create([self._pattern])
+            | "Match" >> beam.io.fileio.MatchAll()
+            | "Open" >> beam.io.fileio.ReadMatches()
+            | "ToClip"
+            >> beam.Map(lambda f: ClipSource(clip_id=f.metadata.path, source=f.metadata.path, data=f.read()))
+        )
+        return {"clips": clips, FAILED: _no_failures(pbegin, "NoFailures")}
+
+
+def _record_to_clip(raw: bytes) -> ClipSource:
+    rec = schema.from_example(raw)
+    return ClipSource(
+        clip_id=rec.clip_id,
+        source=rec.source,
+        speaker_id=rec.client_id or None,
+        split=rec.split or None,
+        audio=rec.audio,
+        sample_rate=rec.sample_rate,
+    )
+
+
+class ReadRecords(beam.PTransform):
+    """The prep pipeline's GZIP TFRecords -> {'clips': ClipSource(audio=decoded PCM), FAILED: (none)}."""
+
+    def __init__(self, pattern: str):
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, pbegin):
+        clips = (
+            pbegin
+            | "ReadTFRecords" >> beam.io.ReadFromTFRecord(self._pattern, compression_type="gzip")
+            | "ParseRecords" >> beam.Map(_record_to_clip)
+        )
+        return {"clips": clips, FAILED: _no_failures(pbegin, "NoFailures")}
+
+
+def _pair_to_clip(pair) -> ClipSource:
+    row, clip = pair
+    return ClipSource(
+        clip_id=row.get("path"),
+        source=row.archive,
+        speaker_id=row.get("client_id") or None,
+        split=row.split if row.split in schema.SPLITS else None,
+        data=clip.data,
+    )
+
+
+def _archive_failure(f) -> dict:
+    return {"clip_id": f.path.rsplit("/", 1)[-1], "source": f.archive, "reason": f.reason, "detail": f.detail}
+
+
+class ReadArchiveClips(beam.PTransform):
+    """Common Voice archives -> {'clips': ClipSource with client_id and split from the TSVs, FAILED}.
+
+    Reuses the prep pipeline's streaming reader and join (an archive is never extracted or held whole).
+    Every TSV is read, so each clip gets its speaker; a clip listed twice (train.tsv and validated.tsv)
+    is one clip. Only clip-level failures (unreadable or oversized members, duplicate members) count
+    against the clips: row-level problems belong to prep's manifest, not to embedding.
+    """
+
+    def __init__(self, pattern: str):
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, pbegin):
+        from speechid.pipelines import archives, prep
+
+        read = (
+            pbegin
+            | "ListArchives" >> beam.Create(prep.match_archives([self._pattern]))
+            | "ReadArchives" >> archives.ReadArchives(splits=schema.ALL_SPLITS)
+        )
+        joined = {archives.ROWS: read[archives.ROWS], archives.CLIPS: read[archives.CLIPS]} | (
+            "JoinRowsToClips" >> prep.JoinRowsToClips()
+        )
+        clips = joined[prep.PAIRS] | "ToClip" >> beam.Map(_pair_to_clip)
+        failures = (
+            (read[archives.FAILURES], joined[archives.FAILURES])
+            | "FlattenFailures" >> beam.Flatten()
+            | "ClipLevel" >> beam.Filter(lambda f: f.clips > 0)
+            | "ToDict" >> beam.Map(_archive_failure)
+        )
+        return {"clips": clips, FAILED: failures}
+
+
+def read_source(pattern: str, kind: str) -> beam.PTransform:
+    if kind == "archive":
+        return ReadArchiveClips(pattern)
+    if kind == "tfrecord":
+        return ReadRecords(pattern)
+    return ReadAudioFiles(pattern)
+
+
+# --- embedding ------------------------------------------------------------------------------------------
+
+
+def _failure(clip: ClipSource, reason: str, detail: str) -> dict:
+    return {"clip_id": clip.clip_id, "source": clip.source, "reason": reason, "detail": detail}
+
+
+class DecodeAndWindow(beam.DoFn):
+    """ClipSource -> (clip key, window) for every window; undecodable clips to the FAILED output.
+
+    The key is a tuple of primitives (clip_id, source, speaker_id, split, duration_s, n_windows) so it
+    has a deterministic coder and carries the clip's metadata through RunInference and the combine.
+    """
+
+    def __init__(self, config: EmbedConfig):
+        self._config = config
+        self._limits = audio_lib.Limits(min_duration=config.min_duration, max_duration=config.max_duration)
+        self._decoded = beam.metrics.Metrics.counter("embed", "clips_decoded")
+        self._failed = beam.metrics.Metrics.counter("embed", "clips_failed")
+        self._windows = beam.metrics.Metrics.counter("embed", "windows")
+        self._progress = None
+
+    def setup(self):
+        from speechid.pipelines.jobs import Progress
+
+        self._progress = Progress("embed")
+
+    def process(self, clip: ClipSource):
+        from speechid.model.windows import window_waveform
+
+        cfg = self._config
+        try:
+            if clip.data is not None:
+                wave = audio_lib.decode(clip.data, cfg.sample_rate, self._limits, name=clip.clip_id)
+            elif clip.audio is not None:
+                wave = audio_lib.resample(clip.audio, clip.sample_rate, cfg.sample_rate)
+                if len(wave) == 0:
+                    raise AudioError("empty", clip.clip_id, "no samples")
+                duration = len(wave) / cfg.sample_rate
+                if self._limits.min_duration is not None and duration < self._limits.min_duration:
+                    raise AudioError("too_short", clip.clip_id, f"{duration:.2f} s")
+            else:
+                raise AudioError("empty", clip.clip_id, "no audio")
+        except AudioError as e:
+            self._failed.inc()
+            self._progress.tick("clips_failed")
+            yield beam.pvalue.TaggedOutput(FAILED, _failure(clip, e.reason, e.detail))
+            return
+        windows = window_waveform(wave, cfg.sample_rate, cfg.window_s, cfg.hop_s)
+        key = (clip.clip_id, clip.source, clip.speaker_id, clip.split, len(wave) / cfg.sample_rate, len(windows))
+        self._decoded.inc()
+        self._windows.inc(len(windows))
+        self._progress.tick("clips_decoded")
+        for w in windows:
+            yield key, w
+
+
+class MeanUnitVector(beam.CombineFn):
+    """Sum of window embeddings -> their mean direction, L2-normalised (speechid.model.export.pool_embeddings)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, vec):
+        vec = np.asarray(vec, dtype=np.float64)
+        return vec.copy() if acc is None else acc + vec
+
+    def merge_accumulators(self, accs):
+        accs = [a for a in accs if a is not None]
+        return np.sum(accs, axis=0) if accs else None
+
+    def extract_output(self, acc):
+        norm = np.linalg.norm(acc)
+        return (acc / norm if norm > 0 else acc).astype(np.float32)
+
+
+def _to_row(item, model_id: str) -> dict:
+    (clip_id, source, speaker_id, split, duration_s, n_windows), emb = item
+    return {
+        "clip_id": clip_id,
+        "source": source,
+        "speaker_id": speaker_id,
+        "split": split,
+        "duration_s": float(duration_s),
+        "n_windows": int(n_windows),
+        "embedding": emb.tolist(),
+        "model_id": model_id,
+    }
+
+
+def _prediction_vector(result) -> np.ndarray:
+    return np.asarray(result.inference, dtype=np.float32)
+
+
+class EmbedClips(beam.PTransform):
+    """PCollection[ClipSource] -> {'rows': Parquet row dicts, FAILED: failure dicts}.
+
+    ``model_handler`` is a keyed Beam ModelHandler mapping (key, window) -> (key, PredictionResult);
+    ``make_model_handler`` builds the production one, tests pass a fake (as Beam's own tests do).
+    """
+
+    def __init__(self, config: EmbedConfig, model_handler, model_id: str):
+        super().__init__()
+        self._config = config
+        self._handler = model_handler
+        self._model_id = model_id
+
+    def expand(self, clips):
+        from apache_beam.ml.inference.base import RunInference
+
+        windows = clips | "DecodeAndWindow" >> beam.ParDo(DecodeAndWindow(self._config)).with_outputs(
+            FAILED, main="windows"
+        )
+        rows = (
+            windows.windows
+            | "Embed" >> RunInference(self._handler)
+            | "ToVector" >> beam.MapTuple(lambda key, result: (key, _prediction_vector(result)))
+            | "PoolWindows" >> beam.CombinePerKey(MeanUnitVector())
+            | "ToRow" >> beam.Map(_to_row, self._model_id)
+        )
+        return {"rows": rows, FAILED: windows[FAILED]}
+
+
+def load_model_config(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "config.json")
+    if not FileSystems.exists(path):
+        raise ConfigError(f"{model_dir}: not a speechid model directory (no config.json)")
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def make_model_handler(model_dir: str, min_batch_size: int, max_batch_size: int):
+    from apache_beam.ml.inference.base import KeyedModelHandler
+    from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
+
+    return KeyedModelHandler(
+        TFModelHandlerNumpy(
+            model_uri=os.path.join(model_dir, "saved_model"),
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+        )
+    )
+
+
+# --- the job ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(prog="speechid embed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="Model directory (config.json + saved_model/).")
+    p.add_argument("--input", action="append", required=True, help="Archive glob, audio glob or TFRecords; repeat.")
+    p.add_argument("--output", required=True, help="Output directory for Parquet shards and manifest.json.")
+    p.add_argument("--input-kind", choices=("auto",) + KINDS, default="auto")
+    p.add_argument("--window", type=float, default=None, help="Window seconds (default: the model's).")
+    p.add_argument("--hop", type=float, default=None, help="Hop seconds (default: the model's).")
+    p.add_argument("--min-batch-size", type=int, default=8)
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--min-duration", type=float, default=None, help="Refuse shorter clips (default: none).")
+    p.add_argument("--max-duration", type=float, default=audio_lib.DEFAULT_MAX_DURATION)
+    p.add_argument("--num-shards", type=int, default=0, help="Parquet shards (0: let the runner choose).")
+    return p.parse_known_args(argv)
+
+
+def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
+    """Run the embedding job; returns the manifest dict."""
+    from apache_beam.io.parquetio import WriteToParquet
+
+    from speechid import embedding_table
+    from speechid.pipelines import jobs
+
+    args, beam_args = parse_args(argv)
+    model_cfg = load_model_config(args.model)
+    config = EmbedConfig(
+        sample_rate=int(model_cfg["sample_rate"]),
+        window_s=float(args.window or model_cfg["window_s"]),
+        hop_s=float(args.hop or model_cfg["hop_s"]),
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+    )
+    if config.hop_s <= 0 or config.window_s <= 0:
+        raise ConfigError(f"--window {config.window_s} and --hop {config.hop_s} must be positive")
+    sources = []
+    for pattern in args.input:
+        kind = detect_kind(pattern) if args.input_kind == "auto" else args.input_kind
+        sources.append((expand_input(pattern, kind), kind))
+    handler = make_model_handler(args.model, args.min_batch_size, args.max_batch_size)
+    staging = jobs.staging_dir(args.output)
+
+    p = jobs.make_pipeline(beam_args, test_pipeline)
+    reads = [p | f"Read{i}{kind.title()}" >> read_source(pattern, kind) for i, (pattern, kind) in enumerate(sources)]
+    clips = [r["clips"] for r in reads] | "FlattenClips" >> beam.Flatten()
+    out = clips | "EmbedClips" >> EmbedClips(config, handler, model_cfg["model_id"])
+    rows = out["rows"]
+    read_failures = [r[FAILED] for r in reads] | "FlattenReadFailures" >> beam.Flatten()
+    failures = (out[FAILED], read_failures) | "FlattenFailures" >> beam.Flatten()
+    rows | "WriteParquet" >> WriteToParquet(
+        os.path.join(staging, "part"),
+        embedding_table.arrow_schema(int(model_cfg["embedding_dim"])),
+        file_name_suffix=".parquet",
+        num_shards=args.num_shards,
+    )
+    failures | "WriteFailures" >> jobs.WriteJsonLines(os.path.join(staging, schema.FAILURES_DIR, "failures"))
+    counts = p | "Counts" >> jobs.CountBy(
+        {
+            "seen": (clips, read_failures) | "Seen" >> beam.Flatten() | "SeenKind" >> beam.Map(lambda c: "clips"),
+            "written": rows | "WrittenKind" >> beam.Map(lambda r: "clips"),
+            "failed": failures | "FailedReason" >> beam.Map(lambda f: f["reason"]),
+        }
+    )
+    counts | "WriteCounts" >> jobs.WriteJsonLines(os.path.join(staging, jobs.COUNTS_DIR, "counts"))
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception:
+        jobs.discard(staging)
+        raise
+    jobs.log_metrics("embed", result)
+
+    tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))
+    seen = tallies.get(("seen", "clips"), 0)
+    written = tallies.get(("written", "clips"), 0)
+    failed = {key: n for (group, key), n in tallies.items() if group == "failed"}
+    manifest = {
+        "model": args.model,
+        "model_id": model_cfg["model_id"],
+        "inputs": [{"pattern": pattern, "kind": kind} for pattern, kind in sources],
+        "window_s": config.window_s,
+        "hop_s": config.hop_s,
+        "sample_rate": config.sample_rate,
+        "clips_seen": seen,
+        "clips_written": written,
+        "clips_failed": sum(failed.values()),
+        "failures_by_reason": dict(sorted(failed.items())),
+        "reconciles": seen == written + sum(failed.values()),
+    }
+    jobs.finish(staging, args.output, manifest)
+    logging.getLogger("speechid").info(
+        "embed: %d clips seen, %d written, %d failed -> %s", seen, written, manifest["clips_failed"], args.output
+    )
+    if not manifest["reconciles"]:
+        raise RuntimeError(f"embed: counts do not reconcile: {manifest}")
+    return manifest
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    run()

@@ -1,0 +1,115 @@
+"""EmbedClips on in-memory clips with a fake model handler (as Beam's own RunInference tests do)."""
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from speechid import audio
+from speechid.pipelines import embed
+from tests.conftest import tone
+
+RATE = 16_000
+DIM = 4
+
+
+def fake_embedding(window: np.ndarray) -> np.ndarray:
+    """A deterministic stand-in for the network: simple statistics of the window."""
+    w = np.asarray(window, np.float64)
+    v = np.array([w.mean() + 1.0, w.std() + 0.1, np.abs(w).max() + 0.2, len(w) / RATE])
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+class FakeModel:
+    def predict(self, batch):
+        return [fake_embedding(w) for w in batch]
+
+
+class FakeHandler(ModelHandler):
+    def load_model(self):
+        return FakeModel()
+
+    def run_inference(self, batch, model, inference_args=None):
+        return [PredictionResult(x, y) for x, y in zip(batch, model.predict(batch), strict=True)]
+
+
+CONFIG = embed.EmbedConfig(sample_rate=RATE, window_s=1.0, hop_s=0.5, min_duration=0.3)
+
+
+def expected_vector(wave):
+    from speechid.model.windows import pool_embeddings, window_waveform
+
+    windows = window_waveform(wave, RATE, CONFIG.window_s, CONFIG.hop_s)
+    return pool_embeddings(np.stack([fake_embedding(w) for w in windows])), len(windows)
+
+
+def _rows_close(expected):
+    def check(actual):
+        assert len(actual) == len(expected), actual
+        by_id = {r["clip_id"]: r for r in actual}
+        for clip_id, (vec, n_windows, speaker) in expected.items():
+            row = by_id[clip_id]
+            assert row["n_windows"] == n_windows
+            assert row["speaker_id"] == speaker
+            assert row["model_id"] == "fake-model"
+            np.testing.assert_allclose(row["embedding"], vec, atol=1e-5)
+            assert abs(np.linalg.norm(row["embedding"]) - 1) < 1e-5
+
+    return check
+
+
+def test_embed_clips_pools_windows_and_routes_failures():
+    long_wave = tone(2.3, RATE, 180)
+    short_wave = tone(0.6, RATE, 300)
+    a_bytes, c_bytes = audio.encode(long_wave, RATE, "WAV"), audio.encode(short_wave, RATE, "FLAC")
+    clips = [
+        embed.ClipSource("a.wav", "files", "spk1", data=a_bytes),
+        embed.ClipSource("b", "recs", "spk2", "test", audio=tone(1.2, 48_000, 250), sample_rate=48_000),
+        embed.ClipSource("c.flac", "files", None, data=c_bytes),
+        embed.ClipSource("bad.mp3", "files", None, data=b"not audio at all" * 10),
+        embed.ClipSource("empty.wav", "files", None, data=b""),
+        embed.ClipSource("tiny", "recs", "spk3", audio=tone(0.1, RATE), sample_rate=RATE),
+    ]
+    expected = {
+        "a.wav": (*expected_vector(audio.decode(a_bytes)), "spk1"),
+        "b": (*expected_vector(audio.resample(tone(1.2, 48_000, 250), 48_000, RATE)), "spk2"),
+        "c.flac": (*expected_vector(audio.decode(c_bytes)), None),
+    }
+    handler = KeyedModelHandler(FakeHandler())
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(clips) | embed.EmbedClips(CONFIG, handler, "fake-model")
+        assert_that(out["rows"], _rows_close(expected), label="Rows")
+        reasons = out[embed.FAILED] | beam.Map(lambda f: (f["clip_id"], f["reason"]))
+        assert_that(
+            reasons, equal_to([("bad.mp3", "corrupt"), ("empty.wav", "empty"), ("tiny", "too_short")]), label="Fails"
+        )
+
+
+def test_mean_unit_vector_combines_partial_sums():
+    fn = embed.MeanUnitVector()
+    vecs = [np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 2.0])]
+    a = fn.add_input(fn.add_input(fn.create_accumulator(), vecs[0]), vecs[1])
+    b = fn.add_input(fn.create_accumulator(), vecs[2])
+    out = fn.extract_output(fn.merge_accumulators([a, b, fn.create_accumulator()]))
+    np.testing.assert_allclose(out, np.array([1, 1, 2]) / np.sqrt(6), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "pattern,kind",
+    [
+        ("gs://b/cv/*.tar.gz", "archive"),
+        ("/data/cv-corpus-7.0-en.tar", "archive"),
+        ("/data/x/train-*.tfrecord.gz", "tfrecord"),
+        ("/audio/**/*.wav", "audio"),
+    ],
+)
+def test_detect_kind(pattern, kind):
+    assert embed.detect_kind(pattern) == kind
+
+
+def test_prep_output_dir_is_tfrecords(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")
+    assert embed.detect_kind(str(tmp_path)) == "tfrecord"
+    assert embed.expand_input(str(tmp_path), "tfrecord").endswith("*.tfrecord.gz")
