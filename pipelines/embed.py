@@ -365,31 +365,72 @@ def parse_args(argv: list[str] | None):
 
 
 def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
-    """Run the embedding job; returns the manifest dict."""
+    """Parse our flags, pass every other flag to Beam, run; returns the manifest dict."""
+    args, beam_args = parse_args(argv)
+    return embed_corpus(
+        args.model,
+        args.input,
+        args.output,
+        input_kind=args.input_kind,
+        window_s=args.window,
+        hop_s=args.hop,
+        min_batch_size=args.min_batch_size,
+        max_batch_size=args.max_batch_size,
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        num_shards=args.num_shards,
+        pipeline_args=beam_args,
+        test_pipeline=test_pipeline,
+    )
+
+
+def embed_corpus(
+    model_dir: str,
+    inputs: list[str],
+    output: str,
+    *,
+    input_kind: str = "auto",
+    window_s: float | None = None,
+    hop_s: float | None = None,
+    min_batch_size: int = 8,
+    max_batch_size: int = 64,
+    min_duration: float | None = None,
+    max_duration: float | None = audio_lib.DEFAULT_MAX_DURATION,
+    num_shards: int = 0,
+    pipeline_args: list[str] | None = None,
+    test_pipeline=None,
+) -> dict:
+    """Embed every clip of ``inputs`` with the model in ``model_dir`` into Parquet under ``output``.
+
+    Returns the manifest (also written as ``<output>/manifest.json``).
+    """
     from apache_beam.io.parquetio import WriteToParquet
 
     from speechid import embedding_table
     from speechid.pipelines import jobs
 
-    args, beam_args = parse_args(argv)
-    model_cfg = load_model_config(args.model)
+    model_cfg = load_model_config(model_dir)
     config = EmbedConfig(
         sample_rate=int(model_cfg["sample_rate"]),
-        window_s=float(args.window or model_cfg["window_s"]),
-        hop_s=float(args.hop or model_cfg["hop_s"]),
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
+        window_s=float(window_s or model_cfg["window_s"]),
+        hop_s=float(hop_s or model_cfg["hop_s"]),
+        min_duration=min_duration,
+        max_duration=max_duration,
     )
     if config.hop_s <= 0 or config.window_s <= 0:
-        raise ConfigError(f"--window {config.window_s} and --hop {config.hop_s} must be positive")
+        raise ConfigError(f"window {config.window_s} s and hop {config.hop_s} s must be positive")
+    if not 1 <= min_batch_size <= max_batch_size:
+        raise ConfigError(f"batch sizes: need 1 <= min ({min_batch_size}) <= max ({max_batch_size})")
     sources = []
-    for pattern in args.input:
-        kind = detect_kind(pattern) if args.input_kind == "auto" else args.input_kind
+    for pattern in inputs:
+        kind = detect_kind(pattern) if input_kind == "auto" else input_kind
+        if kind not in KINDS:
+            raise ConfigError(f"--input-kind {kind!r}: choose from auto, {', '.join(KINDS)}")
         sources.append((expand_input(pattern, kind), kind))
-    handler = make_model_handler(args.model, args.min_batch_size, args.max_batch_size)
-    staging = jobs.staging_dir(args.output)
+    handler = make_model_handler(model_dir, min_batch_size, max_batch_size)
+    staging = jobs.staging_dir(output)
 
-    p = jobs.make_pipeline(beam_args, test_pipeline)
+    p = jobs.make_pipeline(list(pipeline_args or []), test_pipeline)
     reads = [p | f"Read{i}{kind.title()}" >> read_source(pattern, kind) for i, (pattern, kind) in enumerate(sources)]
     clips = [r["clips"] for r in reads] | "FlattenClips" >> beam.Flatten()
     out = clips | "EmbedClips" >> EmbedClips(config, handler, model_cfg["model_id"])
@@ -400,7 +441,7 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
         os.path.join(staging, "part"),
         embedding_table.arrow_schema(int(model_cfg["embedding_dim"])),
         file_name_suffix=".parquet",
-        num_shards=args.num_shards,
+        num_shards=num_shards,
     )
     failures | "WriteFailures" >> jobs.WriteJsonLines(os.path.join(staging, schema.FAILURES_DIR, "failures"))
     counts = p | "Counts" >> jobs.CountBy(
@@ -424,7 +465,7 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
     written = tallies.get(("written", "clips"), 0)
     failed = {key: n for (group, key), n in tallies.items() if group == "failed"}
     manifest = {
-        "model": args.model,
+        "model": model_dir,
         "model_id": model_cfg["model_id"],
         "inputs": [{"pattern": pattern, "kind": kind} for pattern, kind in sources],
         "window_s": config.window_s,
@@ -436,9 +477,9 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
         "failures_by_reason": dict(sorted(failed.items())),
         "reconciles": seen == written + sum(failed.values()),
     }
-    jobs.finish(staging, args.output, manifest)
+    jobs.finish(staging, output, manifest)
     logging.getLogger("speechid").info(
-        "embed: %d clips seen, %d written, %d failed -> %s", seen, written, manifest["clips_failed"], args.output
+        "embed: %d clips seen, %d written, %d failed -> %s", seen, written, manifest["clips_failed"], output
     )
     if not manifest["reconciles"]:
         raise RuntimeError(f"embed: counts do not reconcile: {manifest}")

@@ -1,0 +1,141 @@
+"""The embed job end to end with a real exported model (untrained, tiny) on each input kind."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from speechid import audio, schema, synth
+from speechid.model.features import FeatureConfig
+from speechid.model.network import NetworkConfig
+from tests.conftest import tone
+
+N_MELS = 16
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from speechid.model.export import export_model
+    from speechid.model.network import build_embedder
+
+    out = str(tmp_path_factory.mktemp("model"))
+    features = FeatureConfig(n_mels=N_MELS)
+    network = NetworkConfig(lstm_units=(16, 16), embedding_dim=8)
+    mean, var = np.full(N_MELS, -6.0, np.float32), np.full(N_MELS, 4.0, np.float32)
+    weights = build_embedder(mean, var, features, network).get_weights()
+    export_model(weights, out, mel_mean=mean, mel_var=var, features=features, network=network,
+                 window_s=1.0, hop_s=0.5, data_fingerprint="test")
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    return synth.make_corpus(str(out), speakers=3, clips_per_speaker=2, seed=5, min_duration=1.0,
+                             max_duration=2.0, extra_fraction=0.0, workers=1)
+
+
+def _table(out_dir):
+    t = pq.read_table(sorted(glob.glob(os.path.join(out_dir, "part-*.parquet"))))
+    return {r["clip_id"]: r for r in t.to_pylist()}, t.schema
+
+
+def _manifest(out_dir):
+    with open(os.path.join(out_dir, "manifest.json")) as f:
+        return json.load(f)
+
+
+def test_audio_glob_matches_encoder_and_routes_failures(model_dir, tmp_path):
+    from speechid import Encoder
+    from speechid.pipelines.embed import run
+
+    src = tmp_path / "clips"
+    src.mkdir()
+    (src / "a.wav").write_bytes(audio.encode(tone(2.2, 44_100, 150), 44_100, "WAV"))
+    (src / "b.flac").write_bytes(audio.encode(tone(0.7, 16_000, 260), 16_000, "FLAC"))
+    (src / "c.ogg").write_bytes(audio.encode(tone(1.3, 48_000, 320), 48_000, "OGG", "VORBIS"))
+    (src / "broken.wav").write_bytes(b"RIFF nonsense")
+    out = str(tmp_path / "emb")
+    manifest = run(["--model", model_dir, "--input", str(src / "*"), "--output", out, "--min-batch-size", "2",
+                    "--max-batch-size", "4"])
+    assert manifest["clips_seen"] == 4 and manifest["clips_written"] == 3
+    assert manifest["failures_by_reason"] == {"corrupt": 1} and manifest["reconciles"]
+    rows, arrow_schema = _table(out)
+    import pyarrow as pa
+
+    emb_type = arrow_schema.field("embedding").type
+    assert pa.types.is_fixed_size_list(emb_type) and emb_type.list_size == 8
+    assert emb_type.value_type == pa.float32()
+    enc = Encoder.load(model_dir)
+    for name in ("a.wav", "b.flac", "c.ogg"):
+        row = rows[str(src / name)]
+        np.testing.assert_allclose(row["embedding"], enc.embed(str(src / name)), atol=1e-4)
+        assert row["model_id"] == enc.config["model_id"] and row["speaker_id"] is None
+    assert rows[str(src / "a.wav")]["n_windows"] == 4  # 2.2 s in 1 s windows every 0.5 s, tail covered
+    failures = [json.loads(x) for f in glob.glob(os.path.join(out, "failures", "*.jsonl")) for x in open(f)]
+    assert [(f["clip_id"], f["reason"]) for f in failures] == [(str(src / "broken.wav"), "corrupt")]
+
+
+def test_archive_and_tfrecords_give_the_same_vectors(model_dir, corpus, tmp_path):
+    import tensorflow as tf
+
+    from speechid.pipelines.embed import embed_corpus
+
+    out_a = str(tmp_path / "from_archive")
+    m = embed_corpus(model_dir, [corpus.tarball], out_a)
+    assert m["clips_written"] == m["clips_seen"] == 6 and m["reconciles"]
+    rows_a, _ = _table(out_a)
+    truth = synth.read_truth(corpus.aliases_tsv)
+    assert all(r["speaker_id"] in truth for r in rows_a.values())
+    assert {r["split"] for r in rows_a.values()} <= {"train", "dev", "test"}
+
+    # The same clips as prep would store them: PCM16 at 16 kHz in GZIP TFRecords.
+    data = tmp_path / "data"
+    data.mkdir()
+    import tarfile
+
+    with tarfile.open(corpus.tarball) as tar, tf.io.TFRecordWriter(
+        str(data / "train-00000-of-00001.tfrecord.gz"), options="GZIP"
+    ) as w:
+        for m_ in tar.getmembers():
+            if m_.name.endswith(".mp3"):
+                name = m_.name.rsplit("/", 1)[1]
+                wave = audio.decode(tar.extractfile(m_).read())
+                row = rows_a[name]
+                w.write(schema.to_example(schema.ClipRecord(
+                    clip_id=name, client_id=row["speaker_id"], audio=wave, sample_rate=16_000, split=row["split"],
+                    source=corpus.tarball, path=m_.name)))
+    (data / "manifest.json").write_text("{}")
+    out_t = str(tmp_path / "from_records")
+    m = embed_corpus(model_dir, [str(data)], out_t)
+    assert m["inputs"][0]["kind"] == "tfrecord" and m["clips_written"] == 6
+    rows_t, _ = _table(out_t)
+    for clip_id, row in rows_a.items():
+        # PCM16 storage costs a little precision; the vectors stay within 1e-3.
+        np.testing.assert_allclose(rows_t[clip_id]["embedding"], row["embedding"], atol=1e-3)
+        assert rows_t[clip_id]["speaker_id"] == row["speaker_id"]
+
+
+def test_rerun_replaces_output(model_dir, tmp_path):
+    from speechid.pipelines.embed import embed_corpus
+
+    src = tmp_path / "a.wav"
+    src.write_bytes(audio.encode(tone(1.5), 16_000, "WAV"))
+    out = str(tmp_path / "emb")
+    embed_corpus(model_dir, [str(src)], out)
+    embed_corpus(model_dir, [str(src)], out)
+    rows, _ = _table(out)
+    assert len(rows) == 1
+    assert not glob.glob(str(tmp_path / "emb.tmp-*")) and not glob.glob(str(tmp_path / "emb.old-*"))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "speechid", "embed", "--model", str(tmp_path / "nope"), "--input",
+                        "x.wav", "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
