@@ -1,0 +1,361 @@
+"""Find voices hiding under several client_ids, and clips whose label looks wrong (``speechid dedup``).
+
+Steps (``dedup`` does the I/O, ``find_duplicates`` the work on arrays):
+
+1. Range search of every indexed vector against the index at Euclidean distance < threshold, in blocks
+   (``graph.range_graph``) -> sparse graph of "same person" pairs.
+2. Clip level: clusters of clips by average linkage on that graph (``graph.average_linkage``: no chaining
+   of distinct voices, see its docstring).
+3. Speaker level: every pair of client_ids linked by at least one cross pair of clips is scored by the
+   distance between their centroids (mean of their clips, re-normalised), the number of cross pairs under
+   the threshold, their mean distance, and the RMS distance over all cross pairs. The same average-linkage
+   rule on speakers (sums and counts of their clips) gives the merged groups: two ids merge only if a
+   typical clip of one is within the threshold of a typical clip of the other, so A~B~C cannot chain.
+   Proposed pairs: centroid distance under the threshold, or merged.
+4. Suspicious labels: a clip with at least ``min_neighbors`` labelled neighbours of which more than
+   ``label_fraction`` belong to other speakers (other merged groups, so aliases already proposed for a merge
+   do not flag every clip twice).
+
+Outputs in ``--output`` (written atomically): ``clips.parquet`` (cluster of every clip and its neighbour
+counts), ``suspicious.parquet``, ``speaker_pairs.parquet``, ``speaker_groups.parquet`` (every speaker and
+its group), ``summary.txt`` (short, for people) and ``summary.json`` (the counts, for the demo). Given a
+ground truth (client_id -> true speaker, e.g. synth's aliases.tsv) it reports pairwise precision/recall.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from speechid.errors import ConfigError
+from speechid.indexing import graph as g
+from speechid.indexing import store
+from speechid.indexing.build import add_by_code, speaker_codes
+from speechid.indexing.query import SpeakerIndex
+
+LEVELS = ("clip", "speaker", "both")
+SUMMARY_JSON = "summary.json"
+SUMMARY_TXT = "summary.txt"
+CLIPS_OUT = "clips.parquet"
+SUSPICIOUS_OUT = "suspicious.parquet"
+PAIRS_OUT = "speaker_pairs.parquet"
+GROUPS_OUT = "speaker_groups.parquet"
+DEFAULT_MAX_NEIGHBORS = 1000
+
+
+# -- scoring against a ground truth --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """Pairwise precision/recall: a pair of items is "together" in the prediction and/or in the truth."""
+
+    precision: float | None  # None when nothing was put together
+    recall: float | None  # None when the truth puts nothing together
+    predicted_pairs: int
+    true_pairs: int
+    correct_pairs: int
+    items: int
+
+    def __str__(self) -> str:
+        def f(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
+        return (f"precision {f(self.precision)} recall {f(self.recall)} "
+                f"({self.correct_pairs} of {self.predicted_pairs} predicted pairs, {self.true_pairs} true pairs, "
+                f"{self.items} items)")
+
+
+def _pairs(counts: np.ndarray) -> int:
+    counts = counts.astype(np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def pairwise_scores(predicted: Sequence[Hashable] | np.ndarray, truth: Sequence[Hashable] | np.ndarray) -> PairScores:
+    """Pairwise precision/recall of a clustering (``predicted[i]``) against true labels (``truth[i]``),
+    counted from the contingency table, so it never lists the pairs."""
+    p = np.unique(np.asarray(predicted), return_inverse=True)[1].reshape(-1).astype(np.int64)
+    t = np.unique(np.asarray(truth), return_inverse=True)[1].reshape(-1).astype(np.int64)
+    if p.size != t.size:
+        raise ValueError(f"{p.size} predicted labels for {t.size} true ones")
+    if p.size == 0:
+        return PairScores(None, None, 0, 0, 0, 0)
+    pred_pairs = _pairs(np.bincount(p))
+    true_pairs = _pairs(np.bincount(t))
+    correct = _pairs(np.unique(p * (t.max() + 1) + t, return_counts=True)[1])
+    return PairScores(
+        precision=correct / pred_pairs if pred_pairs else None,
+        recall=correct / true_pairs if true_pairs else None,
+        predicted_pairs=pred_pairs, true_pairs=true_pairs, correct_pairs=correct, items=int(p.size),
+    )
+
+
+def score_groups(groups: Mapping[str, Hashable], truth: Mapping[str, str]) -> PairScores:
+    """Client_id merges (client_id -> group) against the truth (client_id -> true speaker), over the ids both
+    know: a pair of ids is predicted if they share a group and true if they share a speaker."""
+    ids = sorted(set(groups) & set(truth))
+    return pairwise_scores([str(groups[i]) for i in ids], [str(truth[i]) for i in ids])
+
+
+def _score_tables(speaker_groups: pa.Table | None, clips: pa.Table | None,
+                  truth: Mapping[str, str]) -> dict[str, PairScores]:
+    scores = {}
+    if speaker_groups is not None:
+        t = speaker_groups.select(["speaker_id", "group"]).to_pydict()
+        scores["speakers"] = score_groups(dict(zip(t["speaker_id"], t["group"], strict=True)), truth)
+    if clips is not None:
+        t = clips.select(["speaker_id", "cluster"]).to_pydict()
+        known = [(c, truth[s]) for s, c in zip(t["speaker_id"], t["cluster"], strict=True) if s in truth]
+        scores["clips"] = pairwise_scores([k[0] for k in known], [k[1] for k in known])
+    return scores
+
+
+def evaluate_dedup(dedup_dir: str | os.PathLike, truth: Mapping[str, str]) -> dict[str, PairScores]:
+    """Pairwise precision/recall of a dedup output against ``truth`` (client_id -> true speaker).
+
+    "speakers": client_ids merged into one group vs same true speaker. "clips": clips in one clip cluster vs
+    same true speaker (of their client_id). Each level is scored if its output exists.
+    """
+    dedup_dir = os.fspath(dedup_dir)
+    if not os.path.exists(os.path.join(dedup_dir, SUMMARY_JSON)):
+        raise ConfigError(f"{dedup_dir}: not a dedup output (no {SUMMARY_JSON})")
+
+    def read(name, columns):
+        path = os.path.join(dedup_dir, name)
+        return pq.read_table(path, columns=columns) if os.path.exists(path) else None
+
+    return _score_tables(read(GROUPS_OUT, ["speaker_id", "group"]), read(CLIPS_OUT, ["speaker_id", "cluster"]), truth)
+
+
+# -- the work, on arrays --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DedupTables:
+    clips: pa.Table
+    suspicious: pa.Table
+    speaker_pairs: pa.Table
+    speaker_groups: pa.Table
+    stats: dict
+
+
+def _top_other(src: np.ndarray, dst_code: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per src row (sorted result): the most frequent dst_code and its count."""
+    if src.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    key, cnt = np.unique(src * n_codes + dst_code, return_counts=True)
+    s, c = key // n_codes, key % n_codes
+    order = np.lexsort((c, -cnt, s))
+    s, c, cnt = s[order], c[order], cnt[order]
+    first = np.r_[True, s[1:] != s[:-1]]
+    return s[first], c[first], cnt[first]
+
+
+def find_duplicates(vectors: np.ndarray, graph: g.RangeGraph, clips: pa.Table, threshold: float,
+                    min_neighbors: int = 3, label_fraction: float = 0.5) -> DedupTables:
+    """Clip clusters, speaker merges and suspicious labels from the vectors, their graph and their metadata
+    (``clips``: row, clip_id, speaker_id, ... in row order)."""
+    n = len(vectors)
+    if clips.num_rows != n or graph.n != n:
+        raise ValueError(f"{n} vectors, {clips.num_rows} metadata rows, graph over {graph.n}")
+    stats: dict = {"clips": n, "pairs_under_threshold": graph.edges}
+
+    # Clip level.
+    labels = g.average_linkage(vectors, np.ones(n), graph.u, graph.v, threshold,
+                               sq_distance=np.square(graph.distance, dtype=np.float64))
+    sizes = np.bincount(labels)
+    single = np.bincount(graph.components())
+    stats.update(
+        clip_clusters=int((sizes > 1).sum()), clips_in_clusters=int(sizes[sizes > 1].sum()),
+        single_linkage_clusters=int((single > 1).sum()), largest_cluster=int(sizes.max()) if n else 0,
+        largest_single_linkage_cluster=int(single.max()) if n else 0,
+    )
+
+    # Speaker level.
+    codes, speakers = speaker_codes(clips.column("speaker_id"))
+    n_spk = len(speakers)
+    sums = np.zeros((n_spk, vectors.shape[1]), dtype=np.float64)
+    counts = np.zeros(n_spk, dtype=np.int64)
+    add_by_code(sums, counts, codes, vectors)
+    cu, cv = codes[graph.u], codes[graph.v]
+    cross = (cu >= 0) & (cv >= 0) & (cu != cv)
+    lo, hi = np.minimum(cu[cross], cv[cross]), np.maximum(cu[cross], cv[cross])
+    key, inv, cross_pairs = np.unique(lo * max(n_spk, 1) + hi, return_inverse=True, return_counts=True)
+    pa_, pb = key // max(n_spk, 1), key % max(n_spk, 1)
+    mean_cross = np.bincount(inv.reshape(-1), weights=graph.distance[cross], minlength=key.size) / np.maximum(
+        cross_pairs, 1)
+    unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    centroid_d = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("ij,ij->i", unit[pa_], unit[pb]), 0.0))
+    rms = np.sqrt(np.maximum(g.mean_sq_cross(sums, counts.astype(np.float64), pa_, pb), 0.0))
+    groups = g.average_linkage(sums, np.maximum(counts, 1), pa_, pb, threshold) if n_spk else np.zeros(0, np.int64)
+    merged = groups[pa_] == groups[pb]
+    show = (centroid_d < threshold) | merged
+    order = np.argsort(centroid_d[show], kind="stable")
+    sel = np.flatnonzero(show)[order]
+    speaker_pairs = pa.table({
+        "speaker_a": speakers.take(pa.array(pa_[sel])), "speaker_b": speakers.take(pa.array(pb[sel])),
+        "clips_a": counts[pa_[sel]], "clips_b": counts[pb[sel]],
+        "centroid_distance": centroid_d[sel].astype(np.float32),
+        "cross_pairs": cross_pairs[sel].astype(np.int64),
+        "mean_cross_distance": mean_cross[sel].astype(np.float32),
+        "rms_cross_distance": rms[sel].astype(np.float32),
+        "merged": merged[sel],
+    })
+    group_size = np.bincount(groups, minlength=1)[groups] if n_spk else np.zeros(0, np.int64)
+    gorder = np.lexsort((groups, -group_size))
+    speaker_groups = pa.table({
+        "speaker_id": speakers.take(pa.array(gorder)), "n_clips": counts[gorder],
+        "group": groups[gorder], "group_speakers": group_size[gorder],
+    })
+    stats.update(
+        speakers=int(n_spk), speaker_pairs_linked=int(key.size), speaker_pairs_proposed=int(show.sum()),
+        merged_groups=int((np.bincount(groups) > 1).sum()) if n_spk else 0,
+        speakers_in_merged_groups=int((group_size > 1).sum()),
+    )
+
+    # Suspicious labels: neighbours mostly in other speakers' groups.
+    clip_group = np.where(codes >= 0, groups[np.maximum(codes, 0)] if n_spk else -1, -1)
+    src, dst, _ = graph.neighbours()
+    degree = np.bincount(src, minlength=n)
+    lab = (clip_group[src] >= 0) & (clip_group[dst] >= 0)
+    labelled = np.bincount(src[lab], minlength=n)
+    other_edge = lab & (clip_group[src] != clip_group[dst])
+    other = np.bincount(src[other_edge], minlength=n)
+    frac = np.divide(other, labelled, out=np.zeros(n), where=labelled > 0)
+    suspicious = (labelled >= min_neighbors) & (frac > label_fraction)
+    sus_rows = np.flatnonzero(suspicious)
+    pick = other_edge & suspicious[src]
+    # Every suspicious row has other-label edges, so the rows come back as sus_rows, in the same order.
+    _, s_code, s_count = _top_other(src[pick], codes[dst[pick]], max(n_spk, 1))
+    clips_out = pa.table({
+        "row": np.arange(n, dtype=np.int64), "clip_id": clips.column("clip_id"),
+        "speaker_id": clips.column("speaker_id"), "cluster": labels, "cluster_size": sizes[labels],
+        "neighbors": degree, "other_label_neighbors": other, "suspicious": suspicious,
+    })
+    suspicious_out = pa.table({
+        "row": sus_rows, "clip_id": clips.column("clip_id").take(pa.array(sus_rows)),
+        "speaker_id": clips.column("speaker_id").take(pa.array(sus_rows)),
+        "labelled_neighbors": labelled[sus_rows], "other_label_neighbors": other[sus_rows],
+        "other_fraction": frac[sus_rows].astype(np.float32),
+        "top_other_speaker": speakers.take(pa.array(s_code)), "top_other_count": s_count,
+        "cluster": labels[sus_rows],
+    })
+    stats["suspicious_clips"] = int(sus_rows.size)
+    return DedupTables(clips_out, suspicious_out, speaker_pairs, speaker_groups, stats)
+
+
+# -- the I/O shell --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DedupResult:
+    output_dir: str
+    summary: dict  # what summary.json holds
+    scores: dict[str, PairScores]  # empty without a ground truth
+    graph: g.RangeGraph  # the pairs under the threshold that were clustered (benchmarks check their recall)
+
+
+def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike, *, threshold: float | None = None,
+          level: str = "both", truth: Mapping[str, str] | None = None, batch_size: int = 8192,
+          max_neighbors: int | None = DEFAULT_MAX_NEIGHBORS, min_neighbors: int = 3, label_fraction: float = 0.5,
+          nprobe: int | None = None, ef_search: int | None = None) -> DedupResult:
+    """Deduplicate the clips of an index directory (or loaded ``SpeakerIndex``) into ``output_dir``.
+
+    ``threshold``: Euclidean, default the index's. ``level``: which tables to write (clip, speaker or
+    both; the summary always). ``truth``: client_id -> true speaker, to report pairwise precision/recall.
+    ``nprobe`` / ``ef_search`` override the index's search settings for the range search.
+    """
+    t0 = time.perf_counter()
+    if level not in LEVELS:
+        raise ConfigError(f"level {level!r}: expected one of {', '.join(LEVELS)}")
+    idx = index if isinstance(index, SpeakerIndex) else SpeakerIndex.load(index)
+    threshold = idx.threshold if threshold is None else float(threshold)
+    store.search_radius(idx.metric, threshold)  # validates the threshold
+    if idx.kind == "hnsw" and ef_search is None:
+        # HNSW's range search only sees what its beam visits: widen it to the neighbours we keep.
+        ef_search = max(int(idx.meta["params"].get("ef_search", 0)), 2 * (max_neighbors or DEFAULT_MAX_NEIGHBORS))
+    idx.set_search_params(nprobe=nprobe, ef_search=ef_search)
+
+    vectors = idx.index.reconstruct_n(0, idx.count)
+    blocks = (vectors[s:s + batch_size] for s in range(0, idx.count, batch_size))
+    rg = g.range_graph(idx.index, blocks, idx.metric, threshold, n=idx.count, max_neighbors=max_neighbors)
+    t_search = time.perf_counter() - t0
+    tables = find_duplicates(vectors, rg, idx.clips, threshold, min_neighbors, label_fraction)
+    t_cluster = time.perf_counter() - t0 - t_search
+
+    summary = {
+        "index": idx.path, "kind": idx.kind, "model_id": idx.model_id, "threshold": threshold,
+        "distance": "euclidean", "level": level, "max_neighbors": max_neighbors,
+        **tables.stats,
+        "seconds": {"range_search": round(t_search, 3), "clustering": round(t_cluster, 3)},
+    }
+    scores: dict[str, PairScores] = {}
+    if truth is not None:
+        scores = _score_tables(tables.speaker_groups if level != "clip" else None,
+                               tables.clips if level != "speaker" else None, truth)
+        summary["scores"] = {k: asdict(v) for k, v in scores.items()}
+    with store.atomic_dir(output_dir, SUMMARY_JSON) as tmp:
+        if level in ("clip", "both"):
+            pq.write_table(tables.clips, os.path.join(tmp, CLIPS_OUT))
+            pq.write_table(tables.suspicious, os.path.join(tmp, SUSPICIOUS_OUT))
+        if level in ("speaker", "both"):
+            pq.write_table(tables.speaker_pairs, os.path.join(tmp, PAIRS_OUT))
+            pq.write_table(tables.speaker_groups, os.path.join(tmp, GROUPS_OUT))
+        summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        with open(os.path.join(tmp, SUMMARY_TXT), "w", encoding="utf-8") as f:
+            f.write(summary_text(summary, tables, scores))
+        store.write_json(os.path.join(tmp, SUMMARY_JSON), summary)
+    return DedupResult(os.path.abspath(os.fspath(output_dir)), summary, scores, rg)
+
+
+def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairScores], top: int = 5) -> str:
+    """The short readable report: counts, biggest clusters, top merge proposals, suspicious clips."""
+    s = summary
+    lines = [
+        f"speechid dedup: {s['clips']} clips, {s['speakers']} speaker ids, index {s['kind']} (model {s['model_id']})",
+        f"threshold: Euclidean distance < {s['threshold']}; {s['pairs_under_threshold']} clip pairs under it "
+        f"(range search {s['seconds']['range_search']:.1f} s, clustering {s['seconds']['clustering']:.1f} s)",
+        "",
+        f"clip clusters (average linkage): {s['clip_clusters']} with 2+ clips, holding {s['clips_in_clusters']} "
+        f"clips; largest {s['largest_cluster']} (single linkage would give {s['single_linkage_clusters']}, "
+        f"largest {s['largest_single_linkage_cluster']})",
+    ]
+    clips = tables.clips
+    if clips.num_rows:
+        sizes = clips.column("cluster_size").to_numpy()
+        cl = clips.column("cluster").to_numpy()
+        firsts = np.unique(cl, return_index=True)[1]
+        biggest = firsts[np.argsort(-sizes[firsts], kind="stable")][:top]
+        for row in biggest:
+            if sizes[row] < 2:
+                break
+            members = clips.filter(pc.equal(clips.column("cluster"), int(cl[row])))
+            spk = members.column("speaker_id").value_counts().to_pylist()
+            spk.sort(key=lambda d: -d["counts"])
+            who = ", ".join(f"{d['values']} ({d['counts']})" for d in spk[:3]) + (" ..." if len(spk) > 3 else "")
+            lines.append(f"  cluster {cl[row]}: {sizes[row]} clips; speaker ids {who}")
+    lines += ["", f"speaker merges: {s['speaker_pairs_proposed']} proposed pairs; {s['merged_groups']} merged groups "
+                  f"covering {s['speakers_in_merged_groups']} speaker ids"]
+    pairs = tables.speaker_pairs.slice(0, top).to_pylist()
+    for p in pairs:
+        lines.append(
+            f"  {p['speaker_a']} + {p['speaker_b']}: centroid distance {p['centroid_distance']:.3f}, "
+            f"{p['cross_pairs']} cross pairs (mean {p['mean_cross_distance']:.3f}), "
+            f"RMS over all cross pairs {p['rms_cross_distance']:.3f}, {'merged' if p['merged'] else 'not merged'}"
+        )
+    lines += ["", f"suspicious labels: {s['suspicious_clips']} clips whose neighbours mostly carry other speaker ids"]
+    for p in tables.suspicious.slice(0, top).to_pylist():
+        lines.append(f"  {p['clip_id']}: labelled {p['speaker_id']}, {p['other_label_neighbors']}/"
+                     f"{p['labelled_neighbors']} neighbours carry other ids (mostly {p['top_other_speaker']})")
+    if scores:
+        lines += ["", "against the ground truth (pairwise):"]
+        lines += [f"  {k}: {v}" for k, v in scores.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,291 @@
+"""Nearest clips and speakers for query embeddings: ``SpeakerIndex`` (``speechid query``).
+
+    >>> index = speechid.SpeakerIndex.load("index/cv-en")          # memory-mapped where FAISS allows
+    >>> [r] = index.query(vector, k=5)                                # nearest clips
+    >>> r.matches[0].clip_id, r.matches[0].distance, r.matches[0].verdict
+    >>> index.query(vector, k=3, by="speaker")                       # nearest speaker centroids
+    >>> index.query_file(["who.mp3"], speechid.Encoder.load("models/cv-en"))
+
+Distances are Euclidean between unit vectors whatever the index metric; the verdict is "same" when the
+distance is below the threshold (the index's, from meta.json, unless given). Speakers are compared by
+centroid: the mean of the speaker's clip embeddings, re-normalised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from speechid import embedding_table as et
+from speechid.errors import ConfigError
+from speechid.indexing import store
+from speechid.indexing.build import apply_search_params
+
+BY = ("clip", "speaker")
+
+
+@dataclass(frozen=True)
+class ClipMatch:
+    """One neighbouring clip. ``distance`` is Euclidean between unit embeddings."""
+
+    rank: int
+    row: int
+    clip_id: str
+    speaker_id: str | None
+    source: str
+    distance: float
+    threshold: float
+
+    @property
+    def same(self) -> bool:
+        return self.distance < self.threshold
+
+    @property
+    def verdict(self) -> str:
+        return "same" if self.same else "different"
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "clip_id": self.clip_id, "speaker_id": self.speaker_id, "source": self.source,
+                "euclidean_distance": round(self.distance, 6), "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class SpeakerMatch:
+    """One neighbouring speaker. ``distance`` is Euclidean to the speaker's re-normalised centroid."""
+
+    rank: int
+    speaker_id: str
+    n_clips: int
+    distance: float
+    threshold: float
+
+    @property
+    def same(self) -> bool:
+        return self.distance < self.threshold
+
+    @property
+    def verdict(self) -> str:
+        return "same" if self.same else "different"
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "speaker_id": self.speaker_id, "n_clips": self.n_clips,
+                "euclidean_distance": round(self.distance, 6), "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The k nearest clips or speakers of one query (a path, or the query's position for vectors)."""
+
+    query: str
+    by: str
+    threshold: float
+    matches: tuple[ClipMatch, ...] | tuple[SpeakerMatch, ...]
+
+    @property
+    def best(self) -> ClipMatch | SpeakerMatch | None:
+        return self.matches[0] if self.matches else None
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "by": self.by, "distance": "euclidean", "threshold": self.threshold,
+                "matches": [m.to_dict() for m in self.matches]}
+
+
+def _read_flags(kind: str, mmap: bool) -> int:
+    import faiss
+
+    if not mmap:
+        return 0
+    # IVF: inverted lists mapped from the file (OnDiskInvertedLists). Flat and HNSW: the vector storage
+    # (IndexFlatCodes) mapped in place. The two flags do not combine (FAISS refuses IVF with both).
+    if kind == "ivf":
+        return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    return faiss.IO_FLAG_MMAP_IFC
+
+
+class SpeakerIndex:
+    """A loaded index directory: the FAISS index, its row metadata and its speaker centroids."""
+
+    def __init__(self, path: str, meta: dict, index, clips, speakers=None):
+        self.path = path
+        self.meta = meta
+        self.index = index
+        self.clips = clips  # pyarrow Table: row, clip_id, source, speaker_id, split
+        self._speakers = speakers
+        self._speaker_index = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool = True) -> SpeakerIndex:
+        """Open ``path`` (an output of ``build_index``); ``mmap`` maps the index file instead of reading it."""
+        import faiss
+
+        path = os.fspath(path)
+        meta = store.read_meta(path)
+        try:
+            index = faiss.read_index(os.path.join(path, store.INDEX_FILE), _read_flags(meta["kind"], mmap))
+        except RuntimeError as e:
+            raise store.IndexDirError(f"{path}: unreadable {store.INDEX_FILE}: {str(e).splitlines()[-1]}") from None
+        if index.d != meta["dimension"] or index.ntotal != meta["count"]:
+            raise store.IndexDirError(
+                f"{path}: {store.INDEX_FILE} holds {index.ntotal} x {index.d}, meta.json says "
+                f"{meta['count']} x {meta['dimension']}"
+            )
+        apply_search_params(index, meta["kind"], meta["params"])
+        clips = pq.read_table(os.path.join(path, store.CLIPS_FILE), memory_map=True)
+        if clips.num_rows != index.ntotal:
+            raise store.IndexDirError(f"{path}: {store.CLIPS_FILE} has {clips.num_rows} rows, the index {index.ntotal}")
+        return cls(path, meta, index, clips)
+
+    # -- description ----------------------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        return int(self.meta["dimension"])
+
+    @property
+    def count(self) -> int:
+        return int(self.meta["count"])
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def metric(self) -> str:
+        return self.meta["metric"]
+
+    @property
+    def model_id(self) -> str:
+        return self.meta["model_id"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"])
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return (f"SpeakerIndex({self.path!r}, kind={self.kind}, count={self.count}, dim={self.dimension}, "
+                f"model_id={self.model_id})")
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Trade speed for recall at query time (IVF: cells scanned; HNSW: search beam)."""
+        params = {}
+        if nprobe is not None:
+            params["nprobe"] = int(nprobe)
+        if ef_search is not None:
+            params["ef_search"] = int(ef_search)
+        apply_search_params(self.index, self.kind, params)
+
+    # -- vectors --------------------------------------------------------------------------------------
+    def check_vectors(self, vectors, where: str = "query") -> np.ndarray:
+        """Query vectors as float32 [n, dim], refused with a typed error when the shape or norm is wrong."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dimension:
+            got = x.shape[-1] if x.ndim else 0
+            raise store.DimensionMismatchError(
+                f"{where}: vectors of dimension {got} (shape {x.shape}), index {self.path} has dimension "
+                f"{self.dimension}"
+            )
+        et.check_unit_length(x, where)
+        return np.ascontiguousarray(x)
+
+    def iter_vectors(self, batch_size: int = 65_536) -> Iterator[np.ndarray]:
+        """The indexed vectors, in row order, in float32 blocks (read back from the index)."""
+        for start in range(0, self.count, batch_size):
+            yield self.index.reconstruct_n(start, min(batch_size, self.count - start))
+
+    # -- search ---------------------------------------------------------------------------------------
+    def search(self, vectors, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS-shaped k-NN: (Euclidean distances [n, k], row ids [n, k], -1 where fewer exist)."""
+        x = self.check_vectors(vectors)
+        scores, rows = self.index.search(x, int(k))
+        return store.to_euclidean(self.metric, scores), rows
+
+    def _speaker_search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        if self._speaker_index is None:
+            if self._speakers is None:
+                self._speakers = pq.read_table(os.path.join(self.path, store.SPEAKERS_FILE))
+            if self._speakers.num_rows == 0:
+                raise ConfigError(f"{self.path}: no clip has a speaker_id; query by clip instead")
+            centroids = et.fixed_list_to_numpy(self._speakers.column("centroid").combine_chunks())
+            self._speaker_index = faiss.IndexFlat(self.dimension, store.faiss_metric(self.metric))
+            self._speaker_index.add(np.ascontiguousarray(centroids))
+        scores, rows = self._speaker_index.search(x, int(k))
+        return store.to_euclidean(self.metric, scores), rows
+
+    def query(self, vectors, k: int = 5, by: str = "clip", threshold: float | None = None,
+              names: Sequence[str] | None = None) -> list[QueryResult]:
+        """The ``k`` nearest clips (``by="clip"``) or speakers (``by="speaker"``) of each vector."""
+        if by not in BY:
+            raise ConfigError(f"by={by!r}: expected one of {', '.join(BY)}")
+        if int(k) < 1:
+            raise ConfigError(f"k={k}: must be at least 1")
+        threshold = self.threshold if threshold is None else float(threshold)
+        x = self.check_vectors(vectors)
+        names = [str(i) for i in range(len(x))] if names is None else [str(n) for n in names]
+        if by == "clip":
+            dist, rows = self.search(x, k)
+            return [self._clip_result(name, d, r, threshold) for name, d, r in zip(names, dist, rows, strict=True)]
+        dist, rows = self._speaker_search(x, k)
+        speaker_ids = self._speakers.column("speaker_id")
+        n_clips = self._speakers.column("n_clips")
+        results = []
+        for name, d, r in zip(names, dist, rows, strict=True):
+            keep = r >= 0
+            matches = tuple(
+                SpeakerMatch(rank=i + 1, speaker_id=speaker_ids[int(j)].as_py(), n_clips=n_clips[int(j)].as_py(),
+                             distance=float(dd), threshold=threshold)
+                for i, (dd, j) in enumerate(zip(d[keep], r[keep], strict=True))
+            )
+            results.append(QueryResult(query=name, by=by, threshold=threshold, matches=matches))
+        return results
+
+    def _clip_result(self, name: str, dist: np.ndarray, rows: np.ndarray, threshold: float) -> QueryResult:
+        keep = rows >= 0
+        rows, dist = rows[keep], dist[keep]
+        meta = self.clips.select(["clip_id", "speaker_id", "source"]).take(rows).to_pydict()
+        matches = tuple(
+            ClipMatch(rank=i + 1, row=int(rows[i]), clip_id=meta["clip_id"][i], speaker_id=meta["speaker_id"][i],
+                      source=meta["source"][i], distance=float(dist[i]), threshold=threshold)
+            for i in range(len(rows))
+        )
+        return QueryResult(query=name, by="clip", threshold=threshold, matches=matches)
+
+    def query_file(self, paths: str | os.PathLike | Iterable[str | os.PathLike], encoder, k: int = 5,
+                   by: str = "clip", threshold: float | None = None) -> list[QueryResult]:
+        """Embed each audio file with ``encoder`` (anything with ``.embed(path)``) and query it.
+
+        An encoder that states a model_id (``encoder.config["model_id"]``, as ``speechid.Encoder`` does) must
+        match the index's; the vectors of two different models are not comparable.
+        """
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if not paths:
+            raise ConfigError("query_file: no audio files given")
+        check_encoder(self.meta, encoder, self.path)
+        vectors = []
+        for p in paths:
+            v = np.asarray(encoder.embed(p), dtype=np.float32).reshape(-1)
+            vectors.append(self.check_vectors(v, where=os.fspath(p))[0])
+        return self.query(np.stack(vectors), k=k, by=by, threshold=threshold, names=[os.fspath(p) for p in paths])
+
+
+def encoder_model_id(encoder) -> str | None:
+    """The model_id an encoder states (``.config["model_id"]`` or ``.model_id``), or None."""
+    cfg = getattr(encoder, "config", None)
+    if isinstance(cfg, dict) and cfg.get("model_id") is not None:
+        return str(cfg["model_id"])
+    mid = getattr(encoder, "model_id", None)
+    return None if mid is None else str(mid)
+
+
+def check_encoder(meta: dict, encoder, where: str = "index") -> None:
+    """ModelMismatchError when ``encoder`` states a model_id other than the index's."""
+    store.check_model_id(meta["model_id"], encoder_model_id(encoder), where)

@@ -1,0 +1,168 @@
+"""The index directory on disk, its errors, and the one conversion between FAISS scores and distances.
+
+Layout of an index directory (written by ``speechid.indexing.build``)::
+
+    <index>/index.faiss      the FAISS index over clip embeddings, row id = row of clips.parquet
+    <index>/clips.parquet    row -> clip_id, speaker_id, source, split
+    <index>/speakers.parquet speaker_id, n_clips, centroid (mean of the speaker's clips, re-normalised)
+    <index>/meta.json        format, dimension, count, kind, params, metric, model_id, threshold, ...
+
+Directories appear atomically: everything is written into a hidden sibling, which is then renamed into
+place, so a crashed build never leaves a directory that looks complete. Rebuilding into the same path
+replaces the old index.
+
+Scores: indexes use ``metric`` "l2" (FAISS returns squared Euclidean distances) or "ip" (inner products,
+i.e. cosine similarity on unit vectors). Everything we show a person is the Euclidean distance; the
+threshold is Euclidean and ``search_radius`` turns it into the metric's own radius with the converters
+of ``speechid.config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from speechid import config
+from speechid.errors import ConfigError, SpeechIdError
+
+INDEX_FILE = "index.faiss"
+CLIPS_FILE = "clips.parquet"
+SPEAKERS_FILE = "speakers.parquet"
+META_FILE = "meta.json"
+FORMAT = "speechid-index"
+FORMAT_VERSION = 1
+METRICS = ("l2", "ip")
+KINDS = ("flat", "ivf", "hnsw")
+
+
+class IndexDirError(ConfigError):
+    """A missing, incomplete or unreadable index directory."""
+
+
+class DimensionMismatchError(SpeechIdError):
+    """Vectors whose dimension differs from the index's."""
+
+
+class ModelMismatchError(SpeechIdError):
+    """Embeddings from a model other than the one the index was built with."""
+
+
+# -- distances ------------------------------------------------------------------------------------------
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ConfigError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
+    return metric
+
+
+def search_radius(metric: str, threshold: float = config.THRESHOLD) -> float:
+    """Euclidean threshold -> the radius FAISS range search takes for ``metric``.
+
+    "l2": squared distance (FAISS keeps d < radius); "ip": cosine similarity (FAISS keeps s > radius).
+    Both select exactly the unit-vector pairs closer than ``threshold``.
+    """
+    if not threshold > 0:
+        raise ConfigError(f"threshold {threshold}: must be a positive Euclidean distance")
+    return config.l2_to_squared(threshold) if check_metric(metric) == "l2" else config.l2_to_cosine(threshold)
+
+
+def to_euclidean(metric: str, scores: np.ndarray) -> np.ndarray:
+    """FAISS scores of ``metric`` -> Euclidean distances between unit vectors (float32 array).
+
+    The array forms of |a-b| = sqrt(squared) and ``config.cosine_to_l2`` (clipped at 0 against rounding).
+    """
+    s = np.asarray(scores, dtype=np.float32)
+    if check_metric(metric) == "l2":
+        return np.sqrt(np.maximum(s, 0.0))
+    return np.sqrt(np.maximum(2.0 - 2.0 * s, 0.0))
+
+
+def faiss_metric(metric: str) -> int:
+    import faiss
+
+    return faiss.METRIC_L2 if check_metric(metric) == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+# -- meta.json ------------------------------------------------------------------------------------------
+
+
+def read_meta(index_dir: str | os.PathLike) -> dict:
+    """meta.json of an index directory, with the keys every reader relies on checked."""
+    index_dir = os.fspath(index_dir)
+    if not os.path.isdir(index_dir):
+        raise IndexDirError(f"{index_dir}: index directory not found (build one with `speechid index build`)")
+    path = os.path.join(index_dir, META_FILE)
+    if not os.path.exists(path):
+        raise IndexDirError(f"{index_dir}: not a speechid index (no {META_FILE})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise IndexDirError(f"{path}: unreadable: {e}") from None
+    missing = [k for k in ("dimension", "count", "kind", "params", "metric", "model_id", "threshold") if k not in meta]
+    if missing or meta.get("format") != FORMAT:
+        raise IndexDirError(f"{path}: not a {FORMAT} meta file (missing {', '.join(missing) or 'format'})")
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise IndexDirError(f"{path}: format version {meta['version']} is newer than this speechid reads")
+    for name in (INDEX_FILE, CLIPS_FILE):
+        if not os.path.exists(os.path.join(index_dir, name)):
+            raise IndexDirError(f"{index_dir}: incomplete index (no {name})")
+    return meta
+
+
+def check_model_id(index_model_id: str, model_id: str | None, where: str = "index") -> None:
+    """Refuse embeddings of another model: distances between two models' vectors mean nothing."""
+    if model_id is not None and model_id != index_model_id:
+        raise ModelMismatchError(
+            f"{where}: built from model_id {index_model_id}, but the model gives model_id {model_id}; "
+            "rebuild the index with this model's embeddings or query with the index's model"
+        )
+
+
+# -- atomic directories ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[str]:
+    """Yield a hidden temp directory beside ``path``; on success it replaces ``path``.
+
+    An existing ``path`` is replaced only if it holds ``marker`` (a previous output of the same kind) or
+    is empty, so a typo in --output never deletes someone's unrelated folder.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ConfigError(f"{path}: exists and is not a directory")
+        if os.listdir(path) and not os.path.exists(os.path.join(path, marker)):
+            raise ConfigError(f"{path}: exists, is not empty and has no {marker}; refusing to replace it")
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(path):
+            # A directory cannot be replaced by rename in one step: move the old one aside first, so the
+            # window without a complete directory at ``path`` is two renames long.
+            old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:12]}")
+            os.rename(path, old)
+        os.rename(tmp, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str, obj: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
