@@ -1,0 +1,113 @@
+"""``speechid index build``, ``speechid dedup`` and ``speechid query``: validate paths, forward to indexing.
+
+    speechid index build --embeddings embeddings/cv-en --output index/cv-en [--kind auto|flat|ivf|hnsw]
+    speechid dedup --index index/cv-en --output dedup/cv-en [--threshold 0.83] [--level clip|speaker|both]
+    speechid query --index index/cv-en --model models/cv-en who.mp3 [-k 5] [--by clip|speaker] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from speechid.config import THRESHOLD
+
+_DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
+_OUT = click.Path(file_okay=False, dir_okay=True, writable=True)
+
+
+@click.group("index")
+def index():
+    """Build a FAISS index over an embeddings directory."""
+
+
+@index.command("build")
+@click.option("--embeddings", required=True, type=_DIR, help="Directory of part-*.parquet from `speechid embed`.")
+@click.option("--output", required=True, type=_OUT, help="Index directory to write (replaced if it is an index).")
+@click.option("--kind", type=click.Choice(["auto", "flat", "ivf", "hnsw"]), default="auto", show_default=True,
+              help="auto: exact up to 200k vectors, IVF-Flat above.")
+@click.option("--metric", type=click.Choice(["l2", "ip"]), default="l2", show_default=True,
+              help="FAISS metric; results are Euclidean either way.")
+@click.option("--threshold", type=float, default=THRESHOLD, show_default=True,
+              help="Euclidean 'same person' threshold stored as the index's default.")
+@click.option("--nlist", type=int, default=None, help="IVF cells (default ~4 sqrt(N)).")
+@click.option("--nprobe", type=int, default=None, help="IVF cells scanned per query (default ~1% of cells, >= 16).")
+def build(embeddings, output, kind, metric, threshold, nlist, nprobe):
+    """Index every embedding of EMBEDDINGS into OUTPUT."""
+    from speechid.indexing import build_index
+
+    click.echo(str(build_index(embeddings, output, kind=kind, metric=metric, threshold=threshold, nlist=nlist,
+                               nprobe=nprobe)))
+
+
+@click.command("dedup")
+@click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index build`).")
+@click.option("--output", required=True, type=_OUT, help="Directory for the Parquet tables and summary.")
+@click.option("--threshold", type=float, default=None, help=f"Euclidean threshold (default: the index's, {THRESHOLD}).")
+@click.option("--level", type=click.Choice(["clip", "speaker", "both"]), default="both", show_default=True)
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="aliases.tsv (client_id, true_speaker) to report pairwise precision/recall.")
+@click.option("--max-neighbors", type=int, default=None, help="Neighbours kept per clip (default 1000).")
+@click.option("--nprobe", type=int, default=None, help="IVF cells scanned by the range search (default: the index's).")
+def dedup(index_dir, output, threshold, level, truth, max_neighbors, nprobe):
+    """Find client_ids that are one voice and clips whose label looks wrong."""
+    from speechid.indexing import dedup as run_dedup
+    from speechid.indexing.dedup import DEFAULT_MAX_NEIGHBORS, SUMMARY_TXT
+
+    truth_map = None
+    if truth:
+        from speechid.synth import read_truth
+
+        truth_map = read_truth(truth)
+    if max_neighbors is not None and max_neighbors < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-neighbors")
+    result = run_dedup(index_dir, output, threshold=threshold, level=level, truth=truth_map,
+                       max_neighbors=max_neighbors or DEFAULT_MAX_NEIGHBORS, nprobe=nprobe)
+    with open(os.path.join(result.output_dir, SUMMARY_TXT), encoding="utf-8") as f:
+        click.echo(f.read(), nl=False)
+
+
+def model_config_id(model_dir: str) -> str | None:
+    """model_id from ``<model_dir>/config.json`` without loading the model (None if it states none)."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return None  # Encoder.load gives the model part's own error for a directory that is not a model
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("model_id")
+    except (OSError, ValueError):
+        return None
+
+
+@click.command("query")
+@click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index build`).")
+@click.option("--model", "model_dir", required=True, type=_DIR, help="Model directory the index was embedded with.")
+@click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per clip.")
+@click.option("--by", type=click.Choice(["clip", "speaker"]), default="clip", show_default=True)
+@click.option("--threshold", type=float, default=None, help="Euclidean threshold (default: the index's).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text.")
+def query(index_dir, model_dir, clips, k, by, threshold, as_json):
+    """Nearest clips or speakers of each CLIP, with Euclidean distance and same/different verdict."""
+    from speechid.indexing import SpeakerIndex
+    from speechid.indexing.store import check_model_id, read_meta
+
+    meta = read_meta(index_dir)
+    # Refuse a model of another model_id before importing TensorFlow and loading weights (seconds);
+    # query_file checks the loaded encoder again.
+    check_model_id(meta["model_id"], model_config_id(model_dir), index_dir)
+    import speechid
+
+    encoder = speechid.Encoder.load(model_dir)
+    results = SpeakerIndex.load(index_dir).query_file(clips, encoder, k=k, by=by, threshold=threshold)
+    if as_json:
+        click.echo(json.dumps({"index": index_dir, "model_id": meta["model_id"],
+                               "results": [r.to_dict() for r in results]}, indent=2))
+        return
+    for r in results:
+        click.echo(f"{r.query}  (nearest {by}s; Euclidean distance, same person below {r.threshold})")
+        for m in r.matches:
+            who = m.clip_id if by == "clip" else f"{m.n_clips} clips"
+            click.echo(f"  {m.rank:>2}  {m.speaker_id or '-':<24} {who:<32} {m.distance:.4f}  {m.verdict}")
