@@ -211,12 +211,18 @@ def row_problem(header: list[str], fields: list[str]) -> tuple[str, str] | None:
 class StreamArchive(beam.DoFn):
     """archive path -> rows (main output), clips, failures and events (tagged outputs)."""
 
-    def __init__(self, splits: tuple[str, ...], max_clip_bytes: int | None):
+    def __init__(self, splits: tuple[str, ...], max_clip_bytes: int | None, progress_interval: float = 30.0):
         self._splits = tuple(splits)
         self._max_bytes = max_clip_bytes
         self._rows = Metrics.counter(NAMESPACE, "rows_read")
         self._clips = Metrics.counter(NAMESPACE, "clips_seen")
         self._rejected = Metrics.counter(NAMESPACE, "members_rejected")
+        self._progress_interval = progress_interval
+
+    def setup(self):
+        from speechid.pipelines.jobs import Progress
+
+        self._progress = Progress("prep read", self._progress_interval)
 
     def process(self, archive: str):
         # Counted as we go, emitted after the loop: a stream that breaks midway still reports what it read.
@@ -256,12 +262,14 @@ class StreamArchive(beam.DoFn):
             if split is not None:
                 yield from self._tsv(archive, name, split, tar.extractfile(member), seen["tsv_rows"])
             elif is_clip_member(name):
-                seen["clips"] += 1
-                self._clips.inc()
                 if self._max_bytes is not None and member.size > self._max_bytes:
                     clip = Clip(None, member.size, ordinal)  # not read: the stream skips it
                 else:
                     clip = Clip(tar.extractfile(member).read(), member.size, ordinal)
+                # Counted once read whole: a member cut by a broken stream is not a clip we have.
+                seen["clips"] += 1
+                self._clips.inc()
+                self._progress.tick("clips")
                 yield beam.pvalue.TaggedOutput(CLIPS, ((archive, name), clip))
             else:
                 seen["other_members"] += 1
@@ -272,6 +280,7 @@ class StreamArchive(beam.DoFn):
         for item in parse_tsv(stream, archive, name, split, selected):
             counts[name] += 1
             self._rows.inc()
+            self._progress.tick("rows")
             if item is None:
                 yield beam.pvalue.TaggedOutput(EVENTS, ("rows_skipped_by_policy", split, 1))
             elif isinstance(item, Failure):
@@ -283,13 +292,18 @@ class StreamArchive(beam.DoFn):
 class ReadArchives(beam.PTransform):
     """PCollection of archive paths -> dict of PCollections: rows, clips, failures, events."""
 
-    def __init__(self, splits: tuple[str, ...] = schema.SPLITS, max_clip_bytes: int | None = None):
+    def __init__(
+        self,
+        splits: tuple[str, ...] = schema.SPLITS,
+        max_clip_bytes: int | None = None,
+        progress_interval: float = 30.0,
+    ):
         super().__init__()
         self._splits = tuple(splits)
         self._max_bytes = max_clip_bytes
+        self._progress_interval = progress_interval
 
     def expand(self, archives):
-        out = archives | "StreamArchive" >> beam.ParDo(StreamArchive(self._splits, self._max_bytes)).with_outputs(
-            CLIPS, FAILURES, EVENTS, main=ROWS
-        )
+        fn = StreamArchive(self._splits, self._max_bytes, self._progress_interval)
+        out = archives | "StreamArchive" >> beam.ParDo(fn).with_outputs(CLIPS, FAILURES, EVENTS, main=ROWS)
         return {ROWS: out[ROWS], CLIPS: out[CLIPS], FAILURES: out[FAILURES], EVENTS: out[EVENTS]}

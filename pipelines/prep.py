@@ -18,11 +18,12 @@ Dataflow::
         --runner DataflowRunner --project PROJECT --region REGION \\
         --temp_location gs://BUCKET/tmp --setup_file ./setup.py
 
-Runner choice: from Beam 2.68 on, ``DirectRunner`` first tries the Prism runner, which downloads a Go
-binary from GitHub on first use. Beam's maintainers name ``FnApiRunner`` as the way to keep the classic
-Python local runner (apache/beam#34612), and it honours ``--direct_running_mode`` and
-``--direct_num_workers``; so no ``--runner`` or ``--runner DirectRunner`` runs on ``FnApiRunner`` here
-and a local run never touches the network. ``--runner PrismRunner`` still picks Prism on purpose.
+Runner choice (``speechid.pipelines.jobs.make_pipeline``): from Beam 2.68 on, ``DirectRunner`` first tries
+the Prism runner, which downloads a Go binary from GitHub on first use. Beam's maintainers name
+``FnApiRunner`` as the way to keep the classic Python local runner (apache/beam#34612); it honours
+``--direct_running_mode`` and ``--direct_num_workers``. So no ``--runner`` or ``--runner DirectRunner``
+runs on ``FnApiRunner`` here and a local run never touches the network; ``--runner PrismRunner`` still
+picks Prism on purpose.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,13 +40,13 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 import speechid
 from speechid import audio, schema
 from speechid.config import SAMPLE_RATE
 from speechid.errors import AudioError, ConfigError
 from speechid.model.features import FeatureConfig
+from speechid.pipelines import jobs
 from speechid.pipelines.archives import (
     CLIPS,
     EVENTS,
@@ -60,15 +60,12 @@ from speechid.pipelines.archives import (
     clip_member_path,
 )
 from speechid.pipelines.manifest import BuildManifest
-from speechid.pipelines.outputs import is_local, new_staging_dir, publish, remove_tree
 
 _LOG = logging.getLogger(__name__)
 PAIRS = "pairs"
 MANIFEST_KEY = "manifest"
 TRANSFORM_FN_KEY = "transform_fn"
 _SPLIT_RANK = {s: i for i, s in enumerate(schema.ALL_SPLITS)}
-# Runner names that mean "run it here": mapped to FnApiRunner so no Prism binary is ever downloaded.
-_LOCAL_RUNNER_ALIASES = (None, "DirectRunner", "SwitchingDirectRunner")
 
 
 @dataclass(frozen=True)
@@ -106,25 +103,6 @@ class PrepConfig:
     @property
     def limits(self) -> audio.Limits:
         return audio.Limits(self.min_duration, self.max_duration, self.max_clip_bytes)
-
-
-class Progress:
-    """Counts in one DoFn instance and logs them every ``interval`` seconds: progress on local runners,
-    where Beam metrics are only readable after the job. (On Dataflow the counters show live.)"""
-
-    def __init__(self, what: str, interval: float):
-        self._what, self._interval = what, interval
-        self._counts: Counter = Counter()
-        self._start = self._last = time.monotonic()
-
-    def bump(self, name: str, n: int = 1) -> None:
-        self._counts[name] += n
-        now = time.monotonic()
-        if now - self._last >= self._interval:
-            self._last = now
-            rate = sum(self._counts.values()) / max(now - self._start, 1e-9)
-            items = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
-            _LOG.info("%s progress (pid %d): %s (%.1f/s)", self._what, os.getpid(), items, rate)
 
 
 def _failure_events(f: Failure):
@@ -209,7 +187,7 @@ class DecodeClip(beam.DoFn):
         self._seconds = Metrics.distribution(NAMESPACE, "clip_ms")
 
     def setup(self):
-        self._progress = Progress("decode", self._config.progress_interval)
+        self._progress = jobs.Progress("prep decode", self._config.progress_interval)
 
     def process(self, pair):
         row, clip = pair
@@ -244,13 +222,13 @@ class DecodeClip(beam.DoFn):
             yield beam.pvalue.TaggedOutput(row.split, schema.to_example(record))
             self._written.inc()
             self._seconds.update(int(record.duration * 1000))
-            self._progress.bump("written")
+            self._progress.tick("written")
             yield beam.pvalue.TaggedOutput(EVENTS, ("records", row.split, 1))
             yield beam.pvalue.TaggedOutput(EVENTS, ("seconds", row.split, record.duration))
             yield beam.pvalue.TaggedOutput(EVENTS, ("speaker", row.split, record.client_id))
             return
         self._failed.inc()
-        self._progress.bump("failed")
+        self._progress.tick("failed")
         yield beam.pvalue.TaggedOutput(
             FAILURES, Failure(row.archive, path, reason, detail, row.split, row.tsv, row.line, rows=1, clips=1)
         )
@@ -357,29 +335,18 @@ def match_archives(patterns: Sequence[str]) -> list[str]:
         files = [f for f in files if not f.endswith("/")]
         if not files:
             raise ConfigError(f"--input {pattern}: no archive matches")
-        found.update(os.path.abspath(f) if is_local(f) else f for f in files)
+        found.update(os.path.abspath(f) if _is_local(f) else f for f in files)
     return sorted(found)
 
 
-def pipeline_options(pipeline_args: Sequence[str]) -> PipelineOptions:
-    """PipelineOptions from the flags we did not parse; a local runner request becomes FnApiRunner."""
-    options = PipelineOptions(list(pipeline_args))
-    standard = options.view_as(StandardOptions)
-    if standard.runner in _LOCAL_RUNNER_ALIASES:
-        standard.runner = "FnApiRunner"  # never Prism: it downloads a binary (see the module docstring)
-    return options
+def _is_local(path: str) -> bool:
+    return "://" not in path
 
 
-def _counters(result) -> dict:
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # noqa: BLE001  metrics are optional on some runners
-        return {}
-    out: Counter = Counter()
-    for c in counters:
-        if c.key.metric.namespace == NAMESPACE:
-            out[c.key.metric.name] += c.committed if c.committed is not None else c.attempted
-    return dict(out)
+def _remove_tree(path: str) -> None:
+    path = path if _is_local(path) else path.rstrip("/") + "/"  # object stores delete a folder by prefix
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
 
 
 def prepare(
@@ -407,11 +374,13 @@ def prepare(
         progress_interval=progress_interval,
     )
     archives = match_archives(inputs)
-    if is_local(output):
+    if _is_local(output):
         output = os.path.abspath(output)
         if os.path.exists(output) and not os.path.isdir(output):
             raise ConfigError(f"--output {output}: exists and is not a folder")
-    staging = new_staging_dir(output)
+    staging = jobs.staging_dir(output)
+    if _is_local(staging):
+        os.makedirs(staging)
     tft_temp = FileSystems.join(staging, "_tft_tmp")
     run_info = {
         "speechid_version": speechid.__version__,
@@ -429,11 +398,11 @@ def prepare(
         "analysis": "train" if "train" in config.splits else None,
     }
     try:
-        p = test_pipeline if test_pipeline is not None else beam.Pipeline(options=pipeline_options(pipeline_args))
+        p = jobs.make_pipeline(list(pipeline_args), test_pipeline)
         out = (
             p
             | "ListArchives" >> beam.Create(archives)
-            | "ReadArchives" >> ReadArchives(config.splits, config.max_clip_bytes)
+            | "ReadArchives" >> ReadArchives(config.splits, config.max_clip_bytes, config.progress_interval)
             | "PrepCorpus" >> PrepCorpus(config, run_info, tft_temp)
         )
         for split in config.splits:
@@ -465,14 +434,14 @@ def prepare(
         state = result.wait_until_finish()
         if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
             raise RuntimeError(f"prep pipeline ended in state {state}")
-        with FileSystems.open(FileSystems.join(staging, schema.MANIFEST)) as f:
-            manifest = json.loads(f.read().decode("utf-8"))
-        remove_tree(tft_temp)
-        publish(staging, output)
+        # The pipeline computed the manifest; finish() re-writes the same document and moves staging into place.
+        manifest = jobs.read_json(FileSystems.join(staging, schema.MANIFEST))
+        _remove_tree(tft_temp)
+        jobs.finish(staging, output, manifest, schema.MANIFEST)
     except BaseException:
-        remove_tree(staging)
+        jobs.discard(staging)
         raise
-    metrics = _counters(result)
+    metrics = jobs.log_metrics(NAMESPACE, result)
     recon = manifest["reconciliation"]
     if recon["balanced"]:
         _LOG.info("prep wrote %s: %s; %s", output, recon["rows"], recon["clips"])
