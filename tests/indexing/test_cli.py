@@ -1,0 +1,98 @@
+"""`speechid index build`, `dedup`, `query` through speechid.cli.main: results, and errors as one line + exit 2."""
+
+import json
+
+import numpy as np
+import pytest
+
+from speechid import cli
+from speechid.indexing import synthetic
+
+from .conftest import write_embeddings
+
+
+def run(argv, capsys):
+    """speechid.cli.main(argv) -> (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_line_error(code, err):
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def embeddings(tmp_path):
+    x, voice = synthetic.clustered_unit_vectors(12, 6, dim=16, seed=4)
+    ids = np.array([f"c{i:02d}" for i in voice], dtype=object)
+    ids[np.flatnonzero(voice == 1)[3:]] = "c01-alias"
+    (tmp_path / "aliases.tsv").write_text(
+        "client_id\ttrue_speaker\n" + "".join(f"{i}\t{i.removesuffix('-alias')}\n" for i in sorted(set(ids))))
+    return write_embeddings(tmp_path / "emb", x, ids)
+
+
+def test_build_then_dedup_with_truth(tmp_path, embeddings, capsys):
+    code, out, err = run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "idx")], capsys)
+    assert code == 0, err
+    assert "flat index" in out and "72 clips of 13 speakers" in out
+    code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd"),
+                          "--truth", str(tmp_path / "aliases.tsv")], capsys)
+    assert code == 0, err
+    assert "c01 + c01-alias" in out.replace("c01-alias + c01", "c01 + c01-alias")
+    assert "speakers: precision 1.000 recall 1.000" in out
+    summary = json.loads((tmp_path / "dd" / "summary.json").read_text())
+    assert summary["merged_groups"] == 1 and summary["scores"]["speakers"]["true_pairs"] == 1
+
+
+def test_missing_or_foreign_index_directory(tmp_path, capsys):
+    (tmp_path / "clip.wav").write_bytes(b"")
+    (tmp_path / "model").mkdir()
+    err = one_line_error(*run(["query", "--index", str(tmp_path / "nope"), "--model", str(tmp_path / "model"),
+                               str(tmp_path / "clip.wav")], capsys)[::2])
+    assert "nope" in err and "does not exist" in err
+    (tmp_path / "notindex").mkdir()
+    err = one_line_error(*run(["dedup", "--index", str(tmp_path / "notindex"), "--output", str(tmp_path / "o")],
+                              capsys)[::2])
+    assert "not a speechid index (no meta.json)" in err
+
+
+def test_dimension_mismatch_between_shards(tmp_path, capsys):
+    a, _ = synthetic.clustered_unit_vectors(2, 3, dim=16, seed=0)
+    b, _ = synthetic.clustered_unit_vectors(2, 3, dim=24, seed=0)
+    write_embeddings(tmp_path / "emb", a, ["s"] * 6, shards=1)
+    write_embeddings(tmp_path / "other", b, ["s"] * 6, shards=1)
+    (tmp_path / "other" / "part-00000.parquet").rename(tmp_path / "emb" / "part-00001.parquet")
+    err = one_line_error(*run(["index", "build", "--embeddings", str(tmp_path / "emb"),
+                               "--output", str(tmp_path / "idx")], capsys)[::2])
+    assert "part-00001.parquet: embedding dimension mismatch: 24 here, 16" in err
+    assert not (tmp_path / "idx").exists()
+
+
+def test_query_with_a_model_of_another_model_id(tmp_path, embeddings, capsys):
+    assert run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "idx")], capsys)[0] == 0
+    # A model directory as model/export.py describes it; the check reads config.json before any weights load.
+    model = tmp_path / "model"
+    (model / "saved_model").mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({
+        "sample_rate": 16000, "window_s": 2.0, "hop_s": 1.0, "embedding_dim": 16, "threshold": 0.83,
+        "model_id": "0123456789abcdef"}))
+    (tmp_path / "clip.wav").write_bytes(b"")
+    err = one_line_error(*run(["query", "--index", str(tmp_path / "idx"), "--model", str(model),
+                               str(tmp_path / "clip.wav")], capsys)[::2])
+    assert "built from model_id model-a, but the model gives model_id 0123456789abcdef" in err
+
+
+def test_bad_flag_values(tmp_path, embeddings, capsys):
+    err = one_line_error(*run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
+                               "--kind", "lsh"], capsys)[::2])
+    assert "lsh" in err
+    err = one_line_error(*run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
+                               "--threshold", "0"], capsys)[::2])
+    assert "threshold 0.0" in err
