@@ -12,6 +12,7 @@ each clip contributes its per-bin sums, sums of squares and frame count, and the
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,8 @@ def make_preprocessing_fn(config: FeatureConfig = FeatureConfig()):
             "speaker": speaker,
             schema.MEL_MEAN: tf.tile(tf.cast(mean, tf.float32)[None, :], [batch, 1]),
             schema.MEL_VAR: tf.tile(tf.cast(var, tf.float32)[None, :], [batch, 1]),
-            "frames_total": tf.fill([batch], tf.cast(frames, tf.float32)),
+            # int64: a float32 count stops being exact past 2^24 frames (~47 hours of audio).
+            "frames_total": tf.fill([batch], tf.cast(frames, tf.int64)),
         }
 
     return preprocessing_fn
@@ -102,11 +104,17 @@ def load_stats(data_dir: str) -> TransformStats:
 
     from speechid.errors import ConfigError
 
+    missing = ConfigError(f"{data_dir}: no tf.Transform output ({schema.TRANSFORM_FN_DIR}/) found")
+    # TFTransformOutput is lazy: on a folder without the analysis it hands back None, not an error.
+    if not tf.io.gfile.exists(os.path.join(data_dir, schema.TRANSFORM_FN_DIR)):
+        raise missing
     try:
         out = tft.TFTransformOutput(data_dir)
         vocab_file = out.vocabulary_file_by_name(schema.SPEAKER_VOCAB)
     except (OSError, tf.errors.NotFoundError, ValueError) as e:
-        raise ConfigError(f"{data_dir}: no tf.Transform output ({schema.TRANSFORM_FN_DIR}/) found: {e}") from None
+        raise ConfigError(f"{missing}: {e}") from None
+    if vocab_file is None:
+        raise missing
     with tf.io.gfile.GFile(vocab_file, "rb") as f:
         speakers = [line.rstrip(b"\n").decode("utf-8") for line in f if line.strip()]
     # The statistics are constants of the transform graph: run it once on a dummy clip to read them.
@@ -115,9 +123,13 @@ def load_stats(data_dir: str) -> TransformStats:
         "client_id": tf.constant([b""]),
     }
     result = out.transform_raw_features(dummy, drop_unused_features=True)
-    return TransformStats(
+    stats = TransformStats(
         mel_mean=result[schema.MEL_MEAN].numpy()[0].astype(np.float32),
         mel_var=result[schema.MEL_VAR].numpy()[0].astype(np.float32),
         speakers=speakers,
         frames=float(result["frames_total"].numpy()[0]),
     )
+    # An empty train split analyses to NaN statistics and tf.Transform's placeholder vocabulary entry.
+    if stats.frames <= 0 or not (np.all(np.isfinite(stats.mel_mean)) and np.all(np.isfinite(stats.mel_var))):
+        raise ConfigError(f"{data_dir}: the tf.Transform analysis saw no train audio (is the train split empty?)")
+    return stats

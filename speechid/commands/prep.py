@@ -20,10 +20,13 @@ class _WorkerProgress(logging.Filter):
 
 
 def _setup_logging() -> None:
-    _setup_logging()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("speechid").setLevel(logging.INFO)
     relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
     relay.setLevel(logging.INFO)
-    relay.addFilter(_WorkerProgress())
+    if not any(isinstance(f, _WorkerProgress) for f in relay.filters):
+        relay.addFilter(_WorkerProgress())
 
 
 def _splits(ctx, param, value: str) -> tuple[str, ...]:
