@@ -1,0 +1,37 @@
+"""The embedder's size and output contract."""
+
+import numpy as np
+import pytest
+
+from speechid.model.features import FeatureConfig
+from speechid.model.network import NetworkConfig, build_embedder, count_parameters, trainable_parameters
+
+
+@pytest.mark.parametrize(("n_mels", "expected"), [(40, 600_192), (80, 641_152)])
+def test_default_parameter_count_is_the_seeds(n_mels, expected):
+    # The seed (2 x BiLSTM 128, Dense 128) on its 80 mel bins has 641,152; our 40-bin default 600,192.
+    model = build_embedder(np.zeros(n_mels), np.ones(n_mels), FeatureConfig(n_mels=n_mels))
+    assert trainable_parameters(model) == expected
+    assert count_parameters(n_mels) == expected
+
+
+def test_closed_form_count_matches_keras_for_other_sizes():
+    config = NetworkConfig(lstm_units=(24, 8, 12), bidirectional=False, embedding_dim=5)
+    model = build_embedder(np.zeros(16), np.ones(16), FeatureConfig(n_mels=16), config)
+    assert trainable_parameters(model) == count_parameters(16, config)
+
+
+def test_waveform_in_unit_embeddings_out():
+    fc = FeatureConfig(n_mels=16)
+    model = build_embedder(np.zeros(16), np.ones(16), fc, NetworkConfig(lstm_units=(8, 8), embedding_dim=6))
+    x = np.random.default_rng(0).standard_normal((3, 8000)).astype(np.float32) * 0.1
+    y = model(x).numpy()
+    assert y.shape == (3, 6) and y.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
+
+
+def test_statistics_must_match_the_features():
+    from speechid.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="40 mel bins"):
+        build_embedder(np.zeros(80), np.ones(80), FeatureConfig(n_mels=40))
