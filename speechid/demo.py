@@ -1,0 +1,242 @@
+"""The whole mission on a generated corpus, with the real components, in one call.
+
+synth (planted aliases and bad clips) -> prep (Beam DirectRunner + tf.Transform) -> train (Keras, CPU)
+-> evaluate -> embed (Beam RunInference) -> index (FAISS) -> dedup -> query, then a summary table and
+``<workdir>/report.html``. Every stage writes where a user would find it::
+
+    <workdir>/corpus/      the synthetic release, aliases.tsv (ground truth), faults.tsv
+    <workdir>/data/        prep output (TFRecords, transform_fn, manifest.json, failures/)
+    <workdir>/model/       the exported model (saved_model/, config.json, metrics.json)
+    <workdir>/eval/        metrics.json and the pictures
+    <workdir>/embeddings/  Parquet
+    <workdir>/index/       the FAISS index
+    <workdir>/dedup/       clusters, merge proposals, summary.txt
+    <workdir>/report.html  everything above on one page
+
+Running it again into the same workdir replaces each stage's output (each stage writes atomically).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from speechid import report
+from speechid.config import THRESHOLD
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Size knobs; the defaults finish in about 10 minutes on 2 CPU cores."""
+
+    speakers: int = 80
+    clips_per_speaker: int = 12
+    aliases: int = 6
+    seed: int = 0
+    epochs: int = 6
+    steps_per_epoch: int = 40
+    speakers_per_batch: int = 16
+    clips_per_speaker_batch: int = 4
+    crop_seconds: float = 1.5
+    learning_rate: float = 2e-3
+    trials: int = 4000
+    workers: int = 2
+
+
+@dataclass
+class DemoResult:
+    workdir: str
+    figures: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    report: str = ""
+
+
+def _stage(log: Callable[[str], None], seconds: dict, number: int, total: int, name: str):
+    """Context manager printing a stage header and its wall time."""
+
+    class _Timer:
+        def __enter__(self):
+            log(f"[{number}/{total}] {name} ...")
+            self.t0 = time.perf_counter()
+            return self
+
+        def __exit__(self, exc_type, exc, tb):
+            seconds[name] = round(time.perf_counter() - self.t0, 1)
+            if exc_type is None:
+                log(f"[{number}/{total}] {name} done in {seconds[name]:.1f} s")
+            return False
+
+    return _Timer()
+
+
+def _pick_query_clip(corpus, workdir: str) -> tuple[str, str, str]:
+    """An MP3 of an aliased speaker's second client_id, copied out of the release for ``speechid query``.
+
+    Returns (path, its client_id, the true speaker)."""
+    import csv
+    import tarfile
+
+    from speechid.synth import read_truth
+
+    truth = read_truth(corpus.aliases_tsv)
+    by_speaker: dict[str, list[str]] = {}
+    for cid, spk in truth.items():
+        by_speaker.setdefault(spk, []).append(cid)
+    aliased = sorted(spk for spk, ids in by_speaker.items() if len(ids) > 1)
+    target_ids = set(by_speaker[aliased[0]]) if aliased else set(truth)
+    with tarfile.open(corpus.tarball, "r:gz") as tar:
+        validated = next(m for m in tar.getmembers() if m.name.endswith("/validated.tsv"))
+        rows = list(csv.DictReader(tar.extractfile(validated).read().decode().splitlines(), delimiter="\t",
+                                   quoting=csv.QUOTE_NONE))
+        row = next(r for r in rows if r["client_id"] in target_ids)
+        member = next(m for m in tar.getmembers() if m.name.endswith("/clips/" + row["path"]))
+        out = os.path.join(workdir, "query-" + row["path"])
+        with open(out, "wb") as f:
+            f.write(tar.extractfile(member).read())
+    return out, row["client_id"], truth[row["client_id"]]
+
+
+def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
+    """Run every stage into ``workdir``; returns the figures the summary shows (also in report.html)."""
+    from speechid import Encoder, synth
+    from speechid.indexing import SpeakerIndex, build_index, dedup
+    from speechid.model import evaluation, trainer
+    from speechid.pipelines.embed import embed_corpus
+    from speechid.pipelines.prep import prepare
+
+    os.makedirs(workdir, exist_ok=True)
+    workdir = os.path.abspath(workdir)
+    paths = {k: os.path.join(workdir, k) for k in ("corpus", "data", "model", "eval", "embeddings", "index", "dedup")}
+    res = DemoResult(workdir)
+    sec, figs, total = res.seconds, res.figures, 8
+    beam_args = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(config.workers)]
+
+    with _stage(log, sec, 1, total, "synth: generate a Common Voice release"):
+        corpus = synth.make_corpus(paths["corpus"], speakers=config.speakers,
+                                   clips_per_speaker=config.clips_per_speaker, seed=config.seed,
+                                   aliases=config.aliases, plant_faults=True, workers=config.workers)
+        log("    " + corpus.summary())
+
+    with _stage(log, sec, 2, total, "prep: Beam DirectRunner + tf.Transform"):
+        prep = prepare([corpus.tarball], paths["data"], pipeline_args=beam_args)
+        m = prep.manifest
+        figs["records"] = dict(m["records"])
+        figs["failures"] = dict(m["failures"])
+        figs["prep_balanced"] = prep.balanced
+        log(f"    records {m['records']}; failures {m['failures'] or 'none'}; reconciles: {prep.balanced}")
+
+    with _stage(log, sec, 3, total, "train: LSTM + triplet semi-hard loss on CPU"):
+        if os.path.exists(paths["model"]):
+            shutil.rmtree(paths["model"])  # a fresh model each run, not a resumed one
+        t = trainer.train(paths["data"], paths["model"], epochs=config.epochs,
+                          steps_per_epoch=config.steps_per_epoch, speakers_per_batch=config.speakers_per_batch,
+                          clips_per_speaker=config.clips_per_speaker_batch, crop_seconds=config.crop_seconds,
+                          learning_rate=config.learning_rate, seed=config.seed, log=lambda s: log("    " + s))
+        figs["train_seconds"] = round(t["wall_s"], 1)
+        figs["best_dev_eer"] = t["best_dev_eer"]
+        figs["trainable_parameters"] = t["trainable_parameters"]
+
+    with _stage(log, sec, 4, total, "evaluate: test speakers never seen in training"):
+        ev = evaluation.evaluate(paths["model"], paths["data"], split="test", trials=config.trials,
+                                 seed=config.seed, output_dir=paths["eval"], log=lambda s: log("    " + s))
+        figs["eval"] = ev
+
+    with _stage(log, sec, 5, total, "embed: Beam RunInference over every prepared clip"):
+        em = embed_corpus(paths["model"], [paths["data"]], paths["embeddings"], pipeline_args=beam_args)
+        figs["embedded"] = em["clips_written"]
+        log(f"    {em['clips_written']} clips embedded, {em['clips_failed']} failed")
+
+    with _stage(log, sec, 6, total, "index: FAISS"):
+        summary = build_index(paths["embeddings"], paths["index"])
+        figs["index"] = str(summary)
+        log(f"    {summary}")
+
+    with _stage(log, sec, 7, total, "dedup: clusters and client_id merge proposals"):
+        truth = synth.read_truth(corpus.aliases_tsv)
+        dd = dedup(paths["index"], paths["dedup"], truth=truth)
+        figs["dedup"] = {k: asdict(v) for k, v in dd.scores.items()}
+        figs["dedup_summary"] = open(os.path.join(paths["dedup"], "summary.txt"), encoding="utf-8").read()
+        for k, v in dd.scores.items():
+            log(f"    {k}: {v}")
+
+    with _stage(log, sec, 8, total, "query: who does this clip most resemble?"):
+        clip, client_id, true_speaker = _pick_query_clip(corpus, workdir)
+        enc = Encoder.load(paths["model"])
+        idx = SpeakerIndex.load(paths["index"])
+        by_speaker = idx.query_file(clip, enc, k=3, by="speaker")[0]
+        figs["query"] = {
+            "clip": os.path.basename(clip),
+            "client_id": client_id,
+            "true_speaker": true_speaker,
+            "aliases_of_true_speaker": sorted(c for c, s in truth.items() if s == true_speaker),
+            "matches": [m.to_dict() for m in by_speaker.matches],
+        }
+        for m in by_speaker.matches:
+            log(f"    {m.rank}. {m.speaker_id[:12]}… distance {m.distance:.3f} -> {m.verdict}")
+
+    res.report = write_report(res, paths, corpus)
+    figs["seconds"] = dict(sec)
+    with open(os.path.join(workdir, "demo.json"), "w", encoding="utf-8") as f:
+        json.dump(figs, f, indent=2, default=str)
+    return res
+
+
+def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
+    f = res.figures
+    ev = f["eval"]
+    fails = ", ".join(f"{k} {v}" for k, v in sorted(f["failures"].items())) or "none"
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    spk = f["dedup"].get("speakers", {})
+    clips = f["dedup"].get("clips", {})
+    q = f["query"]
+    best = q["matches"][0] if q["matches"] else None
+    alias_hit = best is not None and best["speaker_id"] in q["aliases_of_true_speaker"]
+    return [
+        ("clips prepared", ", ".join(f"{k} {v}" for k, v in f["records"].items())),
+        ("clips failed (by reason)", fails),
+        ("prep counts reconcile", str(f["prep_balanced"])),
+        ("training time", f"{f['train_seconds']:.0f} s ({f['trainable_parameters']:,} parameters)"),
+        ("test EER", pct(ev["eer"])),
+        (f"sensitivity / specificity at {THRESHOLD}", f"{pct(ev.get('sensitivity'))} / {pct(ev.get('specificity'))}"),
+        ("minDCF (p_target 0.01 / 0.05)", f"{ev['min_dcf']['0.01']:.3f} / {ev['min_dcf']['0.05']:.3f}"),
+        (f"FRR at FAR {ev['target_far']:g}", pct(ev["frr_at_target_far"])),
+        ("dedup client_id merges vs planted aliases",
+         f"precision {pct(spk.get('precision'))}, recall {pct(spk.get('recall'))}"),
+        ("dedup clip clusters vs true speakers",
+         f"precision {pct(clips.get('precision'))}, recall {pct(clips.get('recall'))}"),
+        ("example query",
+         f"{q['clip']} -> {best['speaker_id'][:12]}… at {best['euclidean_distance']:.3f} ({best['verdict']}); "
+         f"{'an alias of the same voice' if alias_hit else 'not one of its aliases'}" if best else "no match"),
+    ]
+
+
+def write_report(res: DemoResult, paths: dict, corpus) -> str:
+    f = res.figures
+    eval_dir = paths["eval"]
+    pngs = sorted(p for p in os.listdir(eval_dir) if p.endswith(".png")) if os.path.isdir(eval_dir) else []
+    q = f["query"]
+    sections = [
+        ("Summary", report.table(summary_rows(res), header=("what", "figure"))),
+        ("Evaluation pictures", report.figures((os.path.join(eval_dir, p), p[:-4].replace("_", " ")) for p in pngs)),
+        ("Evaluation metrics", report.table(
+            sorted((k, v) for k, v in f["eval"].items() if isinstance(v, (int, float, str)))
+            + [(f"min_dcf (p_target {p})", v) for p, v in f["eval"]["min_dcf"].items()],
+            header=("metric", "value"))),
+        ("Dedup summary", f"<pre>{html.escape(f['dedup_summary'])}</pre>"),
+        ("Example query", report.table(
+            [(m["rank"], m["speaker_id"][:16] + "…", f"{m['euclidean_distance']:.3f}", m["verdict"],
+              "yes" if m["speaker_id"] in q["aliases_of_true_speaker"] else "no") for m in q["matches"]],
+            header=("rank", "speaker (client_id)", "Euclidean distance", "verdict", "same true voice"))),
+        ("Stage times (s)", report.table(sorted(res.seconds.items()), header=("stage", "seconds"))),
+        ("Where things are", report.table(sorted(paths.items()) + [("corpus tarball", corpus.tarball)],
+                                          header=("output", "path"))),
+    ]
+    return report.write_html(os.path.join(res.workdir, "report.html"), "speechid demo", sections)
