@@ -1,10 +1,15 @@
 """The speaker embedder: raw waveform -> log-mel -> per-bin normalisation -> 2 stacked LSTMs -> Dense -> L2.
 
-The default sizes are the SpeechIdentity seed's: two bidirectional LSTMs of 128 units (the second one
-returns its last state), a linear Dense of 128 and L2 normalisation. On the seed's 80 mel bins that is
-exactly 641,152 trainable parameters; on our default 40 bins (``FeatureConfig``) it is 600,192, because
-only the first LSTM's input weights depend on the number of bins. ``count_parameters`` gives the figure
-for any configuration without building a model.
+The default sizes are the SpeechIdentity seed's: two bidirectional LSTMs of 128 units, a linear Dense of
+128 and L2 normalisation. On the seed's 80 mel bins that is exactly 641,152 trainable parameters; on our
+default 40 bins (``FeatureConfig``) it is 600,192, because only the first LSTM's input weights depend on
+the number of bins. ``count_parameters`` gives the figure for any configuration without building a model.
+
+One change from the seed, same parameters: the second LSTM's outputs are averaged over frames
+(``pooling="mean"``) instead of taking its final state (``"last"``, the seed's, still available). With the
+final state the gradient reaches early frames only through the recurrence and training from scratch
+crawls: on the 200-speaker synthetic corpus, 160 steps of 16 x 4 two-second crops give a test EER of
+18.8% with "last" and 6.6% with "mean".
 
 The model holds no custom trainable code path: log-mel is one small layer (``LogMel``) around
 ``speechid.model.features.log_mel``, and the normalisation is Keras' own ``Normalization`` layer with the
@@ -33,7 +38,7 @@ class NetworkConfig:
     lstm_units: tuple[int, ...] = (128, 128)
     bidirectional: bool = True
     embedding_dim: int = 128
-    pooling: str = "last"  # "last": the last LSTM's final state (the seed); "mean": average over frames
+    pooling: str = "mean"  # "mean": average of the last LSTM's outputs over frames; "last": its final state
 
     def __post_init__(self):
         units = tuple(int(u) for u in self.lstm_units)

@@ -1,0 +1,141 @@
+"""The model directory: a self-contained serving SavedModel plus config.json describing it.
+
+Layout (what the Encoder, the embed pipeline and the evaluation read)::
+
+    <model_dir>/config.json      sample_rate, window_s, hop_s, embedding_dim, threshold, model_id,
+                                 data_fingerprint, features, network, trainable_parameters, training
+    <model_dir>/saved_model/     Keras 2 SavedModel: float32 waveform [batch, samples] at sample_rate
+                                 -> float32 unit-norm embeddings [batch, embedding_dim]
+    <model_dir>/metrics.json     written by the last ``speechid evaluate``
+
+The serving model is rebuilt in float32 (whatever policy trained it) with the normalisation statistics
+as graph constants, and ``tf.keras.models.load_model(<model_dir>/saved_model)`` loads it without
+custom objects, which is how Beam's ``TFModelHandlerTensor`` loads it. Both files appear atomically:
+written beside their final name, then renamed.
+
+The windowing used at inference lives in ``speechid.model.windows`` and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+from speechid import __version__
+from speechid.config import THRESHOLD
+from speechid.errors import ConfigError
+from speechid.model.features import FeatureConfig
+from speechid.model.network import NetworkConfig, build_embedder, trainable_parameters
+from speechid.model.windows import pool_embeddings, window_waveform  # noqa: F401  (the inference windowing)
+
+CONFIG_JSON = "config.json"
+SAVED_MODEL_DIR = "saved_model"
+FORMAT_VERSION = 1
+
+
+def model_fingerprint(weights: list[np.ndarray], config: dict) -> str:
+    """16 hex digits identifying the weights and the config (everything but model_id itself)."""
+    h = hashlib.sha256()
+    for w in weights:
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        h.update(str(w.shape).encode())
+        h.update(w.tobytes())
+    h.update(json.dumps({k: v for k, v in config.items() if k != "model_id"}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def export_model(
+    weights: list[np.ndarray],
+    model_dir: str,
+    *,
+    mel_mean: np.ndarray,
+    mel_var: np.ndarray,
+    features: FeatureConfig,
+    network: NetworkConfig,
+    window_s: float,
+    hop_s: float,
+    data_fingerprint: str,
+    threshold: float = THRESHOLD,
+    training: dict | None = None,
+) -> dict:
+    """Write ``saved_model/`` and ``config.json`` into ``model_dir`` from trained ``weights``; return the config."""
+    import tensorflow as tf
+
+    os.makedirs(model_dir, exist_ok=True)
+    policy = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("float32")  # serve in float32 whatever trained the weights
+    try:
+        serving = build_embedder(mel_mean, mel_var, features, network)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(policy)
+    serving.set_weights(weights)
+
+    config = {
+        "format_version": FORMAT_VERSION,
+        "speechid_version": __version__,
+        "sample_rate": int(features.sample_rate),
+        "window_s": float(window_s),
+        "hop_s": float(hop_s),
+        "embedding_dim": int(network.embedding_dim),
+        "threshold": float(threshold),
+        "distance": "euclidean",
+        "data_fingerprint": data_fingerprint,
+        "features": features.to_dict(),
+        "network": network.to_dict(),
+        "trainable_parameters": trainable_parameters(serving),
+        "input": {"name": "waveform", "dtype": "float32", "shape": [None, None]},
+        "output": {"dtype": "float32", "shape": [None, int(network.embedding_dim)], "unit_norm": True},
+        "training": training or {},
+    }
+    config["model_id"] = model_fingerprint(serving.get_weights(), config)
+
+    final = os.path.join(model_dir, SAVED_MODEL_DIR)
+    tmp = final + ".tmp"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    serving.save(tmp, save_format="tf", include_optimizer=False)
+    if os.path.exists(final):
+        old = final + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    cfg_tmp = os.path.join(model_dir, CONFIG_JSON + ".tmp")
+    with open(cfg_tmp, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(cfg_tmp, os.path.join(model_dir, CONFIG_JSON))
+    return config
+
+
+def read_config(model_dir: str) -> dict:
+    """config.json of a model directory, checked for the keys every reader relies on."""
+    path = os.path.join(model_dir, CONFIG_JSON)
+    if not os.path.isdir(model_dir):
+        raise ConfigError(f"{model_dir}: model directory not found")
+    if not os.path.exists(path):
+        raise ConfigError(f"{model_dir}: not a model directory (no {CONFIG_JSON}); train one with `speechid train`")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable model config: {e}") from None
+    missing = [k for k in ("sample_rate", "window_s", "hop_s", "embedding_dim", "threshold") if k not in config]
+    if missing:
+        raise ConfigError(f"{path}: missing {', '.join(missing)}")
+    if not os.path.isdir(os.path.join(model_dir, SAVED_MODEL_DIR)):
+        raise ConfigError(f"{model_dir}: no {SAVED_MODEL_DIR}/ beside {CONFIG_JSON}")
+    return config
+
+
+def load_serving_model(model_dir: str):
+    """The serving model, loaded exactly as Beam's TF handler does: ``load_model`` without custom objects."""
+    import tensorflow as tf
+
+    return tf.keras.models.load_model(os.path.join(model_dir, SAVED_MODEL_DIR), compile=False)

@@ -1,0 +1,310 @@
+"""Train the embedder on prep output: P x K batches, triplet semi-hard loss, best-by-dev-EER export.
+
+    speechid train --data data/cv-en --model-dir models/cv-en --epochs 30
+    python -c "import speechid.model.trainer as t; t.train('data/cv-en', 'models/cv-en', epochs=30)"
+
+One epoch is ``steps_per_epoch`` batches of P speakers x K random crops of the train split (model/data.py),
+then the dev EER over every pair of (up to ``max_dev_clips``) dev clips, embedded with the inference
+windowing. Every epoch writes a checkpoint (weights, optimizer state, epoch, best EER) under
+``<model_dir>/checkpoints`` and, when the dev EER improves, the weights under ``checkpoints/best``;
+``resume=True`` continues a killed run from its last checkpoint with the optimizer state it had. The end
+of the run exports the best weights as the serving model (model/export.py). TensorBoard logs go to
+``<model_dir>/logs``.
+
+Devices: several GPUs -> MirroredStrategy (the P x K batch is split across replicas by whole speaker
+groups, so P should be a multiple of the replica count); any GPU -> mixed float16 with loss scaling;
+otherwise plain CPU float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from speechid import schema
+from speechid.config import THRESHOLD
+from speechid.errors import ConfigError
+from speechid.model.data import load_clips, pk_batches, record_files
+from speechid.model.evaluation import all_pairs_eer
+from speechid.model.export import export_model
+from speechid.model.features import FeatureConfig
+from speechid.model.losses import triplet_semihard_loss
+from speechid.model.network import NetworkConfig, build_embedder, trainable_parameters
+from speechid.model.windows import embed_clips
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+LOG_DIR = "logs"
+
+
+def _scalar(name: str, value: float, step: int) -> None:
+    """A TensorBoard scalar, written with TF's own summary op: the ``tensorboard`` package (which
+    ``tf.summary.scalar`` needs) is not part of the pinned stack, and the event files are the same."""
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step, metadata=meta.SerializeToString())
+
+
+def _strategy() -> tuple[tf.distribute.Strategy, bool]:
+    """(strategy, mixed precision?) for the visible devices."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy(), True
+    return tf.distribute.get_strategy(), bool(gpus)
+
+
+def _feature_config(data_dir: str, n_mels: int, given: FeatureConfig | None) -> FeatureConfig:
+    """The features the data was prepared with: given, else the manifest's, else the default with n_mels."""
+    if given is None:
+        manifest = os.path.join(data_dir, schema.MANIFEST)
+        found = None
+        if os.path.exists(manifest):
+            try:
+                with open(manifest, encoding="utf-8") as f:
+                    found = json.load(f).get("features")
+            except (OSError, ValueError):
+                found = None
+        if isinstance(found, dict):
+            fields = set(FeatureConfig.__dataclass_fields__)
+            given = FeatureConfig(**{k: v for k, v in found.items() if k in fields})
+        else:
+            given = FeatureConfig(n_mels=n_mels)
+    if given.n_mels != n_mels:
+        raise ConfigError(
+            f"{data_dir}: the statistics have {n_mels} mel bins but the feature config has {given.n_mels}"
+        )
+    return given
+
+
+def train(
+    data_dir: str,
+    model_dir: str,
+    *,
+    epochs: int = 30,
+    steps_per_epoch: int = 200,
+    speakers_per_batch: int = 32,
+    clips_per_speaker: int = 4,
+    crop_seconds: float = 3.0,
+    hop_seconds: float | None = None,
+    learning_rate: float = 1e-3,
+    margin: float = 1.0,
+    clipnorm: float | None = 3.0,
+    resume: bool = False,
+    seed: int = 0,
+    network: NetworkConfig = NetworkConfig(),
+    features: FeatureConfig | None = None,
+    shuffle_buffer: int = 2048,
+    max_dev_clips: int = 2000,
+    keep_checkpoints: int = 3,
+    stats=None,
+    log: Callable[[str], None] = print,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train (or continue training) a model on ``data_dir`` and export it to ``model_dir``.
+
+    ``stats`` (a ``TransformStats``) defaults to ``speechid.pipelines.transform.load_stats(data_dir)``; label
+    i is ``stats.speakers[i]``. ``crop_seconds`` is both the training crop and the inference window
+    (``window_s`` in config.json); ``hop_seconds`` (default half of it) is the inference hop.
+    ``on_epoch_end(epoch, summary)`` is called after each epoch's checkpoint is written (a seam for
+    tests and progress bars). ``epochs=0`` exports the initial weights (an untrained baseline).
+
+    Returns a dict: model_dir, model_id, start_epoch, epochs_run, final_epoch, best_epoch, best_dev_eer,
+    last_dev_eer, last_loss, optimizer_steps, trainable_parameters, wall_s, clips_per_s.
+    """
+    start = time.time()
+    if stats is None:
+        from speechid.pipelines.transform import load_stats
+
+        stats = load_stats(data_dir)
+    if epochs < 0 or steps_per_epoch < 1:
+        raise ConfigError(f"epochs={epochs} must be >= 0 and steps_per_epoch={steps_per_epoch} >= 1")
+    if crop_seconds <= 0:
+        raise ConfigError(f"crop_seconds={crop_seconds} must be positive")
+    hop_seconds = crop_seconds / 2.0 if hop_seconds is None else float(hop_seconds)
+    features = _feature_config(data_dir, len(stats.mel_mean), features)
+    rate = features.sample_rate
+    crop = int(round(crop_seconds * rate))
+    if crop < features.frame_length:
+        raise ConfigError(f"crop_seconds={crop_seconds} is shorter than one analysis frame")
+    train_files = record_files(data_dir, "train")
+    dev_files = record_files(data_dir, "dev", required=False)
+    speakers = list(stats.speakers)
+
+    ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
+    best_dir = os.path.join(ckpt_dir, BEST_DIR)
+    has_run = tf.train.latest_checkpoint(ckpt_dir) is not None
+    if has_run and not resume:
+        raise ConfigError(
+            f"{model_dir} already holds a training run ({CHECKPOINT_DIR}/); pass --resume to continue it "
+            "or choose a new model directory"
+        )
+    os.makedirs(model_dir, exist_ok=True)
+
+    strategy, mixed = _strategy()
+    replicas = strategy.num_replicas_in_sync
+    if speakers_per_batch % replicas:
+        raise ConfigError(f"speakers_per_batch={speakers_per_batch} must be a multiple of the {replicas} GPUs")
+    tf.keras.utils.set_random_seed(seed)  # initial weights
+    policy = tf.keras.mixed_precision.global_policy()
+    if mixed:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model = build_embedder(stats.mel_mean, stats.mel_var, features, network)
+            optimizer = tf.keras.optimizers.Adam(learning_rate)
+            if mixed:
+                optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+            epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            best_eer = tf.Variable(2.0, dtype=tf.float64, trainable=False, name="best_dev_eer")
+            best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+    finally:
+        tf.keras.mixed_precision.set_global_policy(policy)
+
+    ckpt = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, epoch=epoch_var, best_dev_eer=best_eer, best_epoch=best_epoch
+    )
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=keep_checkpoints, checkpoint_name="epoch")
+    best_ckpt = tf.train.Checkpoint(model=model)
+    best_manager = tf.train.CheckpointManager(best_ckpt, best_dir, max_to_keep=1, checkpoint_name="best")
+    if has_run:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resuming {model_dir} after epoch {int(epoch_var.numpy())} ({manager.latest_checkpoint})")
+    elif resume:
+        log(f"nothing to resume in {model_dir}: starting a new run")
+    start_epoch = int(epoch_var.numpy()) + 1
+
+    variables = model.trainable_variables
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            emb = model(x, training=True)
+            loss = triplet_semihard_loss(y, emb, margin=margin)
+            scaled = loss / replicas
+            if mixed:
+                scaled = optimizer.get_scaled_loss(scaled)
+        grads = tape.gradient(scaled, variables)
+        if mixed:
+            grads = optimizer.get_unscaled_gradients(grads)
+        if clipnorm:
+            # LSTMs occasionally blow up on a hard batch; clip here (per replica) rather than in the
+            # optimizer, whose clipnorm does not combine with every distribution strategy.
+            grads, _ = tf.clip_by_global_norm(grads, clipnorm)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss
+
+    @tf.function
+    def train_step(x, y):
+        per_replica = strategy.run(replica_step, args=(x, y))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    dev = load_clips(data_dir, "dev", max_clips=max_dev_clips, seed=seed) if dev_files else None
+    if dev is None:
+        log(f"{data_dir}: no dev split; the last epoch is kept instead of the best dev EER")
+    predict = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, crop], tf.float32)])
+
+    writer = tf.summary.create_file_writer(os.path.join(model_dir, LOG_DIR))
+    batch = speakers_per_batch * clips_per_speaker
+    log(
+        f"training {trainable_parameters(model):,} parameters on {len(speakers)} speakers "
+        f"({len(train_files)} train shards), {speakers_per_batch}x{clips_per_speaker} clips of {crop_seconds:g} s "
+        f"per step, {steps_per_epoch} steps/epoch, {replicas} replica(s){', mixed float16' if mixed else ''}"
+    )
+    last_loss, last_eer, train_time, epochs_run = float("nan"), float("nan"), 0.0, []
+    for epoch in range(start_epoch, epochs + 1):
+        t0 = time.time()
+        data = pk_batches(
+            train_files,
+            speakers,
+            speakers_per_batch=speakers_per_batch,
+            clips_per_speaker=clips_per_speaker,
+            crop_samples=crop,
+            seed=(seed, epoch),
+            shuffle_buffer=shuffle_buffer,
+        )
+        dist = strategy.experimental_distribute_dataset(data)
+        losses = []
+        for _, (x, y) in zip(range(steps_per_epoch), dist, strict=False):
+            losses.append(float(train_step(x, y)))
+        train_time += time.time() - t0
+        last_loss = float(np.mean(losses))
+        if dev is not None:
+            emb = embed_clips(lambda w: predict(w).numpy(), dev[0], rate, crop_seconds, hop_seconds)
+            last_eer = all_pairs_eer(emb, dev[1])
+        else:
+            last_eer = float("nan")
+        improved = dev is None or last_eer < float(best_eer.numpy())
+        if improved:
+            best_eer.assign(last_eer if dev is not None else 2.0)
+            best_epoch.assign(epoch)
+            best_manager.save(checkpoint_number=epoch)
+        epoch_var.assign(epoch)
+        manager.save(checkpoint_number=epoch)
+        with writer.as_default():
+            _scalar("loss", last_loss, epoch)
+            if dev is not None:
+                _scalar("dev_eer", last_eer, epoch)
+            _scalar("clips_per_s", steps_per_epoch * batch / max(time.time() - t0, 1e-9), epoch)
+        writer.flush()
+        epochs_run.append(epoch)
+        eer_text = (
+            f"dev EER {100 * last_eer:.2f}% (best {100 * float(best_eer.numpy()):.2f}% @ {int(best_epoch.numpy())})"
+            if dev is not None
+            else "no dev split"
+        )
+        log(f"epoch {epoch}/{epochs}  loss {last_loss:.4f}  {eer_text}  {time.time() - t0:.1f} s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, {"loss": last_loss, "dev_eer": last_eer, "improved": improved})
+
+    if best_manager.latest_checkpoint:
+        best_ckpt.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
+    training = {
+        "epochs": int(epoch_var.numpy()),
+        "steps_per_epoch": steps_per_epoch,
+        "speakers_per_batch": speakers_per_batch,
+        "clips_per_speaker": clips_per_speaker,
+        "crop_seconds": crop_seconds,
+        "learning_rate": learning_rate,
+        "margin": margin,
+        "seed": seed,
+        "best_epoch": int(best_epoch.numpy()),
+        "best_dev_eer": float(best_eer.numpy()) if dev is not None and int(best_epoch.numpy()) else None,
+        "train_speakers": len(speakers),
+        "optimizer_steps": int(optimizer.iterations.numpy()),
+    }
+    config = export_model(
+        model.get_weights(),
+        model_dir,
+        mel_mean=stats.mel_mean,
+        mel_var=stats.mel_var,
+        features=features,
+        network=network,
+        window_s=crop_seconds,
+        hop_s=hop_seconds,
+        data_fingerprint=stats.fingerprint,
+        threshold=THRESHOLD,
+        training=training,
+    )
+    wall = time.time() - start
+    log(f"exported {model_dir} (model_id {config['model_id']}) in {wall:.1f} s total")
+    steps_done = len(epochs_run) * steps_per_epoch
+    return {
+        "model_dir": model_dir,
+        "model_id": config["model_id"],
+        "start_epoch": start_epoch,
+        "epochs_run": epochs_run,
+        "final_epoch": int(epoch_var.numpy()),
+        "best_epoch": training["best_epoch"],
+        "best_dev_eer": training["best_dev_eer"],
+        "last_dev_eer": last_eer,
+        "last_loss": last_loss,
+        "optimizer_steps": training["optimizer_steps"],
+        "trainable_parameters": config["trainable_parameters"],
+        "wall_s": wall,
+        "clips_per_s": steps_done * batch / train_time if train_time else float("nan"),
+    }

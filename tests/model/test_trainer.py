@@ -1,0 +1,111 @@
+"""Trainer: a run killed after epoch 1 resumes at epoch 2 with its optimizer state, and ends exactly where an
+uninterrupted run ends; checkpoints, best-by-dev bookkeeping, TensorBoard logs and the exported config."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from speechid.config import THRESHOLD
+from speechid.errors import ConfigError
+
+from .conftest import TRAIN_KW, tiny_train
+
+
+class Killed(Exception):
+    """Stands for the process dying right after epoch 1's checkpoint was written."""
+
+
+def checkpoint_values(model_dir: str) -> dict:
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
+    names = [n for n in reader.get_variable_to_shape_map() if "model" in n or "optimizer" in n]
+    return {n: reader.get_tensor(n) for n in names if not n.startswith("_CHECKPOINTABLE")}
+
+
+@pytest.fixture(scope="module")
+def resumed(tiny_data, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("resumed"))
+    epochs_seen = []
+
+    def die_after_first(epoch, summary):
+        epochs_seen.append((epoch, summary["dev_eer"]))
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        tiny_train(tiny_data, model_dir, on_epoch_end=die_after_first)
+    after_kill = {
+        "exported": os.path.exists(os.path.join(model_dir, "saved_model")),
+        "optimizer_steps": int(
+            tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints")).get_tensor(
+                "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+            )
+        ),
+    }
+    with pytest.raises(ConfigError, match="--resume"):
+        tiny_train(tiny_data, model_dir)  # a second run without resume must not clobber the first
+    result = tiny_train(
+        tiny_data, model_dir, resume=True, on_epoch_end=lambda e, s: epochs_seen.append((e, s["dev_eer"]))
+    )
+    return model_dir, result, after_kill, epochs_seen
+
+
+def test_resume_continues_at_epoch_2_with_optimizer_state(resumed, tiny_model):
+    model_dir, result, after_kill, epochs_seen = resumed
+    steps = TRAIN_KW["steps_per_epoch"]
+    assert not after_kill["exported"]
+    assert after_kill["optimizer_steps"] == steps
+    assert result["start_epoch"] == 2 and result["epochs_run"] == [2] and result["final_epoch"] == 2
+    assert result["optimizer_steps"] == 2 * steps  # Adam's step counter came back from the checkpoint
+    assert [e for e, _ in epochs_seen] == [1, 2]
+    # Same seed, same per-epoch batches, same restored Adam moments: the interrupted run ends where the
+    # uninterrupted one (tiny_model) does. A reinitialised optimizer would land elsewhere.
+    want = checkpoint_values(tiny_model[0])
+    got = checkpoint_values(model_dir)
+    assert set(got) == set(want) and sum("optimizer/_variables" in n for n in got) > 2  # Adam's m and v
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_best_by_dev_eer_and_exported_config(resumed, tiny_data):
+    model_dir, result, _, epochs_seen = resumed
+    eers = [eer for _, eer in epochs_seen]
+    assert result["best_dev_eer"] == pytest.approx(min(eers))
+    assert result["best_epoch"] == 1 + int(np.argmin(eers))
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["model_id"] == result["model_id"] and len(config["model_id"]) == 16
+    assert config["threshold"] == THRESHOLD and config["distance"] == "euclidean"
+    assert config["sample_rate"] == 16_000 and config["window_s"] == 1.0 and config["hop_s"] == 0.5
+    assert config["embedding_dim"] == 8 and config["features"]["n_mels"] == 40
+    from speechid.pipelines.transform import load_stats
+
+    assert config["data_fingerprint"] == load_stats(tiny_data).fingerprint
+    assert config["trainable_parameters"] == result["trainable_parameters"]
+    assert config["training"]["best_epoch"] == result["best_epoch"]
+    # Best weights live under checkpoints/best; one TensorBoard event file with the scalars.
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints", "best")).endswith(
+        f"best-{result['best_epoch']}"
+    )
+    events = os.listdir(os.path.join(model_dir, "logs"))
+    tags = {
+        v.tag
+        for e in tf.compat.v1.train.summary_iterator(os.path.join(model_dir, "logs", events[0]))
+        for v in e.summary.value
+    }
+    assert {"loss", "dev_eer", "clips_per_s"} <= tags
+
+
+def test_refuses_bad_inputs_before_building_anything(tiny_data, tmp_path):
+    from speechid.model.features import FeatureConfig
+    from speechid.pipelines.transform import load_stats
+
+    with pytest.raises(ConfigError, match="no train records"):
+        tiny_train(str(tmp_path), str(tmp_path / "m"), stats=load_stats(tiny_data))
+    with pytest.raises(ConfigError, match="mel bins"):
+        tiny_train(tiny_data, str(tmp_path / "m"), features=FeatureConfig(n_mels=20))
+    with pytest.raises(ConfigError, match="no tf.Transform output"):
+        tiny_train(str(tmp_path), str(tmp_path / "m"))
+    assert not os.path.exists(tmp_path / "m")
