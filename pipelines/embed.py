@@ -461,6 +461,7 @@ def embed_corpus(
     jobs.log_metrics("embed", result)
 
     tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))
+    jobs.remove_tree(os.path.join(staging, jobs.COUNTS_DIR))  # internal: the manifest carries the counts
     seen = tallies.get(("seen", "clips"), 0)
     written = tallies.get(("written", "clips"), 0)
     failed = {key: n for (group, key), n in tallies.items() if group == "failed"}

@@ -87,9 +87,19 @@ def finish(staging: str, output: str, manifest: dict, manifest_name: str = "mani
     FileSystems.delete([staging + "/"])
 
 
+def remove_tree(path: str) -> None:
+    """Delete a folder on any Beam filesystem, if it exists (object stores delete a folder by prefix)."""
+    path = path if _is_local(path) else path.rstrip("/") + "/"
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
 def discard(staging: str) -> None:
-    if _is_local(staging):
-        shutil.rmtree(staging, ignore_errors=True)
+    """Drop a failed run's staging folder (best effort: the next run writes a new one anyway)."""
+    try:
+        remove_tree(staging)
+    except Exception:  # noqa: BLE001  never mask the error that made us discard
+        logging.getLogger("speechid").warning("could not remove %s", staging)
 
 
 class WriteJsonLines(beam.PTransform):
