@@ -120,6 +120,15 @@ def tiny_train(data_dir: str, model_dir: str, **overrides) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data, tmp_path_factory) -> tuple[str, dict]:
-    """(model_dir, train() result): the tiny network trained 2 epochs x 3 steps on tiny_data."""
-    model_dir = str(tmp_path_factory.mktemp("tiny_model"))
-    return model_dir, tiny_train(tiny_data, model_dir)
+    """(model_dir, train() result): the tiny network trained 2 epochs x 3 steps on a copy of tiny_data.
+
+    Census-example style, the copy (records and transform_fn/) is deleted as soon as training returns:
+    every test that uses this model proves that the model directory alone is enough.
+    """
+    base = tmp_path_factory.mktemp("tiny_model")
+    data_copy = str(base / "data")
+    shutil.copytree(tiny_data, data_copy)
+    model_dir = str(base / "model")
+    result = tiny_train(data_copy, model_dir)
+    shutil.rmtree(data_copy)
+    return model_dir, result

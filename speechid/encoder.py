@@ -1,0 +1,136 @@
+"""``speechid.Encoder``: embed recordings with a trained model directory and compare voices.
+
+    >>> enc = speechid.Encoder.load("models/cv-en")
+    >>> same, distance = enc.verify("a.mp3", "b.wav")        # distance: Euclidean between unit vectors
+    >>> enc.embed(["a.mp3", "b.mp3"]).shape                    # (2, 128)
+    >>> voice = enc.embed_speaker(["enrol1.mp3", "enrol2.mp3"])  # enrolment: mean, re-normalised
+
+Audio of any format, rate and channel count goes through ``speechid.audio.decode``; a clip is cut into the
+model's windows and the window embeddings are averaged (``speechid.model.windows``), exactly as the bulk
+embed pipeline does, so both give the same vectors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from speechid import audio as audio_io
+from speechid.errors import ConfigError
+from speechid.model.windows import embed_clips, pool_embeddings
+
+# Inference accepts long recordings (a whole interview may be one enrolment clip); the byte cap stays.
+ENCODER_LIMITS = audio_io.Limits(min_duration=audio_io.DEFAULT_MIN_DURATION, max_duration=600.0)
+
+AudioInput = str | os.PathLike | bytes | np.ndarray
+
+
+class Encoder:
+    """A loaded model directory. Build with ``Encoder.load(model_dir)``."""
+
+    def __init__(self, model, config: dict, model_dir: str, limits: audio_io.Limits = ENCODER_LIMITS, batch: int = 64):
+        import tensorflow as tf
+
+        self.model = model
+        self.config = dict(config)
+        self.model_dir = model_dir
+        self.limits = limits
+        self.batch = int(batch)
+        self._window = int(round(self.window_s * self.sample_rate))
+        # One traced function for the fixed window length: no retracing per batch size.
+        self._predict = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, self._window], tf.float32)],
+            reduce_retracing=True,
+        )
+
+    @classmethod
+    def load(cls, model_dir: str, **kwargs) -> Encoder:
+        """Load ``<model_dir>/saved_model`` and ``config.json`` (nothing else is needed)."""
+        from speechid.model.export import load_serving_model, read_config
+
+        model_dir = os.fspath(model_dir)
+        config = read_config(model_dir)
+        return cls(load_serving_model(model_dir), config, model_dir, **kwargs)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config["sample_rate"])
+
+    @property
+    def window_s(self) -> float:
+        return float(self.config["window_s"])
+
+    @property
+    def hop_s(self) -> float:
+        return float(self.config["hop_s"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config["threshold"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.config["embedding_dim"])
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.model_dir!r}, model_id={self.config.get('model_id')!r}, dim={self.embedding_dim})"
+
+    # -- audio in ---------------------------------------------------------------------------------------
+    def load_audio(self, source: AudioInput, sample_rate: int | None = None, name: str | None = None) -> np.ndarray:
+        """One input -> mono float32 at the model rate. Arrays are taken at ``sample_rate`` (default: model's)."""
+        if isinstance(source, np.ndarray):
+            wave = np.asarray(source, np.float32)
+            if wave.ndim == 2:  # [frames, channels]
+                wave = wave.mean(axis=1)
+            if wave.ndim != 1 or wave.size == 0:
+                raise ConfigError(f"{name or 'array'}: expected a non-empty mono waveform, got shape {source.shape}")
+            return audio_io.resample(wave, sample_rate or self.sample_rate, self.sample_rate)
+        if isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
+            return audio_io.decode(source, self.sample_rate, limits=self.limits, name=name)
+        raise ConfigError(f"cannot embed a {type(source).__name__}: give a path, bytes or a float waveform")
+
+    # -- embeddings -------------------------------------------------------------------------------------
+    def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Mono float32 waveforms at the model rate -> unit embeddings ``[n, D]``."""
+        import tensorflow as tf
+
+        return embed_clips(
+            lambda x: self._predict(tf.constant(x)).numpy(),
+            waves,
+            self.sample_rate,
+            self.window_s,
+            self.hop_s,
+            batch_windows=self.batch,
+        )
+
+    def embed(self, source: AudioInput | Sequence[AudioInput], sample_rate: int | None = None) -> np.ndarray:
+        """A path, bytes or waveform -> ``[D]``; a list of them -> ``[n, D]``. Unit vectors, float32."""
+        if isinstance(source, (list, tuple)):
+            if not source:
+                raise ConfigError("embed: empty list")
+            return self.embed_waveforms([self.load_audio(s, sample_rate) for s in source])
+        return self.embed_waveforms([self.load_audio(source, sample_rate)])[0]
+
+    def embed_speaker(self, sources: Sequence[AudioInput], sample_rate: int | None = None) -> np.ndarray:
+        """Enrolment: the mean of the clips' embeddings, re-normalised -> ``[D]``."""
+        if isinstance(sources, (str, bytes, os.PathLike, np.ndarray)):
+            sources = [sources]
+        return pool_embeddings(self.embed(list(sources), sample_rate))
+
+    def _as_embedding(self, x, sample_rate: int | None) -> np.ndarray:
+        # A 1-D array of exactly D values with unit norm is an embedding already; anything else is audio.
+        if isinstance(x, np.ndarray) and x.shape == (self.embedding_dim,) and abs(np.linalg.norm(x) - 1.0) < 1e-3:
+            return x.astype(np.float32)
+        return self.embed(x, sample_rate)
+
+    def distance(self, a, b, sample_rate: int | None = None) -> float:
+        """Euclidean distance between the embeddings of ``a`` and ``b`` (audio inputs or embeddings)."""
+        return float(np.linalg.norm(self._as_embedding(a, sample_rate) - self._as_embedding(b, sample_rate)))
+
+    def verify(self, a, b, threshold: float | None = None, sample_rate: int | None = None) -> tuple[bool, float]:
+        """(same person?, Euclidean distance): same when the distance is below the threshold."""
+        d = self.distance(a, b, sample_rate)
+        return d < (self.threshold if threshold is None else float(threshold)), d

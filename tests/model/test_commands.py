@@ -1,0 +1,137 @@
+"""train -> evaluate end to end on the tiny corpus, and the three commands as a user runs them."""
+
+import inspect
+import json
+import os
+
+import numpy as np
+import pytest
+
+import speechid
+from speechid.audio import encode
+from speechid.cli import main
+from speechid.model.evaluation import evaluate
+
+from .conftest import voice
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main(list(map(str, args)))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_then_evaluate_writes_metrics_and_pictures(tiny_model, tiny_data, tmp_path):
+    model_dir, _ = tiny_model
+    out_dir = tmp_path / "eval"
+    logged = []
+    metrics = evaluate(
+        model_dir, tiny_data, split="test", trials=1000, seed=2, output_dir=str(out_dir), log=logged.append
+    )
+    # test split: 4 speakers x 4 clips -> 4 * 6 same pairs, and as many different pairs.
+    assert metrics["same_trials"] == metrics["different_trials"] == 24
+    assert metrics["speakers"] == 4 and metrics["clips"] == 16 and metrics["split"] == "test"
+    assert 0.0 <= metrics["eer"] <= 1.0 and set(metrics["min_dcf"]) == {"0.01", "0.05"}
+    for key in ("sensitivity", "specificity", "frr_at_target_far", "threshold_at_target_far", "threshold"):
+        assert key in metrics
+    for name in ("metrics.json", "boxplot.png", "det.png", "histograms.png"):
+        assert (out_dir / name).stat().st_size > 0
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        assert json.load(f)["eer"] == metrics["eer"]  # the model directory keeps its last evaluation
+    assert logged and "EER" in logged[0]
+    again = evaluate(model_dir, tiny_data, split="test", trials=1000, seed=2, output_dir=str(out_dir), log=lambda m: 0)
+    assert again["eer"] == metrics["eer"]  # seeded
+
+
+def test_compare_prints_every_pair(tiny_model, tmp_path, capsys):
+    paths = []
+    for name, spk, seed in (("a1", 1, 1), ("a2", 1, 2), ("b", 6, 1)):
+        path = tmp_path / f"{name}.wav"
+        path.write_bytes(encode(voice(spk, 2.0, seed=seed), 16_000, "WAV"))
+        paths.append(path)
+    code, out, err = run(capsys, "compare", "--model", tiny_model[0], *paths)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 3
+    enc = speechid.Encoder.load(tiny_model[0])
+    emb = enc.embed(paths)
+    for line, (i, j) in zip(lines, [(0, 1), (0, 2), (1, 2)], strict=True):
+        d = float(np.linalg.norm(emb[i] - emb[j]))
+        assert str(paths[i]) in line and str(paths[j]) in line
+        assert f"Euclidean distance {d:.4f}" in line
+        assert ("Same person" if d < enc.threshold else "Different people") in line
+    code, out, _ = run(capsys, "compare", "--model", tiny_model[0], "--threshold", "10", paths[0], paths[2])
+    assert code == 0 and "Same person" in out
+
+
+def test_commands_fail_in_one_line(tiny_model, tiny_data, tmp_path, capsys):
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\x00garbage" * 100)
+    good = tmp_path / "good.wav"
+    good.write_bytes(encode(voice(1, 1.5, seed=1), 16_000, "WAV"))
+    cases = [
+        ("compare", "--model", tiny_model[0], good, bad),
+        ("compare", "--model", tiny_model[0], good),
+        ("compare", "--model", tmp_path, good, good),
+        ("train", "--data", tmp_path, "--model-dir", tmp_path / "m"),
+        ("train", "--data", tmp_path / "missing", "--model-dir", tmp_path / "m"),
+        ("evaluate", "--model", tiny_model[0], "--data", tiny_data, "--split", "nope"),
+    ]
+    for args in cases:
+        code, _, err = run(capsys, *args)
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_train_command_forwards_only_given_options(tiny_data, tmp_path, capsys, monkeypatch):
+    import speechid.model.trainer as trainer
+
+    seen = {}
+
+    def fake_train(data_dir, model_dir, **kwargs):
+        seen.update(kwargs, data_dir=data_dir, model_dir=model_dir)
+        return {"model_id": "x", "best_dev_eer": 0.1, "best_epoch": 1, "wall_s": 1.0}
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        tiny_data,
+        "--model-dir",
+        tmp_path / "m",
+        "--epochs",
+        3,
+        "--crop-seconds",
+        1.5,
+        "--resume",
+    )
+    assert code == 0, err
+    assert seen["epochs"] == 3 and seen["crop_seconds"] == 1.5 and seen["resume"] is True
+    assert "learning_rate" not in seen and "speakers_per_batch" not in seen  # the library's defaults apply
+    assert "best dev EER 10.00%" in out
+
+
+def test_help_defaults_match_the_library():
+    from speechid.commands import model as commands
+    from speechid.model.evaluation import evaluate as evaluate_fn
+    from speechid.model.trainer import train as train_fn
+
+    for command, fn in ((commands.train, train_fn), (commands.evaluate, evaluate_fn)):
+        defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+        for param in command.params:
+            if param.name in defaults and param.help and param.help.endswith("]") and param.default is None:
+                shown = param.help.rsplit("[", 1)[1].rstrip("]")
+                if shown.startswith("the "):
+                    continue
+                assert shown == str(defaults[param.name]), (command.name, param.name)
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "compare"])
+def test_commands_are_listed(name, capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and name in out
