@@ -488,5 +488,11 @@ def embed_corpus(
 
 
 if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    run()
+    # Run through the importable module, not __main__: workers unpickle ClipSource by its module path.
+    import logging as _logging
+
+    from speechid.pipelines import embed as _embed
+
+    _logging.basicConfig(level=_logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging.getLogger("speechid").setLevel(_logging.INFO)
+    _embed.run()
