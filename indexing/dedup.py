@@ -48,6 +48,7 @@ SUSPICIOUS_OUT = "suspicious.parquet"
 PAIRS_OUT = "speaker_pairs.parquet"
 GROUPS_OUT = "speaker_groups.parquet"
 DEFAULT_MAX_NEIGHBORS = 1000
+HNSW_DEDUP_EF = 256
 
 
 # -- scoring against a ground truth --------------------------------------------------------------------
@@ -280,12 +281,13 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
     threshold = idx.threshold if threshold is None else float(threshold)
     store.search_radius(idx.metric, threshold)  # validates the threshold
     if idx.kind == "hnsw" and ef_search is None:
-        # HNSW's range search only sees what its beam visits: widen it to the neighbours we keep.
-        ef_search = max(int(idx.meta["params"].get("ef_search", 0)), 2 * (max_neighbors or DEFAULT_MAX_NEIGHBORS))
+        # HNSW's range search only sees what its beam visits: widen it (a voice with more clips than the
+        # beam still loses pairs; build flat or ivf for deduplication, see speechid.indexing.build).
+        ef_search = max(int(idx.meta["params"].get("ef_search", 0)), HNSW_DEDUP_EF)
     idx.set_search_params(nprobe=nprobe, ef_search=ef_search)
 
-    vectors = idx.index.reconstruct_n(0, idx.count)
-    blocks = (vectors[s:s + batch_size] for s in range(0, idx.count, batch_size))
+    vectors = idx.vectors()
+    blocks = g.row_blocks(vectors, batch_size, idx.locality_order())
     rg = g.range_graph(idx.index, blocks, idx.metric, threshold, n=idx.count, max_neighbors=max_neighbors)
     t_search = time.perf_counter() - t0
     tables = find_duplicates(vectors, rg, idx.clips, threshold, min_neighbors, label_fraction)

@@ -135,9 +135,19 @@ def _nearest_per_query(q: np.ndarray, score: np.ndarray, keep_max: bool, cap: in
     return mask
 
 
-def range_graph(index, blocks: Iterable[np.ndarray], metric: str, threshold: float = config.THRESHOLD,
-                n: int | None = None, max_neighbors: int | None = None) -> RangeGraph:
-    """Range search every block of rows (in row order) against ``index``; keep pairs under ``threshold``.
+def row_blocks(vectors: np.ndarray, batch_size: int = 8192, order: np.ndarray | None = None
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row ids, their vectors) in blocks, in row order or in ``order``: the queries of ``range_graph``."""
+    order = np.arange(len(vectors), dtype=np.int64) if order is None else np.asarray(order, np.int64)
+    for s in range(0, len(order), batch_size):
+        rows = order[s:s + batch_size]
+        yield rows, vectors[rows]
+
+
+def range_graph(index, blocks: Iterable[tuple[np.ndarray, np.ndarray]], metric: str,
+                threshold: float = config.THRESHOLD, n: int | None = None,
+                max_neighbors: int | None = None) -> RangeGraph:
+    """Range search each block of (row ids, vectors) against ``index``; keep pairs under ``threshold``.
 
     The queries are the indexed vectors themselves, so self-matches are dropped and a pair found from either
     end counts once. ``max_neighbors`` keeps only each row's nearest that many (bounds memory when one voice
@@ -146,14 +156,15 @@ def range_graph(index, blocks: Iterable[np.ndarray], metric: str, threshold: flo
     radius = store.search_radius(metric, threshold)
     keep_max = metric == "ip"
     n = int(index.ntotal if n is None else n)
-    keys, dists, start = [], [], 0
-    for lims, d, i in iter_range_search(index, blocks, radius):
-        nq = lims.size - 1
-        q = np.repeat(np.arange(start, start + nq, dtype=np.int64), np.diff(lims))
-        start += nq
+    keys, dists = [], []
+    cap = _hnsw_query_cap(index)
+    for rows, xq in blocks:
+        lims, d, i = _range_search_one(index, np.ascontiguousarray(xq, dtype=np.float32), radius, cap)
+        lims = lims.astype(np.int64)
+        q = np.repeat(np.asarray(rows, np.int64), np.diff(lims))
         keep = (i != q) & (i >= 0)
         q, i, d = q[keep], i[keep], d[keep]
-        if max_neighbors is not None and q.size and np.bincount(q - q[0]).max() > max_neighbors:
+        if max_neighbors is not None and q.size and np.diff(lims).max() > max_neighbors:
             keep = _nearest_per_query(q, d, keep_max, int(max_neighbors))
             q, i, d = q[keep], i[keep], d[keep]
         lo, hi = np.minimum(q, i), np.maximum(q, i)

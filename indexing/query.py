@@ -14,7 +14,7 @@ centroid: the mean of the speaker's clip embeddings, re-normalised.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,7 +134,8 @@ class SpeakerIndex:
                 f"{meta['count']} x {meta['dimension']}"
             )
         apply_search_params(index, meta["kind"], meta["params"])
-        clips = pq.read_table(os.path.join(path, store.CLIPS_FILE), memory_map=True)
+        # One chunk per column: take() on a chunked column costs ~100x more per query (1M rows: 2.5 ms).
+        clips = pq.read_table(os.path.join(path, store.CLIPS_FILE), memory_map=True).combine_chunks()
         if clips.num_rows != index.ntotal:
             raise store.IndexDirError(f"{path}: {store.CLIPS_FILE} has {clips.num_rows} rows, the index {index.ntotal}")
         return cls(path, meta, index, clips)
@@ -195,10 +196,24 @@ class SpeakerIndex:
         et.check_unit_length(x, where)
         return np.ascontiguousarray(x)
 
-    def iter_vectors(self, batch_size: int = 65_536) -> Iterator[np.ndarray]:
-        """The indexed vectors, in row order, in float32 blocks (read back from the index)."""
-        for start in range(0, self.count, batch_size):
-            yield self.index.reconstruct_n(start, min(batch_size, self.count - start))
+    def vectors(self) -> np.ndarray:
+        """All indexed vectors, float32 [count, dim], in row order (read back from the index)."""
+        return self.index.reconstruct_n(0, self.count)
+
+    def locality_order(self) -> np.ndarray:
+        """Row ids ordered so that neighbours are close: IVF rows list by list, others in row order.
+
+        Range-searching every row in this order keeps the probed lists in cache from one query to the next
+        (~1.5x less CPU than a random order at 1M vectors)."""
+        import faiss
+
+        if self.kind != "ivf":
+            return np.arange(self.count, dtype=np.int64)
+        from faiss.contrib.inspect_tools import get_invlist
+
+        ivf = faiss.extract_index_ivf(self.index)
+        ids = [get_invlist(ivf.invlists, lst)[0] for lst in range(ivf.nlist)]
+        return np.concatenate(ids).astype(np.int64)
 
     # -- search ---------------------------------------------------------------------------------------
     def search(self, vectors, k: int) -> tuple[np.ndarray, np.ndarray]:

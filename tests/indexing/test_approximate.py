@@ -66,8 +66,9 @@ def test_l2_and_inner_product_thresholds_select_the_same_pairs(data):
     ip, l2 = faiss.IndexFlatIP(DIM), faiss.IndexFlatL2(DIM)
     ip.add(xb)
     l2.add(xb)
-    g_l2 = graph.range_graph(l2, [xb[:3000], xb[3000:]], "l2", config.THRESHOLD)
-    g_ip = graph.range_graph(ip, [xb[:2500], xb[2500:]], "ip", config.THRESHOLD)
+    g_l2 = graph.range_graph(l2, graph.row_blocks(xb, 3000), "l2", config.THRESHOLD)
+    shuffled = np.random.default_rng(0).permutation(len(xb))  # query order and blocking do not matter
+    g_ip = graph.range_graph(ip, graph.row_blocks(xb, 2500, shuffled), "ip", config.THRESHOLD)
     assert g_l2.edges > 10_000
     np.testing.assert_array_equal(g_l2.keys(), g_ip.keys())
     np.testing.assert_allclose(g_l2.distance, g_ip.distance, atol=1e-4)
@@ -88,8 +89,8 @@ def test_neighbour_cap_keeps_each_rows_nearest(data):
     xb, _ = data
     flat = faiss.IndexFlatL2(DIM)
     flat.add(xb[:400])
-    full = graph.range_graph(flat, [xb[:400]], "l2", config.THRESHOLD)
-    capped = graph.range_graph(flat, [xb[:400]], "l2", config.THRESHOLD, max_neighbors=3)
+    full = graph.range_graph(flat, graph.row_blocks(xb[:400]), "l2", config.THRESHOLD)
+    capped = graph.range_graph(flat, graph.row_blocks(xb[:400]), "l2", config.THRESHOLD, max_neighbors=3)
     assert 0 < capped.edges < full.edges
     src, dst, dist = capped.neighbours()
     full_src, _, full_dist = full.neighbours()

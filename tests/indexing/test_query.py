@@ -36,6 +36,8 @@ def test_round_trip_build_load_mmap_query(tmp_path, voices, kind):
     if kind == "ivf":
         invlists = faiss.extract_index_ivf(idx.index).invlists
         assert "OnDisk" in type(faiss.downcast_InvertedLists(invlists)).__name__  # the lists are mapped
+    np.testing.assert_array_equal(np.sort(idx.locality_order()), np.arange(1200))  # every row once
+    np.testing.assert_allclose(idx.vectors(), x, atol=1e-6)
     assert (idx.count, idx.dimension, idx.kind, idx.model_id) == (1200, 32, kind, "model-a")
 
     results = idx.query(x[[3, 500]], k=4)
