@@ -125,3 +125,26 @@ def test_check_model_id_is_a_plain_function():
     check_model_id("m1", None)  # an encoder that states no model_id is not second-guessed
     with pytest.raises(ModelMismatchError, match="rebuild the index"):
         check_model_id("m1", "m2", "index/x")
+
+
+def test_small_batches_run_on_one_faiss_thread_and_restore_the_setting(voices_index, voices):
+    import faiss
+
+    x, _ = voices
+    idx = SpeakerIndex.load(voices_index)
+    seen = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def search(self, q, k):
+            seen.append(faiss.omp_get_max_threads())
+            return self.inner.search(q, k)
+
+    before = faiss.omp_get_max_threads()
+    idx.index = Spy(idx.index)
+    idx.search(x[:1], 3)
+    idx.search(x[:64], 3)
+    assert seen == [1, before]
+    assert faiss.omp_get_max_threads() == before
