@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 
@@ -97,7 +98,15 @@ def export_model(
     tmp = final + ".tmp"
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
-    serving.save(tmp, save_format="tf", include_optimizer=False)
+    # Keras 2 logs "Compiled the loaded model, but the compiled metrics have yet to be built" when it saves
+    # any uncompiled model; a serving model is never compiled, so the line only misleads users.
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        serving.save(tmp, save_format="tf", include_optimizer=False)
+    finally:
+        tf_logger.setLevel(level)
     if os.path.exists(final):
         old = final + ".old"
         shutil.rmtree(old, ignore_errors=True)

@@ -141,8 +141,8 @@ def train(
     has_run = tf.train.latest_checkpoint(ckpt_dir) is not None
     if has_run and not resume:
         raise ConfigError(
-            f"{model_dir} already holds a training run ({CHECKPOINT_DIR}/); pass --resume to continue it "
-            "or choose a new model directory"
+            f"{model_dir} already holds a training run ({CHECKPOINT_DIR}/); pass --resume (resume=True) to "
+            "continue it or choose a new model directory"
         )
     os.makedirs(model_dir, exist_ok=True)
 
@@ -173,7 +173,16 @@ def train(
     best_ckpt = tf.train.Checkpoint(model=model)
     best_manager = tf.train.CheckpointManager(best_ckpt, best_dir, max_to_keep=1, checkpoint_name="best")
     if has_run:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        status = None
+        try:
+            status = ckpt.restore(manager.latest_checkpoint)
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError) as e:
+            if status is not None:
+                status.expect_partial()  # we are giving up on it: no "unrestored value" warnings at exit
+            raise ConfigError(
+                f"{manager.latest_checkpoint} does not fit this network (sizes or pooling changed?): {e}"
+            ) from None
         log(f"resuming {model_dir} after epoch {int(epoch_var.numpy())} ({manager.latest_checkpoint})")
     elif resume:
         log(f"nothing to resume in {model_dir}: starting a new run")

@@ -98,6 +98,13 @@ def test_best_by_dev_eer_and_exported_config(resumed, tiny_data):
     assert {"loss", "dev_eer", "clips_per_s"} <= tags
 
 
+def test_resume_with_another_network_is_a_config_error(resumed, tiny_data):
+    from speechid.model.network import NetworkConfig
+
+    with pytest.raises(ConfigError, match="does not fit this network"):
+        tiny_train(tiny_data, resumed[0], resume=True, network=NetworkConfig(lstm_units=(8,), embedding_dim=8))
+
+
 def test_refuses_bad_inputs_before_building_anything(tiny_data, tmp_path):
     from speechid.model.features import FeatureConfig
     from speechid.pipelines.transform import load_stats
