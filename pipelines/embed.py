@@ -453,8 +453,9 @@ def embed_corpus(
     )
     counts | "WriteCounts" >> jobs.WriteJsonLines(os.path.join(staging, jobs.COUNTS_DIR, "counts"))
     try:
-        result = p.run()
-        result.wait_until_finish()
+        with jobs.single_threaded_tf_workers(jobs.local_worker_processes(list(pipeline_args or []))):
+            result = p.run()
+            result.wait_until_finish()
     except Exception:
         jobs.discard(staging)
         raise

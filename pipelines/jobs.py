@@ -16,6 +16,7 @@ Counts: Beam metrics are not reliable on every runner, so manifests are built fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,41 @@ def make_pipeline(beam_args: list[str], test_pipeline=None) -> beam.Pipeline:
 
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
+
+
+def local_worker_processes(beam_args: list[str]) -> bool:
+    """True when the local runner will start separate worker processes (multi_processing mode)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    options = PipelineOptions(beam_args)
+    return (options.view_as(StandardOptions).runner in _LOCAL_RUNNERS
+            and options.view_as(DirectOptions).direct_running_mode == "multi_processing")
+
+
+@contextlib.contextmanager
+def single_threaded_tf_workers(enabled: bool = True):
+    """Local worker processes started meanwhile run TensorFlow on one thread each.
+
+    The local runner starts one worker per core; TensorFlow would give each of them thread pools as large
+    as the machine, whose spinning threads then compete with the other workers for the same cores. The
+    variables are read when a process first starts TensorFlow, so they only reach the workers spawned
+    during the run; the caller's environment is restored afterwards. A variable already set wins.
+    """
+    if not enabled:  # in_memory: the worker is this process, which should use every core
+        yield
+        return
+    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    for n in names:
+        os.environ.setdefault(n, "1")
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 def _is_local(path: str) -> bool:
