@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
+import threading
 
 import click
 
@@ -62,7 +64,56 @@ def _fail(ctx_name: str, message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+# TensorFlow's C++ side prints INFO/WARNING lines (oneDNN, "no CUDA drivers") before absl logging is
+# initialised, so no environment variable silences them; on a machine without a GPU it also prints a
+# cuInit error. They bury the one line a user needs, so the CLI drops exactly those at the fd level.
+_NATIVE_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} \d+:\d+:\d+\.\d+ +\d+ \S+:\d+\] "
+    rb"|E\d{4} \d+:\d+:\d+\.\d+ +\d+ \S+:\d+\] .*(?:cuInit|cuda)"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR)"
+)
+
+
+class _NativeLogFilter:
+    """Routes fd 2 through a pipe and forwards every line but TensorFlow's start-up noise."""
+
+    def __init__(self):
+        self._saved = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self._reader = os.fdopen(read_end, "rb", buffering=0)
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self):
+        pending = b""
+        while chunk := self._reader.read(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if not _NATIVE_NOISE.match(line):
+                    os.write(self._saved, line + b"\n")
+        if pending and not _NATIVE_NOISE.match(pending):
+            os.write(self._saved, pending)
+
+    def close(self):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)  # closes the pipe's last write end in this process: the pump sees EOF
+        self._thread.join(timeout=5)
+        os.close(self._saved)
+
+
 def main(argv: list[str] | None = None) -> None:
+    log_filter = None if os.environ.get("SPEECHID_DEBUG") else _NativeLogFilter()
+    try:
+        _main(argv)
+    finally:
+        if log_filter is not None:
+            log_filter.close()
+
+
+def _main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     prog = "speechid" + (f" {args[0]}" if args and args[0] in COMMANDS else "")
     try:

@@ -140,3 +140,17 @@ def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "speechid", "embed", "--model", str(tmp_path / "nope"), "--input",
                         "x.wav", "--output", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
+
+
+def test_error_after_tensorflow_starts_is_still_one_line(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    good = tmp_path / "good.wav"
+    good.write_bytes(audio.encode(tone(1.0), 16_000, "WAV"))
+    r = subprocess.run([sys.executable, "-m", "speechid", "compare", "--model", model_dir, str(good), str(bad)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"speechid compare: error: {bad}: corrupt (format not recognised)"]
