@@ -20,8 +20,7 @@ Run it:
         --output gs://B/embeddings/cv --runner DataflowRunner --project P --region R \\
         --temp_location gs://B/tmp --setup_file ./setup.py \\
         --sdk_container_image REGION-docker.pkg.dev/P/speechid/worker:latest \\
-        --dataflow_service_options "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver" \\
-        --machine_type n1-standard-8
+        --inference-accelerator "type:nvidia-l4;count:1;install-nvidia-driver" --machine_type g2-standard-8
 """
 
 from __future__ import annotations
@@ -302,11 +301,12 @@ class EmbedClips(beam.PTransform):
     ``make_model_handler`` builds the production one, tests pass a fake (as Beam's own tests do).
     """
 
-    def __init__(self, config: EmbedConfig, model_handler, model_id: str):
+    def __init__(self, config: EmbedConfig, model_handler, model_id: str, accelerator: str | None = None):
         super().__init__()
         self._config = config
         self._handler = model_handler
         self._model_id = model_id
+        self._accelerator = accelerator
 
     def expand(self, clips):
         from apache_beam.ml.inference.base import RunInference
@@ -314,9 +314,13 @@ class EmbedClips(beam.PTransform):
         windows = clips | "DecodeAndWindow" >> beam.ParDo(DecodeAndWindow(self._config)).with_outputs(
             FAILED, main="windows"
         )
+        inference = RunInference(self._handler)
+        if self._accelerator:
+            # Only this step needs the GPU: Dataflow puts it on accelerator workers (resource hints).
+            inference = inference.with_resource_hints(accelerator=self._accelerator)
         rows = (
             windows.windows
-            | "Embed" >> RunInference(self._handler)
+            | "Embed" >> inference
             | "ToVector" >> beam.MapTuple(lambda key, result: (key, _prediction_vector(result)))
             | "PoolWindows" >> beam.CombinePerKey(MeanUnitVector())
             | "ToRow" >> beam.Map(_to_row, self._model_id)
@@ -361,6 +365,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--min-duration", type=float, default=None, help="Refuse shorter clips (default: none).")
     p.add_argument("--max-duration", type=float, default=audio_lib.DEFAULT_MAX_DURATION)
     p.add_argument("--num-shards", type=int, default=0, help="Parquet shards (0: let the runner choose).")
+    p.add_argument("--inference-accelerator", default=None,
+                   help="Resource hint for the inference step, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'.")
     return p.parse_known_args(argv)
 
 
@@ -379,6 +385,7 @@ def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
         min_duration=args.min_duration,
         max_duration=args.max_duration,
         num_shards=args.num_shards,
+        inference_accelerator=args.inference_accelerator,
         pipeline_args=beam_args,
         test_pipeline=test_pipeline,
     )
@@ -397,6 +404,7 @@ def embed_corpus(
     min_duration: float | None = None,
     max_duration: float | None = audio_lib.DEFAULT_MAX_DURATION,
     num_shards: int = 0,
+    inference_accelerator: str | None = None,
     pipeline_args: list[str] | None = None,
     test_pipeline=None,
 ) -> dict:
@@ -433,7 +441,7 @@ def embed_corpus(
     p = jobs.make_pipeline(list(pipeline_args or []), test_pipeline)
     reads = [p | f"Read{i}{kind.title()}" >> read_source(pattern, kind) for i, (pattern, kind) in enumerate(sources)]
     clips = [r["clips"] for r in reads] | "FlattenClips" >> beam.Flatten()
-    out = clips | "EmbedClips" >> EmbedClips(config, handler, model_cfg["model_id"])
+    out = clips | "EmbedClips" >> EmbedClips(config, handler, model_cfg["model_id"], inference_accelerator)
     rows = out["rows"]
     read_failures = [r[FAILED] for r in reads] | "FlattenReadFailures" >> beam.Flatten()
     failures = (out[FAILED], read_failures) | "FlattenFailures" >> beam.Flatten()

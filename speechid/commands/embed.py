@@ -23,9 +23,11 @@ import click
 @click.option("--min-duration", type=click.FloatRange(min=0.0), default=None, help="Refuse shorter clips.")
 @click.option("--max-duration", type=click.FloatRange(min=0.0, min_open=True), default=30.0, show_default=True)
 @click.option("--num-shards", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--inference-accelerator", default=None,
+              help="Resource hint for the inference step only, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'.")
 @click.pass_context
 def embed(ctx, model_dir, inputs, output, input_kind, window, hop, min_batch_size, max_batch_size, min_duration,
-          max_duration, num_shards):
+          max_duration, num_shards, inference_accelerator):
     """Embed clips in bulk. Unknown flags go to Beam, e.g.
     `--direct_running_mode multi_processing --direct_num_workers 2` or `--runner DataflowRunner ...`."""
     import os
@@ -54,6 +56,7 @@ def embed(ctx, model_dir, inputs, output, input_kind, window, hop, min_batch_siz
         min_duration=min_duration,
         max_duration=max_duration,
         num_shards=num_shards,
+        inference_accelerator=inference_accelerator,
         pipeline_args=list(ctx.args),
     )
     reasons = ", ".join(f"{r} {n}" for r, n in m["failures_by_reason"].items()) or "none"

@@ -113,3 +113,23 @@ def test_prep_output_dir_is_tfrecords(tmp_path):
     (tmp_path / "manifest.json").write_text("{}")
     assert embed.detect_kind(str(tmp_path)) == "tfrecord"
     assert embed.expand_input(str(tmp_path), "tfrecord").endswith("*.tfrecord.gz")
+
+
+def test_accelerator_hint_only_on_the_inference_step():
+    from apache_beam.ml.inference.base import RunInference
+
+    p = beam.Pipeline()
+    _ = p | beam.Create([]) | embed.EmbedClips(CONFIG, KeyedModelHandler(FakeHandler()), "m", "type:nvidia-l4;count:1")
+    hinted = {}
+
+    class Visitor(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            hints = node.transform.get_resource_hints() if node.transform else {}
+            if hints:
+                hinted[type(node.transform)] = hints
+
+        enter_composite_transform = visit_transform
+
+    p.visit(Visitor())
+    assert list(hinted) == [RunInference]
+    assert b"nvidia-l4" in next(iter(hinted[RunInference].values()))
