@@ -8,7 +8,7 @@ import click
 @click.command()
 @click.option("--workdir", default="demo-work", show_default=True, type=click.Path(file_okay=False),
               help="Where every stage writes; reused (replaced stage by stage) on a second run.")
-@click.option("--speakers", default=None, type=click.IntRange(min=10), help="Synthetic voices [80].")
+@click.option("--speakers", default=None, type=click.IntRange(min=10), help="Synthetic voices [100].")
 @click.option("--clips-per-speaker", default=None, type=click.IntRange(min=4), help="[12]")
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="Training epochs [the demo's default].")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -20,6 +20,10 @@ def demo(workdir, speakers, clips_per_speaker, epochs, seed):
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The demo prints its own progress; Beam's forwarded worker warnings (no semi_persistent_directory, no
+    # resource module) say nothing actionable here. `speechid prep` / `embed` keep them.
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     config = DemoConfig(seed=seed)
     overrides = {k: v for k, v in dict(speakers=speakers, clips_per_speaker=clips_per_speaker, epochs=epochs).items()
                  if v is not None}
