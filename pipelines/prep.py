@@ -2,7 +2,7 @@
 
     archives --ReadArchives--> TSV rows + clip bytes, keyed by (archive, clip member path)
              --JoinRowsToClips (CoGroupByKey)--> (row, clip) pairs | failures | counts
-             --Reshuffle--> DecodeClips (speechid.audio -> speechid.schema.to_example), one output per split
+             --DecodeClips (speechid.audio -> speechid.schema.to_example)--> one output per split
              --AnalyzeTrain--> tf.Transform: per-mel-bin log-mel mean/var + speaker vocabulary (train split)
     written as <output>/<split>-SSSSS-of-NNNNN.tfrecord.gz, transform_fn/, transformed_metadata/,
     failures/failures-*.jsonl and manifest.json, staged beside <output> and renamed into place at the end.
@@ -129,19 +129,25 @@ def pin_malloc_thresholds() -> None:
     mallopt(m_trim_threshold, 256 * 1024)
 
 
-@contextlib.contextmanager
-def _single_threaded_tf_workers():
-    """Local worker processes started meanwhile run TensorFlow on one thread each.
+# Environment for the local worker processes started during a run (read by each process at start-up):
+# - one TensorFlow thread each: the local runner starts one worker per core, and TensorFlow's default pools
+#   (as large as the machine) would make their spinning threads compete for the same cores;
+# - fixed glibc malloc thresholds from the first allocation on (see pin_malloc_thresholds, which DoFn.setup
+#   calls for other runners, but only once a worker already has a history of frees).
+_LOCAL_WORKER_ENV = {
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(128 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(256 * 1024),
+}
 
-    The local runner starts one worker per core; TensorFlow would give each of them thread pools as large
-    as the machine, whose spinning threads then compete with the other workers for the same cores. The
-    variables are read when a process first starts TensorFlow, so they only reach the workers spawned
-    during the run; the caller's environment is restored afterwards.
-    """
-    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-    saved = {n: os.environ.get(n) for n in names}
-    for n in names:
-        os.environ.setdefault(n, "1")
+
+@contextlib.contextmanager
+def _local_worker_environment():
+    """Set ``_LOCAL_WORKER_ENV`` (where not set already) while the pipeline runs, then restore it."""
+    saved = {n: os.environ.get(n) for n in _LOCAL_WORKER_ENV}
+    for n, v in _LOCAL_WORKER_ENV.items():
+        os.environ.setdefault(n, v)
     try:
         yield
     finally:
@@ -342,8 +348,11 @@ class PrepCorpus(beam.PTransform):
 
     def expand(self, read):
         joined = read | "JoinRowsToClips" >> JoinRowsToClips()
-        # The join's output is skewed by archive; the shuffle spreads decoding over every worker.
-        decoded = joined[PAIRS] | "FanOut" >> beam.Reshuffle() | "DecodeClips" >> DecodeClips(self._config)
+        # No Reshuffle here: the join's output is keyed per clip, so every runner already spreads decoding
+        # over all workers by key (Dataflow by shuffle key range, the local runner by splitting the grouped
+        # data). A Reshuffle would move every clip's bytes through a second shuffle for no extra fan-out;
+        # measured on 2,000 clips (2 local workers) it cost ~6 s of 38 and ~3% more peak memory.
+        decoded = joined[PAIRS] | "DecodeClips" >> DecodeClips(self._config)
         failures = (read[FAILURES], joined[FAILURES], decoded[FAILURES]) | "AllFailures" >> beam.Flatten()
         events = (
             read[EVENTS],
@@ -478,7 +487,7 @@ def prepare(
 
             _ = out[TRANSFORM_FN_KEY] | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
 
-        with _single_threaded_tf_workers():
+        with _local_worker_environment():
             result = p.run()
             state = result.wait_until_finish()
         if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
