@@ -12,9 +12,8 @@ Event kinds:
     rows_skipped_by_policy  key split, value: rows of TSVs not selected by --splits
     clips_not_selected      key archive: a clip that only unselected TSVs list
     clips_unlisted          key archive: a clip that no TSV lists
-    records                 key split: one record handed to the writer
-    seconds                 key split, value: duration of a written record
-    speaker                 key split, value: client_id of a written record (counted distinct)
+    written                 key split, value (duration, client_id): one record handed to the writer;
+                            counted as records and seconds per split, and distinct speakers per split
     failures                key reason: one failure entry
     failed_rows, failed_clips  key "", value: rows / clips a failure entry accounts for
 
@@ -33,7 +32,7 @@ MANIFEST_VERSION = 1
 
 
 class CountEvents(beam.CombineFn):
-    """Events -> {kind: {key: sum}}, except ``speaker`` events which become {split: distinct count}."""
+    """Events -> {kind: {key: sum}}; ``written`` events become records, seconds and speakers per split."""
 
     def create_accumulator(self):
         return Counter(), {}
@@ -41,8 +40,11 @@ class CountEvents(beam.CombineFn):
     def add_input(self, acc, event):
         sums, speakers = acc
         kind, key, value = event
-        if kind == "speaker":
-            speakers.setdefault(key, set()).add(value)
+        if kind == "written":  # one event per record: the commonest event carries all three counts
+            duration, client_id = value
+            sums[("records", key)] += 1
+            sums[("seconds", key)] += duration
+            speakers.setdefault(key, set()).add(client_id)
         else:
             sums[(kind, key)] += value
         return acc

@@ -129,24 +129,20 @@ def pin_malloc_thresholds() -> None:
     mallopt(m_trim_threshold, 256 * 1024)
 
 
-# Environment for the local worker processes started during a run (read by each process at start-up):
-# - one TensorFlow thread each: the local runner starts one worker per core, and TensorFlow's default pools
-#   (as large as the machine) would make their spinning threads compete for the same cores;
-# - fixed glibc malloc thresholds from the first allocation on (see pin_malloc_thresholds, which DoFn.setup
-#   calls for other runners, but only once a worker already has a history of frees).
-_LOCAL_WORKER_ENV = {
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
-    "MALLOC_MMAP_THRESHOLD_": str(128 * 1024),
-    "MALLOC_TRIM_THRESHOLD_": str(256 * 1024),
-}
+# glibc reads these when a process starts: local worker processes spawned during a run get fixed malloc
+# thresholds from their first allocation on (pin_malloc_thresholds, called from DoFn.setup for the other
+# runners, only takes effect once a worker already has a history of frees).
+_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024)}
 
 
 @contextlib.contextmanager
-def _local_worker_environment():
-    """Set ``_LOCAL_WORKER_ENV`` (where not set already) while the pipeline runs, then restore it."""
-    saved = {n: os.environ.get(n) for n in _LOCAL_WORKER_ENV}
-    for n, v in _LOCAL_WORKER_ENV.items():
+def _worker_malloc_environment(enabled: bool):
+    """Set ``_MALLOC_ENV`` (where not set already) while local workers start, then restore it."""
+    if not enabled:
+        yield
+        return
+    saved = {n: os.environ.get(n) for n in _MALLOC_ENV}
+    for n, v in _MALLOC_ENV.items():
         os.environ.setdefault(n, v)
     try:
         yield
@@ -277,9 +273,7 @@ class DecodeClip(beam.DoFn):
             self._written.inc()
             self._seconds.update(int(record.duration * 1000))
             self._progress.tick("written")
-            yield beam.pvalue.TaggedOutput(EVENTS, ("records", row.split, 1))
-            yield beam.pvalue.TaggedOutput(EVENTS, ("seconds", row.split, record.duration))
-            yield beam.pvalue.TaggedOutput(EVENTS, ("speaker", row.split, record.client_id))
+            yield beam.pvalue.TaggedOutput(EVENTS, ("written", row.split, (record.duration, record.client_id)))
             return
         self._failed.inc()
         self._progress.tick("failed")
@@ -487,7 +481,9 @@ def prepare(
 
             _ = out[TRANSFORM_FN_KEY] | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
 
-        with _local_worker_environment():
+        # multi_processing: one TensorFlow thread per worker (one worker per core), flat worker heaps.
+        local_workers = test_pipeline is None and jobs.local_worker_processes(list(pipeline_args))
+        with jobs.single_threaded_tf_workers(local_workers), _worker_malloc_environment(local_workers):
             result = p.run()
             state = result.wait_until_finish()
         if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
