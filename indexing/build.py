@@ -97,13 +97,16 @@ def make_index(kind: str, dim: int, metric: str, count: int, *, nlist: int | Non
     if kind == "ivf":
         nlist = int(nlist or ivf_nlist(count))
         nprobe = int(nprobe or ivf_nprobe(nlist))
+        # Dedup range-searches every row, so a pair is found from either end: half the cells per row gives
+        # it about the pair recall the full nprobe gives one query (1M: 0.987 at 8 of 4000 cells).
+        dedup_nprobe = max(1, (nprobe + 1) // 2)
         quantizer = faiss.IndexFlat(dim, fmetric)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, fmetric)  # the wrapper keeps quantizer alive
         index.cp.seed = int(seed)
         # For inner product, spherical k-means keeps centroids unit length, so "nearest cell" means the
         # same thing as for the vectors.
         index.cp.spherical = metric == "ip"
-        return index, {"nlist": nlist, "nprobe": nprobe}
+        return index, {"nlist": nlist, "nprobe": nprobe, "dedup_nprobe": dedup_nprobe}
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(hnsw_m), fmetric)
         index.hnsw.efConstruction = int(ef_construction)

@@ -34,7 +34,7 @@ def test_build_writes_meta_metadata_and_speaker_centroids(tmp_path, voices):
     assert {k: meta[k] for k in ("dimension", "count", "kind", "metric", "model_id", "threshold", "distance")} == {
         "dimension": 32, "count": 1200, "kind": "ivf", "metric": "l2", "model_id": "model-a",
         "threshold": config.THRESHOLD, "distance": "euclidean"}
-    assert meta["params"]["nlist"] == 8 and meta["params"]["nprobe"] == 8 and meta["params"]["train_size"] == 512
+    assert meta["params"] == {"nlist": 8, "nprobe": 8, "dedup_nprobe": 4, "train_size": 512}
     assert s.kind == "ivf" and s.count == 1200 and s.speakers == 119
     clips = pq.read_table(tmp_path / "idx" / "clips.parquet")
     assert clips.column_names == ["row", "clip_id", "source", "speaker_id", "split"]
