@@ -222,7 +222,7 @@ class StreamArchive(beam.DoFn):
     def setup(self):
         from speechid.pipelines.jobs import Progress
 
-        self._progress = Progress("prep read", self._progress_interval)
+        self._progress = Progress("speechid prep read", self._progress_interval)
 
     def process(self, archive: str):
         # Counted as we go, emitted after the loop: a stream that breaks midway still reports what it read.
@@ -237,7 +237,7 @@ class StreamArchive(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, "", reason, str(e)))
         except (EOFError, zlib.error, OSError) as e:
             yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, "", "archive_truncated", str(e)))
-        _LOG.info("read %s: %d clips, %d other members", archive, seen["clips"], seen["other_members"])
+        _LOG.info("speechid prep read %s: %d clips, %d other members", archive, seen["clips"], seen["other_members"])
         for tsv, n in seen["tsv_rows"].items():
             yield beam.pvalue.TaggedOutput(EVENTS, ("tsv_rows", f"{archive}!{tsv}", n))
         yield beam.pvalue.TaggedOutput(EVENTS, ("clips_seen", archive, seen["clips"]))

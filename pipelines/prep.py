@@ -237,7 +237,7 @@ class DecodeClip(beam.DoFn):
 
     def setup(self):
         pin_malloc_thresholds()
-        self._progress = jobs.Progress("prep decode", self._config.progress_interval)
+        self._progress = jobs.Progress("speechid prep decode", self._config.progress_interval)
 
     def process(self, pair):
         row, clip = pair

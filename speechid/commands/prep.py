@@ -5,18 +5,30 @@ it does not know (``--runner``, ``--direct_num_workers``, ``--project``, ...) go
 """
 
 import logging
+import re
 
 import click
 
 from speechid import schema
 
+_RELAYED_TEXT = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
+
 
 class _WorkerProgress(logging.Filter):
     """In multi_processing mode Beam re-logs each worker line through local_job_service; let ours through
-    at INFO (the progress lines) and Beam's own only from WARNING up."""
+    at INFO (the progress lines say "speechid") and Beam's own only from WARNING up, except a warning every
+    local worker prints at start and that does not concern us (no custom coders are registered)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "speechid" in record.getMessage()
+        message = record.getMessage()
+        if "semi_persistent_directory" in message:
+            return False
+        if "speechid" in message:  # show the worker's own text, not the whole relayed log entry
+            found = _RELAYED_TEXT.search(message)
+            if found:
+                record.msg, record.args = found.group(1).replace('\\"', '"').replace("\\\\", "\\"), ()
+            return True
+        return record.levelno >= logging.WARNING
 
 
 def _setup_logging() -> None:
