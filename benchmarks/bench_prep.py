@@ -11,8 +11,8 @@ peak summed RSS every 100 ms, the peak summed PSS (shared pages counted once) ev
 time of every process as last seen. The plain loop decodes and resamples the same clips
 (``speechid.audio.decode`` to 16 kHz) in this process on one core, bytes already in memory.
 
-Runs are interleaved (small, large, plain loop, then again) and the best time of ``--repeat`` is kept
-(on a shared machine noise only ever adds), the worst memory.
+Runs are interleaved (small, large, plain loop, then again) and the median time of ``--repeat`` rounds is
+kept (the plain loop's best), with the worst memory.
 
 Figures:
 - ``pipeline_clips_per_s``: clips / wall time of the largest run, start-up included;
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -166,8 +167,8 @@ def run_prep(tar: str, out: str, workers: int, log_path: str) -> dict:
 def _summary(tries: list[dict]) -> dict:
     return {
         "clips": tries[0]["records"],
-        "wall_s": min(t["wall_s"] for t in tries),
-        "cpu_s": min(t["cpu_s"] for t in tries),
+        "wall_s": statistics.median(t["wall_s"] for t in tries),
+        "cpu_s": statistics.median(t["cpu_s"] for t in tries),
         "peak_tree_rss_mb": max(t["peak_tree_rss_mb"] for t in tries),
         "peak_tree_pss_mb": max((t["peak_tree_pss_mb"] or 0) for t in tries) or None,
         "balanced": all(t["balanced"] for t in tries),
@@ -181,7 +182,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs=2, default=[200, 2000], metavar=("SMALL", "LARGE"))
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="interleaved rounds (best time, worst memory)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median time, worst memory)")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "speechid-bench-prep"))
     ap.add_argument("--seed", type=int, default=3)
     args = ap.parse_args(argv)
