@@ -160,6 +160,84 @@ def _top_other(src: np.ndarray, dst_code: np.ndarray, n_codes: int) -> tuple[np.
     return s[first], c[first], cnt[first]
 
 
+def _clip_clusters(vectors: np.ndarray, graph: g.RangeGraph, threshold: float) -> tuple[np.ndarray, dict]:
+    n = len(vectors)
+    labels = g.average_linkage(vectors, np.ones(n), graph.u, graph.v, threshold,
+                               sq_distance=np.square(graph.distance, dtype=np.float64))
+    sizes = np.bincount(labels)
+    single = np.bincount(graph.components())
+    stats = {
+        "clip_clusters": int((sizes > 1).sum()), "clips_in_clusters": int(sizes[sizes > 1].sum()),
+        "single_linkage_clusters": int((single > 1).sum()), "largest_cluster": int(sizes.max()) if n else 0,
+        "largest_single_linkage_cluster": int(single.max()) if n else 0,
+    }
+    return labels, stats
+
+
+def _speaker_merges(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray, speakers: pa.Array,
+                    threshold: float) -> tuple[np.ndarray, pa.Table, pa.Table, dict]:
+    """(group of every speaker code, speaker_pairs table, speaker_groups table, stats)."""
+    n_spk = len(speakers)
+    m = max(n_spk, 1)
+    sums = np.zeros((n_spk, vectors.shape[1]), dtype=np.float64)
+    counts = np.zeros(n_spk, dtype=np.int64)
+    add_by_code(sums, counts, codes, vectors)
+    cu, cv = codes[graph.u], codes[graph.v]
+    cross = (cu >= 0) & (cv >= 0) & (cu != cv)
+    lo, hi = np.minimum(cu[cross], cv[cross]), np.maximum(cu[cross], cv[cross])
+    key, inv, cross_pairs = np.unique(lo * m + hi, return_inverse=True, return_counts=True)
+    a, b = key // m, key % m
+    mean_cross = np.bincount(inv.reshape(-1), weights=graph.distance[cross], minlength=key.size) / np.maximum(
+        cross_pairs, 1)
+    unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    centroid_d = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("ij,ij->i", unit[a], unit[b]), 0.0))
+    rms = np.sqrt(np.maximum(g.mean_sq_cross(sums, counts.astype(np.float64), a, b), 0.0))
+    groups = g.average_linkage(sums, counts, a, b, threshold) if n_spk else np.zeros(0, np.int64)
+    merged = groups[a] == groups[b]
+    show = (centroid_d < threshold) | merged
+    sel = np.flatnonzero(show)[np.argsort(centroid_d[show], kind="stable")]
+    pairs = pa.table({
+        "speaker_a": speakers.take(pa.array(a[sel])), "speaker_b": speakers.take(pa.array(b[sel])),
+        "clips_a": counts[a[sel]], "clips_b": counts[b[sel]],
+        "centroid_distance": centroid_d[sel].astype(np.float32),
+        "cross_pairs": cross_pairs[sel].astype(np.int64),
+        "mean_cross_distance": mean_cross[sel].astype(np.float32),
+        "rms_cross_distance": rms[sel].astype(np.float32),
+        "merged": merged[sel],
+    })
+    group_size = np.bincount(groups, minlength=1)[groups]
+    order = np.lexsort((groups, -group_size))
+    table = pa.table({"speaker_id": speakers.take(pa.array(order)), "n_clips": counts[order],
+                      "group": groups[order], "group_speakers": group_size[order]})
+    stats = {
+        "speakers": int(n_spk), "speaker_pairs_linked": int(key.size), "speaker_pairs_proposed": int(show.sum()),
+        "merged_groups": int((np.bincount(groups, minlength=1) > 1).sum()),
+        "speakers_in_merged_groups": int((group_size > 1).sum()),
+    }
+    return groups, pairs, table, stats
+
+
+def _label_checks(graph: g.RangeGraph, codes: np.ndarray, groups: np.ndarray, n_spk: int, min_neighbors: int,
+                  label_fraction: float) -> dict[str, np.ndarray]:
+    """Per clip: degree, labelled and other-group neighbour counts, suspicious flag; for the suspicious rows,
+    the most frequent other speaker code among their neighbours and its count."""
+    n = graph.n
+    clip_group = np.full(n, -1, dtype=np.int64)
+    clip_group[codes >= 0] = groups[codes[codes >= 0]]
+    src, dst = np.concatenate([graph.u, graph.v]), np.concatenate([graph.v, graph.u])  # both directions
+    lab = (clip_group[src] >= 0) & (clip_group[dst] >= 0)
+    other_edge = lab & (clip_group[src] != clip_group[dst])
+    labelled = np.bincount(src[lab], minlength=n)
+    other = np.bincount(src[other_edge], minlength=n)
+    frac = np.divide(other, labelled, out=np.zeros(n), where=labelled > 0)
+    suspicious = (labelled >= min_neighbors) & (frac > label_fraction)
+    pick = other_edge & suspicious[src]
+    # Every suspicious row has other-group edges, so _top_other returns exactly the suspicious rows, in order.
+    _, top_code, top_count = _top_other(src[pick], codes[dst[pick]], max(n_spk, 1))
+    return {"degree": np.bincount(src, minlength=n), "labelled": labelled, "other": other, "fraction": frac,
+            "suspicious": suspicious, "top_code": top_code, "top_count": top_count}
+
+
 def find_duplicates(vectors: np.ndarray, graph: g.RangeGraph, clips: pa.Table, threshold: float,
                     min_neighbors: int = 3, label_fraction: float = 0.5) -> DedupTables:
     """Clip clusters, speaker merges and suspicious labels from the vectors, their graph and their metadata
@@ -167,89 +245,28 @@ def find_duplicates(vectors: np.ndarray, graph: g.RangeGraph, clips: pa.Table, t
     n = len(vectors)
     if clips.num_rows != n or graph.n != n:
         raise ValueError(f"{n} vectors, {clips.num_rows} metadata rows, graph over {graph.n}")
-    stats: dict = {"clips": n, "pairs_under_threshold": graph.edges}
-
-    # Clip level.
-    labels = g.average_linkage(vectors, np.ones(n), graph.u, graph.v, threshold,
-                               sq_distance=np.square(graph.distance, dtype=np.float64))
-    sizes = np.bincount(labels)
-    single = np.bincount(graph.components())
-    stats.update(
-        clip_clusters=int((sizes > 1).sum()), clips_in_clusters=int(sizes[sizes > 1].sum()),
-        single_linkage_clusters=int((single > 1).sum()), largest_cluster=int(sizes.max()) if n else 0,
-        largest_single_linkage_cluster=int(single.max()) if n else 0,
-    )
-
-    # Speaker level.
+    labels, clip_stats = _clip_clusters(vectors, graph, threshold)
     codes, speakers = speaker_codes(clips.column("speaker_id"))
-    n_spk = len(speakers)
-    sums = np.zeros((n_spk, vectors.shape[1]), dtype=np.float64)
-    counts = np.zeros(n_spk, dtype=np.int64)
-    add_by_code(sums, counts, codes, vectors)
-    cu, cv = codes[graph.u], codes[graph.v]
-    cross = (cu >= 0) & (cv >= 0) & (cu != cv)
-    lo, hi = np.minimum(cu[cross], cv[cross]), np.maximum(cu[cross], cv[cross])
-    key, inv, cross_pairs = np.unique(lo * max(n_spk, 1) + hi, return_inverse=True, return_counts=True)
-    pa_, pb = key // max(n_spk, 1), key % max(n_spk, 1)
-    mean_cross = np.bincount(inv.reshape(-1), weights=graph.distance[cross], minlength=key.size) / np.maximum(
-        cross_pairs, 1)
-    unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    centroid_d = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("ij,ij->i", unit[pa_], unit[pb]), 0.0))
-    rms = np.sqrt(np.maximum(g.mean_sq_cross(sums, counts.astype(np.float64), pa_, pb), 0.0))
-    groups = g.average_linkage(sums, np.maximum(counts, 1), pa_, pb, threshold) if n_spk else np.zeros(0, np.int64)
-    merged = groups[pa_] == groups[pb]
-    show = (centroid_d < threshold) | merged
-    order = np.argsort(centroid_d[show], kind="stable")
-    sel = np.flatnonzero(show)[order]
-    speaker_pairs = pa.table({
-        "speaker_a": speakers.take(pa.array(pa_[sel])), "speaker_b": speakers.take(pa.array(pb[sel])),
-        "clips_a": counts[pa_[sel]], "clips_b": counts[pb[sel]],
-        "centroid_distance": centroid_d[sel].astype(np.float32),
-        "cross_pairs": cross_pairs[sel].astype(np.int64),
-        "mean_cross_distance": mean_cross[sel].astype(np.float32),
-        "rms_cross_distance": rms[sel].astype(np.float32),
-        "merged": merged[sel],
-    })
-    group_size = np.bincount(groups, minlength=1)[groups] if n_spk else np.zeros(0, np.int64)
-    gorder = np.lexsort((groups, -group_size))
-    speaker_groups = pa.table({
-        "speaker_id": speakers.take(pa.array(gorder)), "n_clips": counts[gorder],
-        "group": groups[gorder], "group_speakers": group_size[gorder],
-    })
-    stats.update(
-        speakers=int(n_spk), speaker_pairs_linked=int(key.size), speaker_pairs_proposed=int(show.sum()),
-        merged_groups=int((np.bincount(groups) > 1).sum()) if n_spk else 0,
-        speakers_in_merged_groups=int((group_size > 1).sum()),
-    )
+    groups, speaker_pairs, speaker_groups, speaker_stats = _speaker_merges(vectors, graph, codes, speakers, threshold)
+    chk = _label_checks(graph, codes, groups, len(speakers), min_neighbors, label_fraction)
 
-    # Suspicious labels: neighbours mostly in other speakers' groups.
-    clip_group = np.where(codes >= 0, groups[np.maximum(codes, 0)] if n_spk else -1, -1)
-    src, dst = np.concatenate([graph.u, graph.v]), np.concatenate([graph.v, graph.u])  # both directions
-    degree = np.bincount(src, minlength=n)
-    lab = (clip_group[src] >= 0) & (clip_group[dst] >= 0)
-    labelled = np.bincount(src[lab], minlength=n)
-    other_edge = lab & (clip_group[src] != clip_group[dst])
-    other = np.bincount(src[other_edge], minlength=n)
-    frac = np.divide(other, labelled, out=np.zeros(n), where=labelled > 0)
-    suspicious = (labelled >= min_neighbors) & (frac > label_fraction)
-    sus_rows = np.flatnonzero(suspicious)
-    pick = other_edge & suspicious[src]
-    # Every suspicious row has other-label edges, so the rows come back as sus_rows, in the same order.
-    _, s_code, s_count = _top_other(src[pick], codes[dst[pick]], max(n_spk, 1))
+    sizes = np.bincount(labels, minlength=1)
+    sus = np.flatnonzero(chk["suspicious"])
     clips_out = pa.table({
         "row": np.arange(n, dtype=np.int64), "clip_id": clips.column("clip_id"),
         "speaker_id": clips.column("speaker_id"), "cluster": labels, "cluster_size": sizes[labels],
-        "neighbors": degree, "other_label_neighbors": other, "suspicious": suspicious,
+        "neighbors": chk["degree"], "other_label_neighbors": chk["other"], "suspicious": chk["suspicious"],
     })
     suspicious_out = pa.table({
-        "row": sus_rows, "clip_id": clips.column("clip_id").take(pa.array(sus_rows)),
-        "speaker_id": clips.column("speaker_id").take(pa.array(sus_rows)),
-        "labelled_neighbors": labelled[sus_rows], "other_label_neighbors": other[sus_rows],
-        "other_fraction": frac[sus_rows].astype(np.float32),
-        "top_other_speaker": speakers.take(pa.array(s_code)), "top_other_count": s_count,
-        "cluster": labels[sus_rows],
+        "row": sus, "clip_id": clips.column("clip_id").take(pa.array(sus)),
+        "speaker_id": clips.column("speaker_id").take(pa.array(sus)),
+        "labelled_neighbors": chk["labelled"][sus], "other_label_neighbors": chk["other"][sus],
+        "other_fraction": chk["fraction"][sus].astype(np.float32),
+        "top_other_speaker": speakers.take(pa.array(chk["top_code"])), "top_other_count": chk["top_count"],
+        "cluster": labels[sus],
     })
-    stats["suspicious_clips"] = int(sus_rows.size)
+    stats = {"clips": n, "pairs_under_threshold": graph.edges, **clip_stats, **speaker_stats,
+             "suspicious_clips": int(sus.size)}
     return DedupTables(clips_out, suspicious_out, speaker_pairs, speaker_groups, stats)
 
 

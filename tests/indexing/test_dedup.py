@@ -155,3 +155,13 @@ def test_pairwise_scores_match_brute_force():
     assert pairwise_scores(["a", "b"], ["x", "y"]).precision is None
     g = score_groups({"a": 1, "b": 1, "c": 2, "unknown": 1}, {"a": "s", "b": "s", "c": "s"})
     assert (g.precision, g.recall, g.items) == (1.0, pytest.approx(1 / 3), 3)
+
+
+def test_clips_without_speaker_ids_still_cluster(tmp_path):
+    x, voice = synthetic.clustered_unit_vectors(5, 6, dim=DIM, seed=1)
+    emb = write_embeddings(tmp_path / "emb", x, [None] * len(x))
+    build_index(emb, tmp_path / "idx")
+    res = dedup(tmp_path / "idx", tmp_path / "out", truth={})
+    assert res.summary["speakers"] == 0 and res.summary["merged_groups"] == 0
+    assert res.summary["clip_clusters"] == 5 and res.summary["suspicious_clips"] == 0
+    assert res.scores["speakers"].items == 0
