@@ -80,7 +80,8 @@ def single_threaded_tf_workers(enabled: bool = True):
                 os.environ[n] = v
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
+    """A local path (not gs://, s3://, ...)."""
     return "://" not in path
 
 
@@ -103,7 +104,7 @@ def finish(staging: str, output: str, manifest: dict, manifest_name: str = "mani
     """Write the manifest into ``staging`` and move ``staging`` to ``output``, replacing what was there."""
     output = output.rstrip("/")
     write_json(os.path.join(staging, manifest_name), manifest)
-    if _is_local(output):
+    if is_local(output):
         old = None
         if os.path.exists(output):
             old = f"{output}.old-{uuid.uuid4().hex[:8]}"
@@ -125,7 +126,7 @@ def finish(staging: str, output: str, manifest: dict, manifest_name: str = "mani
 
 def remove_tree(path: str) -> None:
     """Delete a folder on any Beam filesystem, if it exists (object stores delete a folder by prefix)."""
-    path = path if _is_local(path) else path.rstrip("/") + "/"
+    path = path if is_local(path) else path.rstrip("/") + "/"
     if FileSystems.exists(path):
         FileSystems.delete([path])
 

@@ -386,18 +386,8 @@ def match_archives(patterns: Sequence[str]) -> list[str]:
         files = [f for f in files if not f.endswith("/")]
         if not files:
             raise ConfigError(f"--input {pattern}: no archive matches")
-        found.update(os.path.abspath(f) if _is_local(f) else f for f in files)
+        found.update(os.path.abspath(f) if jobs.is_local(f) else f for f in files)
     return sorted(found)
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def _remove_tree(path: str) -> None:
-    path = path if _is_local(path) else path.rstrip("/") + "/"  # object stores delete a folder by prefix
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
 
 
 def prepare(
@@ -426,12 +416,12 @@ def prepare(
     )
     archives = match_archives(inputs)
     pin_malloc_thresholds()  # the local runner's driver holds the shuffled clips: same fragmentation
-    if _is_local(output):
+    if jobs.is_local(output):
         output = os.path.abspath(output)
         if os.path.exists(output) and not os.path.isdir(output):
             raise ConfigError(f"--output {output}: exists and is not a folder")
     staging = jobs.staging_dir(output)
-    if _is_local(staging):
+    if jobs.is_local(staging):
         os.makedirs(staging)
     tft_temp = FileSystems.join(staging, "_tft_tmp")
     run_info = {
@@ -488,7 +478,7 @@ def prepare(
             raise RuntimeError(f"prep pipeline ended in state {state}")
         # The pipeline computed the manifest; finish() re-writes the same document and moves staging into place.
         manifest = jobs.read_json(FileSystems.join(staging, schema.MANIFEST))
-        _remove_tree(tft_temp)
+        jobs.remove_tree(tft_temp)
         jobs.finish(staging, output, manifest, schema.MANIFEST)
     except BaseException:
         jobs.discard(staging)
