@@ -35,96 +35,35 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 import speechid
 from speechid import audio, schema
 from speechid.config import SAMPLE_RATE
-from speechid.errors import AudioError, ConfigError
-from speechid.model.features import FeatureConfig
+from speechid.errors import ConfigError
 from speechid.pipelines import jobs
-from speechid.pipelines.archives import (
-    CLIPS,
-    EVENTS,
-    FAILURES,
-    NAMESPACE,
-    ROWS,
-    Clip,
-    Failure,
-    ReadArchives,
-    TsvRow,
-    clip_member_path,
-)
+from speechid.pipelines.archives import EVENTS, FAILURES, NAMESPACE, Failure, ReadArchives
 from speechid.pipelines.manifest import BuildManifest
 from speechid.pipelines.records import WriteGzipTFRecords
+from speechid.pipelines.stages import (  # noqa: F401  (also importable from here)
+    ANALYSIS_BATCH,
+    PAIRS,
+    AnalyzeTrain,
+    DecodeClip,
+    DecodeClips,
+    JoinRowsToClips,
+    MatchClip,
+    PrepConfig,
+    failure_events,
+    pin_malloc_thresholds,
+)
 
 _LOG = logging.getLogger(__name__)
-PAIRS = "pairs"
 MANIFEST_KEY = "manifest"
 TRANSFORM_FN_KEY = "transform_fn"
-ANALYSIS_BATCH = 32  # clips per tf.Transform analysis batch
-_SPLIT_RANK = {s: i for i, s in enumerate(schema.ALL_SPLITS)}
-
-
-@dataclass(frozen=True)
-class PrepConfig:
-    """What a prep run produces. Size knobs have production defaults; tests shrink the inputs instead."""
-
-    splits: tuple[str, ...] = schema.SPLITS
-    sample_rate: int = SAMPLE_RATE
-    min_duration: float = audio.DEFAULT_MIN_DURATION
-    max_duration: float = audio.DEFAULT_MAX_DURATION
-    max_clip_bytes: int = audio.DEFAULT_MAX_BYTES
-    num_shards: int = 0  # 0: one shard per bundle, no shuffle of the records (see --num-shards)
-    progress_interval: float = 30.0  # seconds between progress lines of a worker
-    features: FeatureConfig = field(default=None)  # None: FeatureConfig at sample_rate
-
-    def __post_init__(self):
-        bad = [s for s in self.splits if s not in schema.ALL_SPLITS]
-        if bad or not self.splits:
-            raise ConfigError(f"--splits {','.join(self.splits)}: choose from {', '.join(schema.ALL_SPLITS)}")
-        if len(set(self.splits)) != len(self.splits):
-            raise ConfigError(f"--splits {','.join(self.splits)}: a split is named twice")
-        if self.sample_rate < 8000:
-            raise ConfigError(f"--sample-rate {self.sample_rate}: at least 8000 Hz")
-        if not 0 <= self.min_duration < self.max_duration:
-            raise ConfigError(
-                f"--min-duration {self.min_duration} / --max-duration {self.max_duration}: need 0 <= min < max"
-            )
-        if self.max_clip_bytes <= 0 or self.num_shards < 0:
-            raise ConfigError("--max-clip-bytes must be > 0 and --num-shards >= 0")
-        if self.features is None:
-            object.__setattr__(self, "features", FeatureConfig(sample_rate=self.sample_rate))
-        elif self.features.sample_rate != self.sample_rate:
-            raise ConfigError(f"feature rate {self.features.sample_rate} != --sample-rate {self.sample_rate}")
-
-    @property
-    def limits(self) -> audio.Limits:
-        return audio.Limits(self.min_duration, self.max_duration, self.max_clip_bytes)
-
-
-def pin_malloc_thresholds() -> None:
-    """Keep a long-running worker's RSS flat under glibc (no-op elsewhere).
-
-    glibc serves big allocations with mmap and returns them on free, but after the first such free it
-    raises its mmap threshold (up to 32 MiB), so from then on every decoded clip's buffers (float32 blocks,
-    resampled audio, PCM bytes: ~1 MiB per clip) come from the heap, whose freed pieces fragment and stay
-    resident: RSS then grows with the number of clips decoded. Setting the thresholds explicitly turns the
-    adjustment off (mallopt(3)). Measured on 2,000 clips: worker peak RSS +240 MB without, +40 MB with.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already uses (no ldconfig call)
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 128 * 1024)  # glibc's initial value, now fixed
-    mallopt(m_trim_threshold, 256 * 1024)
 
 
 # glibc reads these when a process starts: local worker processes spawned during a run get fixed malloc
@@ -152,181 +91,6 @@ def _worker_malloc_environment(enabled: bool):
                 os.environ[n] = v
 
 
-def _failure_events(f: Failure):
-    yield ("failures", f.reason, 1)
-    if f.rows:
-        yield ("failed_rows", "", f.rows)
-    if f.clips:
-        yield ("failed_clips", "", f.clips)
-
-
-class MatchClip(beam.DoFn):
-    """(key, {rows, clips}) -> the (row, clip) pair to decode, or failures and counts.
-
-    Policy, in order: earlier duplicate members of a clip fail (``duplicate``), the last one wins as in
-    tar extraction; rows of unselected TSVs are counted as skipped by policy; of the selected rows the
-    first by (split, TSV, line) is kept and the others fail as ``duplicate``; a kept row with no clip
-    fails as ``missing_clip``; a clip no selected row lists is counted as not selected or unlisted.
-    Only the kept clip's bytes are referenced past this point.
-    """
-
-    def process(self, element):
-        (archive, path), grouped = element
-        kept: Clip | None = None
-        for clip in grouped[CLIPS]:
-            if kept is None:
-                kept = clip
-                continue
-            older, kept = (kept, clip) if clip.ordinal > kept.ordinal else (clip, kept)
-            detail = f"member #{older.ordinal} repeated as #{kept.ordinal}; the later one is used"
-            yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, path, "duplicate", detail, clips=1))
-
-        selected: list[TsvRow] = []
-        listed = False
-        for row in grouped[ROWS]:
-            listed = True
-            if row.selected:
-                selected.append(row)
-            else:
-                yield beam.pvalue.TaggedOutput(EVENTS, ("rows_skipped_by_policy", row.split, 1))
-        if not selected:
-            if kept is not None:
-                kind = "clips_not_selected" if listed else "clips_unlisted"
-                yield beam.pvalue.TaggedOutput(EVENTS, (kind, archive, 1))
-            return
-        selected.sort(key=lambda r: (_SPLIT_RANK[r.split], r.tsv, r.line))
-        first = selected[0]
-        for row in selected[1:]:
-            detail = f"clip already listed in {first.tsv} line {first.line}"
-            yield beam.pvalue.TaggedOutput(
-                FAILURES, Failure(archive, path, "duplicate", detail, row.split, row.tsv, row.line, rows=1)
-            )
-        if kept is None:
-            yield beam.pvalue.TaggedOutput(
-                FAILURES,
-                Failure(archive, path, "missing_clip", "no such member", first.split, first.tsv, first.line, rows=1),
-            )
-            return
-        yield first, kept
-
-
-class JoinRowsToClips(beam.PTransform):
-    """{rows: (key, TsvRow), clips: (key, Clip)} -> {pairs: (TsvRow, Clip), failures, events}."""
-
-    def expand(self, keyed):
-        out = (
-            {ROWS: keyed[ROWS], CLIPS: keyed[CLIPS]}
-            | "CoGroupByKey" >> beam.CoGroupByKey()
-            | "MatchClip" >> beam.ParDo(MatchClip()).with_outputs(FAILURES, EVENTS, main=PAIRS)
-        )
-        return {PAIRS: out[PAIRS], FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
-
-
-class DecodeClip(beam.DoFn):
-    """(TsvRow, Clip) -> a serialized tf.train.Example on the output named after the row's split, or a
-    failure with the decoder's reason. Events carry what the manifest needs (split, duration, speaker)."""
-
-    def __init__(self, config: PrepConfig):
-        self._config = config
-        self._decoded = Metrics.counter(NAMESPACE, "clips_decoded")
-        self._written = Metrics.counter(NAMESPACE, "records_written")
-        self._failed = Metrics.counter(NAMESPACE, "clips_failed")
-        self._seconds = Metrics.distribution(NAMESPACE, "clip_ms")
-
-    def setup(self):
-        pin_malloc_thresholds()
-        self._progress = jobs.Progress("speechid prep decode", self._config.progress_interval)
-
-    def process(self, pair):
-        row, clip = pair
-        path = clip_member_path(row.tsv, row.get("path"))
-        try:
-            if clip.data is None:
-                raise AudioError("too_large", path, f"{clip.size} bytes > limit {self._config.max_clip_bytes}")
-            wave = audio.decode(clip.data, self._config.sample_rate, self._config.limits, name=path)
-        except AudioError as e:
-            reason, detail = e.reason, e.detail
-        except Exception as e:  # noqa: BLE001  a decoder bug on one clip must not stop a million-clip job
-            reason, detail = "corrupt", f"unexpected {type(e).__name__}: {e}"
-        else:
-            self._decoded.inc()
-            record = schema.ClipRecord(
-                clip_id=row.get("path"),
-                client_id=row.get("client_id"),
-                audio=wave,
-                sample_rate=self._config.sample_rate,
-                split=row.split,
-                source=row.archive,
-                path=path,
-                locale=row.locale,
-                sentence=row.get("sentence"),
-                up_votes=int(row.get("up_votes") or 0),
-                down_votes=int(row.get("down_votes") or 0),
-                age=row.get("age"),
-                gender=row.get("gender"),
-                accent=row.get("accent") or row.get("accents"),
-                segment=row.get("segment"),
-            )
-            yield beam.pvalue.TaggedOutput(row.split, schema.to_example(record))
-            self._written.inc()
-            self._seconds.update(int(record.duration * 1000))
-            self._progress.tick("written")
-            yield beam.pvalue.TaggedOutput(EVENTS, ("written", row.split, (record.duration, record.client_id)))
-            return
-        self._failed.inc()
-        self._progress.tick("failed")
-        yield beam.pvalue.TaggedOutput(
-            FAILURES, Failure(row.archive, path, reason, detail, row.split, row.tsv, row.line, rows=1, clips=1)
-        )
-
-
-class DecodeClips(beam.PTransform):
-    """(TsvRow, Clip) pairs -> {<split>: serialized Examples for each selected split, failures, events}."""
-
-    def __init__(self, config: PrepConfig):
-        super().__init__()
-        self._config = config
-
-    def expand(self, pairs):
-        splits = self._config.splits
-        out = pairs | "DecodeClip" >> beam.ParDo(DecodeClip(self._config)).with_outputs(FAILURES, EVENTS, *splits)
-        return {**{s: out[s] for s in splits}, FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
-
-
-class AnalyzeTrain(beam.PTransform):
-    """Serialized train Examples -> tf.Transform ``(transform_fn, metadata)`` of
-    ``speechid.pipelines.transform.make_preprocessing_fn(features)``.
-
-    The Examples go to tf.Transform through TFXIO as Arrow RecordBatches (only ``audio`` and
-    ``client_id`` are decoded), not as instance dicts, which tf.Transform would re-encode one by one.
-    """
-
-    def __init__(self, features: FeatureConfig, temp_dir: str):
-        super().__init__()
-        self._features = features
-        self._temp_dir = temp_dir
-
-    def expand(self, examples):
-        import tensorflow_transform.beam as tft_beam
-        from tensorflow_transform.tf_metadata import schema_utils
-        from tfx_bsl.public import tfxio
-
-        from speechid.pipelines.transform import make_preprocessing_fn, raw_feature_spec
-
-        source = tfxio.TFExampleBeamRecord(
-            physical_format="inmem",
-            telemetry_descriptors=["speechid", "prep"],
-            schema=schema_utils.schema_from_feature_spec(raw_feature_spec()),
-        )
-        # A fixed, small batch: Beam's adaptive batching grows batches of whole clips to hundreds, and the
-        # analysis graph holds a batch's waveforms and spectrograms at once.
-        batches = examples | "ToRecordBatches" >> source.BeamSource(batch_size=ANALYSIS_BATCH)
-        with tft_beam.Context(temp_dir=self._temp_dir):
-            return (batches, source.TensorAdapterConfig()) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(
-                make_preprocessing_fn(self._features)
-            )
-
-
 class PrepCorpus(beam.PTransform):
     """The whole prep between reading and writing. Input: the dict ``ReadArchives`` returns. Output: a
     dict with one PCollection of serialized Examples per selected split, ``failures`` (Failure),
@@ -350,7 +114,7 @@ class PrepCorpus(beam.PTransform):
             read[EVENTS],
             joined[EVENTS],
             decoded[EVENTS],
-            failures | "FailureEvents" >> beam.FlatMap(_failure_events),
+            failures | "FailureEvents" >> beam.FlatMap(failure_events),
         ) | "AllEvents" >> beam.Flatten()
         out = {s: decoded[s] for s in self._config.splits}
         out[FAILURES] = failures
