@@ -9,7 +9,7 @@ weights: throughput does not depend on what the weights learned. Corpora come fr
 fresh ``python -m speechid.pipelines.embed`` process reading the archive (stream, join, MP3 decode,
 resample, window, RunInference, pool, Parquet) on the local runner in multi_processing mode, with
 min = max batch size so its batches match the loop's; its peak memory is sampled over the whole process
-tree (bench_prep.TreeMemory).
+tree (bench_prep.TreeSampler).
 
 The plain loop decodes the same clips up front, cuts the same windows, and times only
 ``model(batch)`` on batches of the same size, in this process with TensorFlow limited to one thread: the
@@ -35,7 +35,7 @@ import numpy as np
 import speechid  # noqa: F401  (sets the TF environment for the child processes too)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_prep import TreeMemory, corpus, read_clips  # noqa: E402  (one sampler and corpus cache for both)
+from bench_prep import TreeSampler, corpus, read_clips  # noqa: E402  (one sampler and corpus cache for both)
 
 
 def export_default_model(model_dir: str) -> dict:
@@ -78,7 +78,7 @@ def run_pipeline(model_dir: str, tar: str, out: str, workers: int, batch: int, l
     start = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        with TreeMemory(proc.pid) as mem:
+        with TreeSampler(proc.pid) as mem:
             code = proc.wait()
     wall = time.perf_counter() - start
     if code != 0:
@@ -91,6 +91,7 @@ def run_pipeline(model_dir: str, tar: str, out: str, workers: int, batch: int, l
                       for p in os.listdir(out) if p.endswith(".parquet")))
     return {
         "wall_s": round(wall, 2),
+        "cpu_s": round(mem.cpu_s, 2),
         "clips": manifest["clips_written"],
         "clips_failed": manifest["clips_failed"],
         "windows": windows,
