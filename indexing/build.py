@@ -65,7 +65,8 @@ class IndexSummary:
     def __str__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         return (
-            f"{self.path}: {self.kind} index ({params}) over {self.count} clips of {self.speakers} speakers, "
+            f"{self.path}: {self.kind} index{f' ({params})' if params else ''} over {self.count} clips of "
+            f"{self.speakers} speakers, "
             f"dim {self.dimension}, metric {self.metric}, model {self.model_id}, built in {self.seconds:.1f} s"
         )
 
