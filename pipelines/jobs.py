@@ -55,21 +55,19 @@ def local_worker_processes(beam_args: list[str]) -> bool:
 
 
 @contextlib.contextmanager
-def single_threaded_tf_workers(enabled: bool = True):
-    """Local worker processes started meanwhile run TensorFlow on one thread each.
+def worker_environment(env: dict[str, str], enabled: bool = True):
+    """Set ``env`` (where a variable is not set already) while local worker processes start, then restore.
 
-    The local runner starts one worker per core; TensorFlow would give each of them thread pools as large
-    as the machine, whose spinning threads then compete with the other workers for the same cores. The
-    variables are read when a process first starts TensorFlow, so they only reach the workers spawned
-    during the run; the caller's environment is restored afterwards. A variable already set wins.
+    The local runner's multi_processing workers inherit the driver's environment when they are spawned,
+    so this is how settings that a process reads once at start (TensorFlow's thread pools, glibc's
+    malloc thresholds) reach them. ``enabled=False`` (in_memory mode) changes nothing.
     """
-    if not enabled:  # in_memory: the worker is this process, which should use every core
+    if not enabled:
         yield
         return
-    names = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-    saved = {n: os.environ.get(n) for n in names}
-    for n in names:
-        os.environ.setdefault(n, "1")
+    saved = {n: os.environ.get(n) for n in env}
+    for n, v in env.items():
+        os.environ.setdefault(n, v)
     try:
         yield
     finally:
@@ -78,6 +76,16 @@ def single_threaded_tf_workers(enabled: bool = True):
                 os.environ.pop(n, None)
             else:
                 os.environ[n] = v
+
+
+# One worker per core: TensorFlow would give each worker thread pools as large as the machine, whose
+# spinning threads then compete with the other workers for the same cores.
+SINGLE_THREADED_TF = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
+def single_threaded_tf_workers(enabled: bool = True):
+    """Local worker processes started meanwhile run TensorFlow on one thread each (see worker_environment)."""
+    return worker_environment(SINGLE_THREADED_TF, enabled)
 
 
 def is_local(path: str) -> bool:

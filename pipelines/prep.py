@@ -29,7 +29,6 @@ picks Prism on purpose.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -70,25 +69,6 @@ TRANSFORM_FN_KEY = "transform_fn"
 # thresholds from their first allocation on (pin_malloc_thresholds, called from DoFn.setup for the other
 # runners, only takes effect once a worker already has a history of frees).
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024)}
-
-
-@contextlib.contextmanager
-def _worker_malloc_environment(enabled: bool):
-    """Set ``_MALLOC_ENV`` (where not set already) while local workers start, then restore it."""
-    if not enabled:
-        yield
-        return
-    saved = {n: os.environ.get(n) for n in _MALLOC_ENV}
-    for n, v in _MALLOC_ENV.items():
-        os.environ.setdefault(n, v)
-    try:
-        yield
-    finally:
-        for n, v in saved.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v
 
 
 class PrepCorpus(beam.PTransform):
@@ -235,7 +215,7 @@ def prepare(
 
         # multi_processing: one TensorFlow thread per worker (one worker per core), flat worker heaps.
         local_workers = test_pipeline is None and jobs.local_worker_processes(list(pipeline_args))
-        with jobs.single_threaded_tf_workers(local_workers), _worker_malloc_environment(local_workers):
+        with jobs.single_threaded_tf_workers(local_workers), jobs.worker_environment(_MALLOC_ENV, local_workers):
             result = p.run()
             state = result.wait_until_finish()
         if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
