@@ -238,9 +238,8 @@ class DecodeAndWindow(beam.DoFn):
                 wave = audio_lib.resample(clip.audio, clip.sample_rate, cfg.sample_rate)
                 if len(wave) == 0:
                     raise AudioError("empty", clip.clip_id, "no samples")
-                duration = len(wave) / cfg.sample_rate
-                if self._limits.min_duration is not None and duration < self._limits.min_duration:
-                    raise AudioError("too_short", clip.clip_id, f"{duration:.2f} s")
+                # Already decoded (TFRecords): the same duration rule decode() applies to encoded clips.
+                audio_lib.check_duration(len(wave) / cfg.sample_rate, self._limits, clip.clip_id)
             else:
                 raise AudioError("empty", clip.clip_id, "no audio")
         except AudioError as e:

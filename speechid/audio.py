@@ -148,12 +148,16 @@ def decode(
     audio = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     if not np.all(np.isfinite(audio)):
         raise AudioError("corrupt", name, "non-finite samples")
-    duration = total / rate
+    check_duration(total / rate, limits, name)
+    return resample(audio, rate, sample_rate)
+
+
+def check_duration(duration: float, limits: Limits, name: str) -> None:
+    """Raise ``too_short`` / ``too_long`` for a clip of ``duration`` seconds outside ``limits``."""
     if limits.min_duration is not None and duration < limits.min_duration:
         raise AudioError("too_short", name, f"{duration:.2f} s < {limits.min_duration} s")
     if limits.max_duration is not None and duration > limits.max_duration:
         raise AudioError("too_long", name, f"{duration:.2f} s > {limits.max_duration} s")
-    return resample(audio, rate, sample_rate)
 
 
 def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:

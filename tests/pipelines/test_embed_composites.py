@@ -133,3 +133,15 @@ def test_accelerator_hint_only_on_the_inference_step():
     p.visit(Visitor())
     assert list(hinted) == [RunInference]
     assert b"nvidia-l4" in next(iter(hinted[RunInference].values()))
+
+
+def test_decoded_audio_obeys_the_same_duration_limits_as_encoded():
+    limits = embed.EmbedConfig(sample_rate=RATE, window_s=1.0, hop_s=0.5, min_duration=0.3, max_duration=2.0)
+    clips = [
+        embed.ClipSource("long-rec", "recs", "s", audio=tone(2.5, RATE), sample_rate=RATE),
+        embed.ClipSource("long.wav", "files", None, data=audio.encode(tone(2.5, RATE), RATE, "WAV")),
+    ]
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(clips) | embed.EmbedClips(limits, KeyedModelHandler(FakeHandler()), "m")
+        reasons = out[embed.FAILED] | beam.Map(lambda f: (f["clip_id"], f["reason"]))
+        assert_that(reasons, equal_to([("long-rec", "too_long"), ("long.wav", "too_long")]))
