@@ -21,6 +21,7 @@ setup(
     packages=[
         "speechid",
         "speechid.commands",
+        "speechid.corpora",
         "speechid.pipelines",
         "speechid.model",
         "speechid.indexing",
@@ -28,6 +29,7 @@ setup(
     package_dir={
         "speechid": "speechid",
         "speechid.commands": "speechid/commands",
+        "speechid.corpora": "speechid/corpora",
         "speechid.pipelines": "pipelines",
         "speechid.model": "model",
         "speechid.indexing": "indexing",

@@ -12,6 +12,7 @@ Event kinds:
     rows_skipped_by_policy  key split, value: rows of TSVs not selected by --splits
     clips_not_selected      key archive: a clip that only unselected TSVs list
     clips_unlisted          key archive: a clip that no TSV lists
+    decoder_warnings        key split: a written clip whose decoder reported (and recovered from) errors
     written                 key split, value (duration, client_id): one record handed to the writer;
                             counted as records and seconds per split, and distinct speakers per split
     failures                key reason: one failure entry
@@ -112,6 +113,7 @@ def build_manifest(counts: dict, run_info: dict) -> dict:
             "unlisted": unlisted,
             "seen_per_archive": {k: int(v) for k, v in counts.get("clips_seen", {}).items()},
             "other_members_ignored": int(_total(counts, "members_ignored")),
+            "written_with_decoder_warnings": int(_total(counts, "decoder_warnings")),
         },
         "records": records,
         "speakers": speakers,

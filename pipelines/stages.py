@@ -184,13 +184,18 @@ class DecodeClip(beam.DoFn):
         try:
             if clip.data is None:
                 raise AudioError("too_large", path, f"{clip.size} bytes > limit {self._config.max_clip_bytes}")
-            wave = audio.decode(clip.data, self._config.sample_rate, self._config.limits, name=path)
+            messages: list[str] = []
+            wave = audio.decode(
+                clip.data, self._config.sample_rate, self._config.limits, name=path, decoder_messages=messages
+            )
         except AudioError as e:
             reason, detail = e.reason, e.detail
         except Exception as e:  # noqa: BLE001  a decoder bug on one clip must not stop a million-clip job
             reason, detail = "corrupt", f"unexpected {type(e).__name__}: {e}"
         else:
             self._decoded.inc()
+            if messages:  # the decoder recovered from frame errors: counted, not printed
+                yield beam.pvalue.TaggedOutput(EVENTS, ("decoder_warnings", row.split, 1))
             record = schema.ClipRecord(
                 clip_id=row.get("path"),
                 client_id=row.get("client_id"),

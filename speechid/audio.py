@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,33 +84,47 @@ def _wav_declared_data_bytes(raw: bytes) -> int | None:
     return None
 
 
+class _NativeStderr:
+    """Captures what native decoders print on fd 2 while a clip is decoded.
+
+    libmpg123 (inside libsndfile) prints "part2_3_length too large" and similar frame errors straight to
+    the process's stderr, dozens per corpus, though the clip decodes. The console is for people, so the
+    decoder's fd 2 goes to a scratch file for the duration of one decode; the messages come back to the
+    caller, which counts them. fd 2 is process-wide, so captures are serialised by a lock.
+    """
+
+    _lock = threading.Lock()
+    _scratch = None
+
+    @classmethod
+    @contextmanager
+    def capture(cls, messages: list[str]):
+        with cls._lock:
+            if cls._scratch is None:
+                cls._scratch = tempfile.TemporaryFile()
+            scratch = cls._scratch
+            scratch.seek(0)
+            scratch.truncate()
+            saved = os.dup(2)
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                scratch.seek(0)
+                text = scratch.read(65_536).decode("utf-8", "replace")
+                messages.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _libsndfile_message(e: Exception) -> str:
     # "Error opening <_io.BytesIO object at 0x...>: Format not recognised." -> "format not recognised"
     msg = str(e).split(": ", 1)[-1].strip().rstrip(".")
     return (msg[:1].lower() + msg[1:]) if msg else "libsndfile cannot open it"
 
 
-def decode(
-    data: bytes | str | os.PathLike,
-    sample_rate: int = SAMPLE_RATE,
-    limits: Limits = Limits(),
-    name: str | None = None,
-) -> np.ndarray:
-    """Decode ``data`` (bytes or a path) to mono float32 at ``sample_rate``.
-
-    Channels are averaged; the rate is converted with soxr (HQ). Raises ``AudioError`` naming ``name``
-    (or the path) with one of the reasons: empty, corrupt, truncated, too_short, too_long, too_large,
-    unsupported.
-    """
-    raw, name = _read_source(data, name, limits.max_bytes)
-    if not raw:
-        raise AudioError("empty", name, "0 bytes")
-    if limits.max_bytes is not None and len(raw) > limits.max_bytes:
-        raise AudioError("too_large", name, f"{len(raw)} bytes > limit {limits.max_bytes}")
-    label = _sniff_unsupported(raw)
-    if label:
-        raise AudioError("unsupported", name, f"{label} is not decodable by libsndfile")
-
+def _read_blocks(raw: bytes, limits: Limits, name: str) -> tuple[int, int, int, list[np.ndarray]]:
+    """libsndfile's part of ``decode``: (native rate, declared frames, frames read, mono blocks)."""
     try:
         f = sf.SoundFile(io.BytesIO(raw))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
@@ -135,6 +152,35 @@ def decode(
             if total:
                 raise AudioError("truncated", name, f"decoding stopped after {total} frames: {e}") from None
             raise AudioError("corrupt", name, _libsndfile_message(e)) from None
+    return rate, declared, total, blocks
+
+
+def decode(
+    data: bytes | str | os.PathLike,
+    sample_rate: int = SAMPLE_RATE,
+    limits: Limits = Limits(),
+    name: str | None = None,
+    decoder_messages: list[str] | None = None,
+) -> np.ndarray:
+    """Decode ``data`` (bytes or a path) to mono float32 at ``sample_rate``.
+
+    Channels are averaged; the rate is converted with soxr (HQ). Raises ``AudioError`` naming ``name``
+    (or the path) with one of the reasons: empty, corrupt, truncated, too_short, too_long, too_large,
+    unsupported. What the native decoder printed (frame errors it recovered from) never reaches the
+    console: it is appended to ``decoder_messages`` when a list is given, and dropped otherwise.
+    """
+    raw, name = _read_source(data, name, limits.max_bytes)
+    if not raw:
+        raise AudioError("empty", name, "0 bytes")
+    if limits.max_bytes is not None and len(raw) > limits.max_bytes:
+        raise AudioError("too_large", name, f"{len(raw)} bytes > limit {limits.max_bytes}")
+    label = _sniff_unsupported(raw)
+    if label:
+        raise AudioError("unsupported", name, f"{label} is not decodable by libsndfile")
+
+    messages = [] if decoder_messages is None else decoder_messages
+    with _NativeStderr.capture(messages):
+        rate, declared, total, blocks = _read_blocks(raw, limits, name)
 
     if total == 0:
         raise AudioError("empty", name, "no samples")

@@ -1,4 +1,5 @@
 import io
+import os
 
 import numpy as np
 import pytest
@@ -126,3 +127,25 @@ def test_soundfile_reads_mp3_from_memory():
     assert "MP3" in sf.available_formats()
     raw = audio.encode(tone(1.0, 48_000), 48_000, "MP3")
     assert sf.info(io.BytesIO(raw)).samplerate == 48_000
+
+
+def damaged_mp3() -> bytes:
+    """An MP3 with a few bytes overwritten mid-stream: libmpg123 complains on stderr, then recovers."""
+    data = bytearray(audio.encode(tone(3.0, 11_025, 200.0), 11_025, fmt="MP3"))
+    rng = np.random.default_rng(0)
+    for pos in rng.integers(500, len(data) - 500, 3):
+        data[pos : pos + 8] = rng.bytes(8)
+    return bytes(data)
+
+
+def test_decoder_messages_are_captured_not_printed(capfd):
+    messages: list[str] = []
+    y = audio.decode(damaged_mp3(), 16_000, name="damaged.mp3", decoder_messages=messages)
+    assert len(y) > 2.5 * 16_000
+    assert messages and any("mpg123" in m or "MPEG" in m for m in messages)
+    assert audio.decode(damaged_mp3(), 16_000).shape == y.shape  # no list given: dropped
+    out, err = capfd.readouterr()
+    assert "mpg123" not in err and "MPEG" not in err
+    # fd 2 works again afterwards
+    os.write(2, b"after-decode\n")
+    assert "after-decode" in capfd.readouterr().err
