@@ -22,6 +22,7 @@ from speechid.errors import SpeechIdError
 # name -> "module:attribute"; a command appears once its module exists.
 COMMANDS = {
     "synth": "speechid.commands.synth:synth",
+    "corpus": "speechid.commands.corpus:corpus",
     "prep": "speechid.commands.prep:prep",
     "train": "speechid.commands.model:train",
     "evaluate": "speechid.commands.model:evaluate",

@@ -21,11 +21,8 @@ the number of worker processes.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
-import io
 import os
-import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -33,9 +30,8 @@ import numpy as np
 from scipy import signal
 
 from speechid.audio import encode, resample
+from speechid.corpora.release import CV_HEADER, TSV_NAMES, tsv_bytes, write_small_tsv, write_tarball
 
-CV_HEADER = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment")
-TSV_NAMES = ("train", "dev", "test", "validated", "invalidated", "other")
 RELEASE = "cv-corpus-synth"
 OUT_RATE = 48_000  # Common Voice ships 48 kHz MP3
 _SYN_RATE = 16_000  # synthesis rate; upsampled to 48 kHz before encoding
@@ -241,27 +237,6 @@ def _render_job(job: _ClipJob) -> bytes:
     return _to_mp3(render_clip(job.voice, job.duration, rng), job.rate, job.channels)
 
 
-def _tsv_bytes(rows: list[tuple]) -> bytes:
-    buf = io.StringIO()
-    # QUOTE_NONE, like Common Voice: sentences may hold unbalanced quotes and are never quoted.
-    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
-    w.writerow(CV_HEADER)
-    for r in rows:
-        if isinstance(r, str):  # a raw (possibly malformed) line
-            buf.write(r + "\n")
-        else:
-            w.writerow(r)
-    return buf.getvalue().encode("utf-8")
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
 def make_corpus(
     out_dir: str,
     speakers: int = 20,
@@ -373,21 +348,16 @@ def make_corpus(
     clip_bytes.update(special)
 
     tar_path = os.path.join(out_dir, f"{RELEASE}-{locale}.tar.gz")
-    tmp = tar_path + ".tmp"
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(clip_bytes):
-                _add(tar, f"{prefix}/clips/{path}", clip_bytes[path])
-            for name in TSV_NAMES:
-                _add(tar, f"{prefix}/{name}.tsv", _tsv_bytes(rows[name]))
-    os.replace(tmp, tar_path)
+    members = [(f"{prefix}/clips/{path}", clip_bytes[path]) for path in sorted(clip_bytes)]
+    members += [(f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, rows[name])) for name in TSV_NAMES]
+    write_tarball(tar_path, members)
 
     aliases_path = os.path.join(out_dir, "aliases.tsv")
-    _write_small_tsv(aliases_path, ("client_id", "true_speaker"), truth)
+    write_small_tsv(aliases_path, ("client_id", "true_speaker"), truth)
     faults_path = None
     if plant_faults:
         faults_path = os.path.join(out_dir, "faults.tsv")
-        _write_small_tsv(faults_path, ("path", "expected"), faults)
+        write_small_tsv(faults_path, ("path", "expected"), faults)
     elif os.path.exists(os.path.join(out_dir, "faults.tsv")):
         os.remove(os.path.join(out_dir, "faults.tsv"))  # a stale one would describe another corpus
 
@@ -400,15 +370,6 @@ def make_corpus(
         clips=len(clip_bytes),
         rows={k: len(v) for k, v in rows.items()},
     )
-
-
-def _write_small_tsv(path: str, header: tuple, rows: list) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_truth(aliases_tsv: str) -> dict[str, str]:

@@ -1,0 +1,371 @@
+"""Speaker-labelled clips -> a release in Common Voice layout that every speechid command reads unchanged.
+
+Each corpus maker (``fotaq``, ``drascula``, ``folder``) yields ``SourceClip`` items: a speaker label (or
+None when the source does not say who speaks), a file name, where it came from, and a way to read its
+bytes. ``write_release`` then
+
+1. decodes every clip once (quietly: decoder frame errors are counted, not printed) to measure it; a clip
+   that does not decode, is too short or too long, or has no speaker goes to ``failures.tsv`` with a reason;
+2. splits the speakers, never the clips: train/dev/test are speaker-disjoint, chosen with a seed among the
+   speakers with at least ``min_clips`` clips (the others train only), unless the caller names them;
+3. writes ``<release>-<locale>.tar.gz`` per locale: ``clip_durations.tsv``, then ``clips/``, then the
+   split TSVs with Common Voice's header (the order of the current Common Voice bundler), with fixed
+   metadata so the same sources and seed give the same bytes; client_ids are stable hashes of the label;
+4. writes ``speakers.tsv`` (speaker, client_ids, clips, seconds, split, source), ``aliases.tsv`` (every
+   client_id and the true speaker behind it: the ``--truth`` file of ``speechid dedup``), ``failures.tsv``
+   and ``corpus.json`` (counts that reconcile: sources = written + failed).
+
+Clip bytes are read twice (to measure, then to write) and never held all at once, so a folder corpus
+larger than memory works.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from speechid import audio
+from speechid.errors import AUDIO_REASONS, AudioError, ConfigError
+
+CV_HEADER = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment")
+TSV_NAMES = ("train", "dev", "test", "validated", "invalidated", "other")
+SPLITS = ("train", "dev", "test")
+FAILURE_REASONS = (
+    "unlabelled",  # the source does not say who speaks (cutaways, narration, files no TSV row lists)
+    "not_speech",  # sound effects stored beside the voices
+    "unreadable",  # the bytes could not be read from the source (outside the file, I/O error)
+    "missing",  # a labelled path that does not exist
+    "malformed_row",  # a speakers TSV row without path and speaker, or with an unknown split
+    "unsafe_path",  # a labelled path outside the audio folder
+) + AUDIO_REASONS  # and every reason a clip fails to decode for
+
+
+@dataclass(frozen=True)
+class SourceClip:
+    """One clip of a source corpus. ``read`` returns its encoded bytes (any format libsndfile decodes)."""
+
+    speaker: str | None  # the label ("fotaq/joe"); None when the source does not say
+    name: str  # file name inside clips/ (unique within the corpus, no folders)
+    origin: str  # where it came from, for people: "queen.1c:JOE00011.SB"
+    locale: str
+    read: Callable[[], bytes]
+    split: str | None = None  # a split the source itself assigns (folder TSVs); None: chosen here
+    source: str = ""  # the source file or folder, for speakers.tsv
+
+
+@dataclass(frozen=True)
+class SourceFailure:
+    """A source item that cannot become a clip, found before decoding (no speaker, not speech, ...)."""
+
+    origin: str
+    reason: str
+    detail: str = ""
+    speaker: str = ""
+
+
+@dataclass
+class ReleaseResult:
+    out_dir: str
+    archives: list[str]
+    speakers_tsv: str
+    aliases_tsv: str
+    failures_tsv: str
+    manifest: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The speaker table a person reads: characters, clips and hours per split."""
+        m = self.manifest
+        lines = [f"{'split':<6} {'speakers':>8} {'clips':>7} {'hours':>7}"]
+        for split in SPLITS:
+            s = m["splits"][split]
+            lines.append(f"{split:<6} {s['speakers']:>8} {s['clips']:>7} {s['hours']:>7.2f}")
+        lines.append("")
+        lines.append(f"{'speaker':<28} {'split':<6} {'clips':>6} {'minutes':>8}")
+        for spk in m["speakers"]:
+            lines.append(f"{spk['speaker']:<28} {spk['split']:<6} {spk['clips']:>6} {spk['seconds'] / 60:>8.1f}")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        m = self.manifest
+        failed = ", ".join(f"{k} {v}" for k, v in m["failed_by_reason"].items()) or "none"
+        return (
+            f"wrote {', '.join(self.archives)}: {m['written']} clips of {len(m['speakers'])} speakers "
+            f"({m['hours']:.2f} h); {m['sources']} sources = {m['written']} written + {m['failed']} failed "
+            f"({failed}); {m['decoder_warnings']} clips decoded with decoder warnings; "
+            f"speaker table {self.speakers_tsv}, failures {self.failures_tsv}"
+        )
+
+
+def client_id(label: str, alias: int = 0) -> str:
+    """A stable, Common Voice-shaped (128 hex) client_id for a speaker label."""
+    suffix = f"#alias{alias}" if alias else ""
+    return hashlib.sha512(f"speechid-corpus:{label}{suffix}".encode()).hexdigest()
+
+
+def tsv_bytes(header: tuple, rows: Iterable) -> bytes:
+    """TSV bytes read back with ``csv.QUOTE_NONE`` as Common Voice's are. A str row is written raw."""
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        if isinstance(r, str):
+            buf.write(r + "\n")
+        else:
+            w.writerow(r)
+    return buf.getvalue().encode("utf-8")
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """A regular file member with fixed metadata (the same input gives the same archive bytes)."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_tarball(path: str, members: Iterable[tuple[str, bytes]]) -> None:
+    """(member name, bytes) pairs -> a deterministic ``.tar.gz`` at ``path``, published by rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in members:
+                add_member(tar, name, data)
+    os.replace(tmp, path)
+
+
+def write_small_tsv(path: str, header: tuple, rows: Iterable) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(tsv_bytes(header, rows))
+    os.replace(tmp, path)
+
+
+def parse_speaker_choice(value: str | int | None) -> int | list[str] | None:
+    """``--dev-speakers``/``--test-speakers``: a count ("4") or a comma-separated list of labels."""
+    if value is None or isinstance(value, int):
+        return value
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise ConfigError(f"{value!r}: give a number of speakers or a comma-separated list of speaker labels")
+    return names
+
+
+def choose_splits(
+    clip_counts: dict[str, int],
+    seed: int,
+    dev_speakers: int | list[str] | None,
+    test_speakers: int | list[str] | None,
+    min_clips: int,
+    fixed: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """speaker -> split. Named speakers go where they are named; counts are drawn with ``seed`` among the
+    speakers with at least ``min_clips`` clips; speakers with fewer clips, and the rest, train."""
+    fixed = dict(fixed or {})
+    split_of = {spk: fixed.get(spk, "") for spk in clip_counts}
+    for split, choice in (("test", test_speakers), ("dev", dev_speakers)):
+        if isinstance(choice, list):
+            for spk in choice:
+                if spk not in split_of:
+                    known = ", ".join(sorted(split_of)[:8])
+                    raise ConfigError(f"--{split}-speakers: no speaker {spk!r} in this corpus (e.g. {known})")
+                if split_of[spk] and split_of[spk] != split:
+                    raise ConfigError(f"--{split}-speakers: {spk!r} is already in {split_of[spk]}")
+                split_of[spk] = split
+    eligible = sorted(s for s, n in clip_counts.items() if not split_of[s] and n >= min_clips)
+    order = [eligible[i] for i in np.random.default_rng(np.random.SeedSequence([seed, 7])).permutation(len(eligible))]
+    n_eligible = len(eligible)
+    for split, choice, fraction in (("test", test_speakers, 0.2), ("dev", dev_speakers, 0.15)):
+        if isinstance(choice, list):
+            continue
+        if choice is None:  # a default: a share of the eligible speakers, none when too few to split
+            n = max(1, int(round(fraction * n_eligible))) if n_eligible >= 3 else 0
+        else:
+            n = int(choice)
+        if n > len(order):
+            raise ConfigError(
+                f"--{split}-speakers {n}: only {len(order)} speakers left with at least {min_clips} clips"
+            )
+        for spk in order[:n]:
+            split_of[spk] = split
+        order = order[n:]
+    return {spk: split or "train" for spk, split in split_of.items()}
+
+
+@dataclass
+class _Measured:
+    clip: SourceClip
+    seconds: float
+
+
+def _measure(clips: Iterable[SourceClip | SourceFailure], limits: audio.Limits, progress: Callable[[str], None]):
+    """Decode each clip once: (measured clips, failures, clips whose decoder complained)."""
+    kept: list[_Measured] = []
+    failures: list[SourceFailure] = []
+    warned = 0
+    names: set[str] = set()
+    for n, item in enumerate(clips, 1):
+        if n % 1000 == 0:
+            progress(f"measured {n} clips")
+        if isinstance(item, SourceFailure):
+            failures.append(item)
+            continue
+        if item.name in names:  # a maker bug, not the user's input
+            raise ValueError(f"two clips named {item.name!r} ({item.origin})")
+        names.add(item.name)
+        if item.speaker is None:
+            failures.append(SourceFailure(item.origin, "unlabelled", "the source does not say who speaks"))
+            continue
+        try:
+            data = item.read()
+        except OSError as e:
+            failures.append(SourceFailure(item.origin, "unreadable", e.strerror or str(e), item.speaker))
+            continue
+        messages: list[str] = []
+        try:
+            wave = audio.decode(data, audio.SAMPLE_RATE, limits, name=item.origin, decoder_messages=messages)
+        except AudioError as e:
+            failures.append(SourceFailure(item.origin, e.reason, e.detail, item.speaker))
+            continue
+        warned += bool(messages)
+        kept.append(_Measured(item, len(wave) / audio.SAMPLE_RATE))
+    return kept, failures, warned
+
+
+def write_release(
+    out_dir: str,
+    release: str,
+    clips: Iterable[SourceClip | SourceFailure],
+    seed: int = 0,
+    dev_speakers: int | list[str] | None = None,
+    test_speakers: int | list[str] | None = None,
+    min_clips: int = 10,
+    aliases: int = 0,
+    limits: audio.Limits = audio.Limits(),
+    sources: str = "",
+    caveat: str = "",
+    progress: Callable[[str], None] = lambda text: None,
+) -> ReleaseResult:
+    """Measure, split and write ``clips`` as ``<out_dir>/<release>-<locale>.tar.gz`` (see the module doc).
+
+    ``aliases`` held-out (test, then dev) speakers are recorded under two client_ids each, alternating
+    clip by clip, so dedup has planted ground truth. Raises ``ConfigError`` when no clip survives.
+    """
+    kept, failures, warned = _measure(clips, limits, progress)
+    if not kept:
+        reasons = Counter(f.reason for f in failures)
+        raise ConfigError(f"{sources or release}: no clip with a speaker decodes ({dict(reasons) or 'no sources'})")
+    by_speaker: dict[str, list[_Measured]] = defaultdict(list)
+    for m in kept:
+        by_speaker[m.clip.speaker].append(m)
+    fixed = {}
+    for spk, items in by_speaker.items():
+        given = {m.clip.split for m in items if m.clip.split}
+        if len(given) > 1:
+            raise ConfigError(f"speaker {spk!r} is listed in splits {sorted(given)}: splits must be speaker-disjoint")
+        if given:
+            fixed[spk] = given.pop()
+    split_of = choose_splits(
+        {s: len(v) for s, v in by_speaker.items()}, seed, dev_speakers, test_speakers, min_clips, fixed
+    )
+    held_out = [s for split in ("test", "dev") for s in sorted(split_of) if split_of[s] == split]
+    held_out = [s for s in held_out if len(by_speaker[s]) >= 2]
+    if aliases > len(held_out):
+        raise ConfigError(f"--aliases {aliases}: only {len(held_out)} held-out speakers with 2+ clips")
+    aliased = set(held_out[:aliases])
+
+    os.makedirs(out_dir, exist_ok=True)
+    rows: dict[str, dict[str, list]] = defaultdict(lambda: {k: [] for k in TSV_NAMES})
+    durations: dict[str, list] = defaultdict(list)
+    truth: list[tuple[str, str]] = []
+    speaker_rows = []
+    for spk in sorted(by_speaker):
+        items = sorted(by_speaker[spk], key=lambda m: m.clip.name)
+        ids = [client_id(spk)] + ([client_id(spk, 1)] if spk in aliased else [])
+        truth.extend((cid, spk) for cid in ids)
+        split = split_of[spk]
+        for k, m in enumerate(items):
+            row = (ids[k % len(ids)], m.clip.name, "", 2, 0, "", "", "", m.clip.locale, "")
+            rows[m.clip.locale][split].append(row)
+            rows[m.clip.locale]["validated"].append(row)
+            durations[m.clip.locale].append((m.clip.name, int(round(m.seconds * 1000))))
+        origins = sorted({m.clip.source for m in items if m.clip.source})
+        speaker_rows.append(
+            (spk, ",".join(ids), len(items), round(sum(m.seconds for m in items), 2), split, ";".join(origins))
+        )
+
+    archives = []
+    for locale in sorted(rows):
+        prefix = f"{release}/{locale}"
+        items = sorted((m for m in kept if m.clip.locale == locale), key=lambda m: m.clip.name)
+
+        def members(prefix=prefix, items=items, locale=locale):
+            yield f"{prefix}/clip_durations.tsv", tsv_bytes(("clip", "duration[ms]"), durations[locale])
+            for m in items:
+                yield f"{prefix}/clips/{m.clip.name}", m.clip.read()
+            for name in TSV_NAMES:
+                yield f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, rows[locale][name])
+
+        path = os.path.join(out_dir, f"{release}-{locale}.tar.gz")
+        progress(f"writing {path}")
+        write_tarball(path, members())
+        archives.append(path)
+
+    speakers_tsv = os.path.join(out_dir, "speakers.tsv")
+    write_small_tsv(speakers_tsv, ("speaker", "client_ids", "clips", "seconds", "split", "source"), speaker_rows)
+    aliases_tsv = os.path.join(out_dir, "aliases.tsv")
+    write_small_tsv(aliases_tsv, ("client_id", "true_speaker"), truth)
+    failures_tsv = os.path.join(out_dir, "failures.tsv")
+    write_small_tsv(
+        failures_tsv,
+        ("source", "speaker", "reason", "detail"),
+        [(f.origin, f.speaker, f.reason, " ".join(f.detail.split())) for f in failures],
+    )
+
+    per_split = {
+        split: {
+            "speakers": sum(1 for s in split_of if split_of[s] == split),
+            "clips": sum(len(by_speaker[s]) for s in split_of if split_of[s] == split),
+            "hours": round(sum(m.seconds for s in split_of if split_of[s] == split for m in by_speaker[s]) / 3600, 4),
+        }
+        for split in SPLITS
+    }
+    sources_n = len(kept) + len(failures)
+    manifest = {
+        "release": release,
+        "sources": sources_n,
+        "written": len(kept),
+        "failed": len(failures),
+        "failed_by_reason": dict(sorted(Counter(f.reason for f in failures).items())),
+        "reconciliation": f"{sources_n} sources = {len(kept)} written + {len(failures)} failed",
+        "decoder_warnings": warned,
+        "hours": round(sum(m.seconds for m in kept) / 3600, 4),
+        "seed": seed,
+        "min_clips": min_clips,
+        "aliased_speakers": sorted(aliased),
+        "splits": per_split,
+        "speakers": [
+            {"speaker": r[0], "clips": r[2], "seconds": r[3], "split": r[4], "source": r[5]} for r in speaker_rows
+        ],
+        "archives": [os.path.basename(a) for a in archives],
+        "source_paths": sources,
+        "caveat": caveat,
+    }
+    manifest_path = os.path.join(out_dir, "corpus.json")
+    with open(manifest_path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=2)
+    os.replace(manifest_path + ".tmp", manifest_path)
+    return ReleaseResult(out_dir, archives, speakers_tsv, aliases_tsv, failures_tsv, manifest)
