@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from speechid import schema
 from speechid.errors import ConfigError
+from speechid.model.augment import AugmentConfig, augment_batch
 
 
 def record_files(data_dir: str, split: str, required: bool = True) -> list[str]:
@@ -89,8 +90,12 @@ def pk_batches(
     seed: int | tuple[int, ...] = 0,
     shuffle_buffer: int = 2048,
     cycle_length: int = 8,
+    augment: AugmentConfig | None = None,
+    sample_rate: int = 16_000,
 ) -> tf.data.Dataset:
-    """Infinite dataset of (waveforms float32 [P*K, crop_samples], labels int32 [P*K]) (module docstring)."""
+    """Infinite dataset of (waveforms float32 [P*K, crop_samples], labels int32 [P*K]) (module docstring).
+
+    With ``augment`` each batch goes through ``model.augment.augment_batch``, seeded by the batch index."""
     p, k = int(speakers_per_batch), int(clips_per_speaker)
     if p < 2 or k < 2:
         raise ConfigError(f"P x K batches need P >= 2 speakers and K >= 2 clips each, got {p} x {k}")
@@ -98,8 +103,8 @@ def pk_batches(
         raise ConfigError(f"speakers_per_batch={p} but the training vocabulary has only {len(speakers)} speakers")
     if not files:
         raise ConfigError("no training record files")
-    seeds = np.random.SeedSequence(seed if isinstance(seed, int) else list(seed)).generate_state(3)
-    file_seed, shuffle_seed, crop_seed = (int(s) for s in seeds)
+    seeds = np.random.SeedSequence(seed if isinstance(seed, int) else list(seed)).generate_state(4)
+    file_seed, shuffle_seed, crop_seed, augment_seed = (int(s) for s in seeds)
     table = speaker_table(speakers)
 
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -140,7 +145,16 @@ def pk_batches(
         waves = tf.cast(tf.reshape(crops, [p * k, crop_samples]), tf.float32) / 32767.0
         return waves, tf.cast(tf.reshape(labels, [p * k]), tf.int32)
 
-    return ds.map(flatten, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(flatten, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+
+        def augmented(index, batch):
+            waves, labels = batch
+            seed = tf.stack([tf.constant(augment_seed, tf.int64), index])
+            return augment_batch(waves, seed, sample_rate, augment, group=k), labels
+
+        ds = ds.enumerate().map(augmented, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def load_clips(

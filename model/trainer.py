@@ -29,6 +29,7 @@ import tensorflow as tf
 from speechid import schema
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
+from speechid.model.augment import preset as augment_preset
 from speechid.model.data import load_clips, pk_batches, record_files
 from speechid.model.evaluation import all_pairs_eer
 from speechid.model.export import export_model
@@ -102,6 +103,8 @@ def train(
     shuffle_buffer: int = 2048,
     max_dev_clips: int = 2000,
     keep_checkpoints: int = 3,
+    augment: str = "none",
+    time_budget_s: float | None = None,
     stats=None,
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -113,6 +116,8 @@ def train(
     (``window_s`` in config.json); ``hop_seconds`` (default half of it) is the inference hop.
     ``on_epoch_end(epoch, summary)`` is called after each epoch's checkpoint is written (a seam for
     tests and progress bars). ``epochs=0`` exports the initial weights (an untrained baseline).
+    ``augment`` names a preset of ``model.augment`` ("none", "standard"). ``time_budget_s`` stops after
+    the epoch during which the run's wall time crossed it (the best epoch is still the one exported).
 
     Returns a dict: model_dir, model_id, start_epoch, epochs_run, final_epoch, best_epoch, best_dev_eer,
     last_dev_eer, last_loss, optimizer_steps, trainable_parameters, wall_s, clips_per_s.
@@ -127,6 +132,10 @@ def train(
     if crop_seconds <= 0:
         raise ConfigError(f"crop_seconds={crop_seconds} must be positive")
     hop_seconds = crop_seconds / 2.0 if hop_seconds is None else float(hop_seconds)
+    try:
+        augment_config = augment_preset(augment)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     features = _feature_config(data_dir, len(stats.mel_mean), features)
     rate = features.sample_rate
     crop = int(round(crop_seconds * rate))
@@ -235,6 +244,8 @@ def train(
             crop_samples=crop,
             seed=(seed, epoch),
             shuffle_buffer=shuffle_buffer,
+            augment=augment_config,
+            sample_rate=rate,
         )
         dist = strategy.experimental_distribute_dataset(data)
         losses = []
@@ -269,6 +280,9 @@ def train(
         log(f"epoch {epoch}/{epochs}  loss {last_loss:.4f}  {eer_text}  {time.time() - t0:.1f} s")
         if on_epoch_end is not None:
             on_epoch_end(epoch, {"loss": last_loss, "dev_eer": last_eer, "improved": improved})
+        if time_budget_s is not None and time.time() - start >= time_budget_s:
+            log(f"time budget of {time_budget_s:.0f} s reached after epoch {epoch}")
+            break
 
     if best_manager.latest_checkpoint:
         best_ckpt.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
@@ -280,6 +294,7 @@ def train(
         "crop_seconds": crop_seconds,
         "learning_rate": learning_rate,
         "margin": margin,
+        "augment": {"preset": augment, **(augment_config.to_json() if augment_config else {})},
         "seed": seed,
         "best_epoch": int(best_epoch.numpy()),
         "best_dev_eer": float(best_eer.numpy()) if dev is not None and int(best_epoch.numpy()) else None,
@@ -298,6 +313,8 @@ def train(
         data_fingerprint=stats.fingerprint,
         threshold=THRESHOLD,
         training=training,
+        dev=dev[:2] if dev is not None else None,  # operating points measured on dev speakers
+        seed=seed,
     )
     wall = time.time() - start
     log(f"exported {model_dir} (model_id {config['model_id']}) in {wall:.1f} s total")

@@ -46,6 +46,10 @@ def _data_dir(path: str) -> str:
 @click.option("--crop-seconds", type=click.FloatRange(min=0.05), help="Training crop = inference window [3.0]")
 @click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), help="Adam [0.001]")
 @click.option("--margin", type=click.FloatRange(min=0.0, min_open=True), help="Triplet margin [1.0]")
+@click.option("--augment", type=click.Choice(["none", "standard"]),
+              help="On-the-fly noise/babble/reverb/band-limit/gain augmentation preset [none]")
+@click.option("--time-budget-minutes", type=click.FloatRange(min=0.0, min_open=True),
+              help="Stop after the epoch that crosses this wall time [no limit]")
 @click.option("--seed", type=int, help="[0]")
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in --model-dir.")
 def train(
@@ -58,6 +62,8 @@ def train(
     crop_seconds,
     learning_rate,
     margin,
+    augment,
+    time_budget_minutes,
     seed,
     resume,
 ):
@@ -78,6 +84,8 @@ def train(
             crop_seconds=crop_seconds,
             learning_rate=learning_rate,
             margin=margin,
+            augment=augment,
+            time_budget_s=None if time_budget_minutes is None else 60.0 * time_budget_minutes,
             seed=seed,
         ),
     )
@@ -139,9 +147,23 @@ def compare(model_dir, threshold, files):
     from speechid.encoder import Encoder
 
     encoder = Encoder.load(model_dir)
-    threshold = encoder.threshold if threshold is None else threshold
     emb = encoder.embed(list(files))
     for (i, a), (j, b) in itertools.combinations(enumerate(files), 2):
         d = float(((emb[i] - emb[j]) ** 2).sum() ** 0.5)
-        verdict = "Same person" if d < threshold else "Different people"
-        click.echo(f"{a}  {b}  {verdict}  (Euclidean distance {d:.4f}, threshold {threshold:g})")
+        t = encoder.threshold if threshold is None else threshold
+        verdict = "Same person" if d < t else "Different people"
+        click.echo(f"{a}  {b}  {verdict}  (Euclidean distance {encoder.verdict_for(d, threshold)})")
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A `speechid prep` output with speaker labels (your own domain).")
+@click.option("--split", default="dev", show_default=True, help="A split of speakers the model never trained on.")
+@click.option("--max-clips", type=click.IntRange(min=4), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def calibrate(model_dir, data_dir, split, max_clips, seed):
+    """Measure the model's operating points on labelled speakers and rewrite its config.json."""
+    from speechid.model.calibration import calibrate as run_calibrate
+
+    run_calibrate(model_dir, data_dir, split=split, max_clips=max_clips, seed=seed, log=click.echo)
