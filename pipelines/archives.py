@@ -50,9 +50,13 @@ READ_REASONS = (
     "unsafe_path",  # absolute member name or one with '..' (also for a TSV 'path' field)
     "not_a_file",  # link, device or fifo member: nothing to read in stream mode
     "malformed_row",  # wrong field count, empty client_id/path, bad vote count, header without them
+    "undecodable_row",  # bytes that are not UTF-8 (an identity must not change by replacement characters)
+    "unusable_tsv",  # a selected TSV whose header lacks client_id or path (its rows fail as malformed_row)
     "archive_unreadable",  # not a tar archive (or an unknown compression)
     "archive_truncated",  # the stream ended or broke before the end-of-archive marker
 )
+# Failures that stand for a whole input rather than a row or a clip: a run refuses to publish over them.
+INPUT_REASONS = ("archive_unreadable", "archive_truncated", "unusable_tsv")
 REQUIRED_COLUMNS = ("client_id", "path")
 _INT_COLUMNS = ("up_votes", "down_votes")
 
@@ -104,7 +108,8 @@ class Failure:
     clips: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+        # Member names and TSV fields may hold bytes that are not UTF-8: shown as \\xNN, never an encode error.
+        return printable(json.dumps(asdict(self), ensure_ascii=False, sort_keys=True))
 
     @staticmethod
     def from_json(text: str) -> Failure:
@@ -141,6 +146,37 @@ def is_clip_member(member: str) -> bool:
     return posixpath.basename(posixpath.dirname(member)) == "clips"
 
 
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+
+
+def archive_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a release archive at all, from its first member; None when it starts well.
+
+    Cheap (one block is read), so a run checks every input before it starts: an empty file, a file that
+    is not a tar (plain, gzip, bz2 or xz), or a tar with no members is a wrong input, not a failure to
+    record. Truncation past the first member is only found by reading on (``archive_truncated``).
+    """
+    head = b""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            head = raw.read(6)
+            if not head:
+                return "an empty file (0 bytes), not an archive"
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            with tarfile.open(fileobj=raw, mode="r|*") as tar:
+                if tar.next() is None:
+                    return "an archive with no members"
+    except tarfile.ReadError as e:
+        if head.startswith(_COMPRESSED_MAGIC):
+            return f"compressed, but no whole tar archive inside ({e})"
+        return f"not a tar archive (plain, .gz, .bz2 or .xz): {e}"
+    except (EOFError, zlib.error) as e:
+        return f"truncated: {e or 'the stream ends early'}"
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    return None
+
+
 class _ForwardOnly(io.RawIOBase):
     """A member of a streamed tar is read front to back only; its file object even fails ``seekable()``,
     which ``io.TextIOWrapper`` calls. This says "not seekable" and forwards reads."""
@@ -166,12 +202,24 @@ def parse_tsv(
     """Rows of one TSV as ``(key, TsvRow)``; malformed rows of a selected TSV as ``Failure``.
 
     Rows of unselected TSVs are not validated (the policy says they are not written), only keyed; one
-    without a usable path yields None (still a row read, and skipped by policy).
+    without a usable path yields None (still a row read, and skipped by policy). A selected TSV whose
+    header lacks a required column also yields one ``unusable_tsv`` Failure for the file itself.
+
+    Bytes that are not UTF-8 are kept as they are (``surrogateescape``) so that a clip path still
+    matches its member name, and a selected row holding any fails as ``undecodable_row``: replacing
+    them would silently turn one client_id into another.
     """
-    text = io.TextIOWrapper(io.BufferedReader(_ForwardOnly(stream)), encoding="utf-8-sig", errors="replace", newline="")
+    text = io.TextIOWrapper(
+        io.BufferedReader(_ForwardOnly(stream)), encoding="utf-8-sig", errors="surrogateescape", newline=""
+    )
     reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
     header = next(reader, None) or []
     path_col = header.index("path") if "path" in header else None
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if selected and missing:
+        found = ", ".join(printable(c) for c in header) or "none"
+        yield Failure(archive, tsv, "unusable_tsv", f"header lacks {', '.join(missing)} (columns: {found})", split,
+                      tsv, 1)
     for fields in reader:
         if not fields:  # a blank line holds no row
             continue
@@ -181,12 +229,28 @@ def parse_tsv(
         if not selected:
             yield ((archive, clip), TsvRow(archive, tsv, split, line, False)) if clip else None
             continue
+        bad = [name for name, value in zip(header, fields, strict=False) if _undecodable(value)]
+        if bad or (len(fields) > len(header) and any(_undecodable(v) for v in fields[len(header) :])):
+            where = ", ".join(printable(b) for b in bad) or "extra fields"
+            yield Failure(archive, printable(clip), "undecodable_row", f"bytes that are not UTF-8 in {where}", split,
+                          tsv, line, rows=1)
+            continue
         problem = row_problem(header, fields)
         if problem:
             reason, detail = problem
             yield Failure(archive, clip, reason, detail, split, tsv, line, rows=1)
             continue
         yield (archive, clip), TsvRow(archive, tsv, split, line, True, tuple(zip(header, fields, strict=True)))
+
+
+def _undecodable(text: str) -> bool:
+    """True when ``text`` holds bytes that were not UTF-8 (decoded with ``surrogateescape``)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes shown as ``\\xNN`` (what failures and messages can carry)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def row_problem(header: list[str], fields: list[str]) -> tuple[str, str] | None:

@@ -8,10 +8,18 @@ through ``RunInference(KeyedModelHandler(TFModelHandlerNumpy))`` keyed by clip (
 per worker process and shared across its threads by RunInference), then each clip's windows are averaged
 and L2-normalised by a combiner (lifted, so most clips are finished before any shuffle).
 
-Outputs (appear atomically: written to a temp dir, renamed into place):
+Outputs (appear atomically: staged beside the output and published by ``speechid.outputs``, which also
+refuses an output folder that is not embed's own or that holds an input):
     <output>/part-SSSSS-of-NNNNN.parquet   speechid.embedding_table schema
-    <output>/failures/failures-*.jsonl     one JSON line per clip that could not be embedded, with reason
-    <output>/manifest.json                 counts: clips seen = written + failed, by input kind and reason
+    <output>/failures/failures-*.jsonl     one JSON line per clip or archive member that could not be
+                                           embedded, with reason
+    <output>/manifest.json                 counts: clips seen = written + failed + skipped by policy
+                                           (archive clips no TSV row lists), by reason; archives or TSVs
+                                           that failed whole
+
+Inputs are checked before the job starts: a pattern that matches nothing, a folder that is not a prep
+output, or a file that is not an archive is an ``InputError`` naming it; a run that embeds nothing
+publishes nothing.
 
 Run it:
     python -m speechid.pipelines.embed --model models/synth --input 'data/synth/test-*.tfrecord.gz' \\
@@ -37,8 +45,8 @@ from apache_beam.io.filesystems import FileSystems
 
 import speechid  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from speechid import audio as audio_lib
-from speechid import schema
-from speechid.errors import AudioError, ConfigError
+from speechid import outputs, schema
+from speechid.errors import AudioError, ConfigError, InputError
 
 FAILED = "failed"
 KINDS = ("archive", "audio", "tfrecord")
@@ -66,8 +74,8 @@ class EmbedConfig:
     sample_rate: int
     window_s: float
     hop_s: float
-    min_duration: float | None = None
-    max_duration: float | None = audio_lib.DEFAULT_MAX_DURATION
+    min_duration: float | None = audio_lib.INFERENCE_LIMITS.min_duration
+    max_duration: float | None = audio_lib.INFERENCE_LIMITS.max_duration
 
 
 def detect_kind(pattern: str) -> str:
@@ -89,11 +97,62 @@ def expand_input(pattern: str, kind: str) -> str:
     return pattern
 
 
+def resolve_inputs(patterns: list[str], input_kind: str = "auto") -> list[tuple[str, str, list[str]]]:
+    """(pattern to read, kind, what it stands for) per input, checked before anything runs.
+
+    "What it stands for" are the paths an output must keep apart from (``speechid.outputs.check_apart``):
+    the archives matched, a prep folder, or the glob itself. Errors name the input as given.
+    """
+    from speechid.pipelines import prep
+
+    if not patterns:
+        raise ConfigError("no --input given")
+    resolved = []
+    for pattern in patterns:
+        kind = detect_kind(pattern) if input_kind == "auto" else input_kind
+        if kind not in KINDS:
+            raise ConfigError(f"--input-kind {kind!r}: choose from auto, {', '.join(KINDS)}")
+        if outputs.is_local(pattern) and os.path.isdir(pattern) and kind != "tfrecord":
+            raise InputError(
+                f"--input {pattern}: a folder; give a glob of the clips in it (e.g. "
+                f"'{os.path.join(pattern, '**', '*.wav')}'), archives, or a `speechid prep` output"
+            )
+        expanded = expand_input(pattern, kind)
+        if kind == "archive":
+            archives = prep.match_archives([expanded])
+            prep.check_archives(archives)
+            resolved.append((expanded, kind, archives))
+            continue
+        try:  # one match is enough to know the pattern is not a typo; the job lists the rest itself
+            found = [m.path for r in FileSystems.match([expanded], limits=[1]) for m in r.metadata_list]
+        except Exception as e:  # noqa: BLE001  Beam raises BeamIOError/ValueError depending on the scheme
+            raise InputError(f"--input {pattern}: {e}") from None
+        if not found:
+            raise InputError(f"--input {pattern}: no {'record' if kind == 'tfrecord' else 'file'} matches")
+        folders = [f for f in found if outputs.is_local(f) and os.path.isdir(f)]
+        if folders:
+            raise InputError(f"--input {pattern}: matches the folder {folders[0]}; give a glob of files (e.g. "
+                             f"'{os.path.join(glob_base(pattern), '**', '*.wav')}')")
+        resolved.append((expanded, kind, [pattern.rstrip("/") if kind == "tfrecord" else expanded]))
+    return resolved
+
+
+def glob_base(pattern: str) -> str:
+    return outputs.glob_root(pattern).rstrip("/") or "."
+
+
 # --- reading -------------------------------------------------------------------------------------------
 
 
-def _no_failures(pbegin, label: str):
-    return pbegin | label >> beam.Create([])
+SKIPPED, INPUTS_FAILED, IGNORED = "skipped", "inputs_failed", "ignored"
+
+
+def _nothing_else(pbegin, clips) -> dict:
+    """A reader's outputs when only clips can come out of it (audio files, prep records)."""
+    out = {"clips": clips}
+    for name in (FAILED, SKIPPED, INPUTS_FAILED, IGNORED):
+        out[name] = pbegin | f"No{name.title().replace('_', '')}" >> beam.Create([])
+    return out
 
 
 class ReadAudioFiles(beam.PTransform):
@@ -112,7 +171,7 @@ class ReadAudioFiles(beam.PTransform):
             | "ToClip"
             >> beam.Map(lambda f: ClipSource(clip_id=f.metadata.path, source=f.metadata.path, data=f.read()))
         )
-        return {"clips": clips, FAILED: _no_failures(pbegin, "NoFailures")}
+        return _nothing_else(pbegin, clips)
 
 
 def _record_to_clip(raw: bytes) -> ClipSource:
@@ -140,7 +199,7 @@ class ReadRecords(beam.PTransform):
             | "ReadTFRecords" >> beam.io.ReadFromTFRecord(self._pattern, compression_type="gzip")
             | "ParseRecords" >> beam.Map(_record_to_clip)
         )
-        return {"clips": clips, FAILED: _no_failures(pbegin, "NoFailures")}
+        return _nothing_else(pbegin, clips)
 
 
 def _pair_to_clip(pair) -> ClipSource:
@@ -155,7 +214,23 @@ def _pair_to_clip(pair) -> ClipSource:
 
 
 def _archive_failure(f) -> dict:
-    return {"clip_id": f.path.rsplit("/", 1)[-1], "source": f.archive, "reason": f.reason, "detail": f.detail}
+    detail = f.detail if f.clips else f"member {f.path}: {f.detail}"  # a refused member: say which
+    return {"clip_id": f.path.rsplit("/", 1)[-1], "source": f.archive, "reason": f.reason, "detail": detail}
+
+
+def _member_level(f) -> bool:
+    """A failure that stands for a clip or an archive member (not for a TSV row, nor a whole input)."""
+    from speechid.pipelines.archives import INPUT_REASONS
+
+    return f.clips > 0 or (f.rows == 0 and f.reason not in INPUT_REASONS)
+
+
+def _input_failure(f) -> str:
+    return json.dumps({"archive": f.archive, "member": f.path, "reason": f.reason, "detail": f.detail})
+
+
+# Join events that stand for a clip embed does not embed by policy, and the name the manifest gives them.
+_SKIP_EVENTS = {"clips_unlisted": "unlisted", "clips_not_selected": "not_selected"}
 
 
 class ReadArchiveClips(beam.PTransform):
@@ -163,8 +238,10 @@ class ReadArchiveClips(beam.PTransform):
 
     Reuses the prep pipeline's streaming reader and join (an archive is never extracted or held whole).
     Every TSV is read, so each clip gets its speaker; a clip listed twice (train.tsv and validated.tsv)
-    is one clip. Only clip-level failures (unreadable or oversized members, duplicate members) count
-    against the clips: row-level problems belong to prep's manifest, not to embedding.
+    is one clip. Every clip member ends up embedded, failed (a duplicate or refused member, with its
+    reason) or skipped by policy (``unlisted``: no TSV row names it, so it has no speaker); other
+    members (TSVs, README) are counted as ignored. Row-level problems belong to prep's manifest; an
+    archive or TSV that fails whole goes to ``inputs_failed``.
     """
 
     def __init__(self, pattern: str):
@@ -183,13 +260,20 @@ class ReadArchiveClips(beam.PTransform):
             "JoinRowsToClips" >> prep.JoinRowsToClips()
         )
         clips = joined[prep.PAIRS] | "ToClip" >> beam.Map(_pair_to_clip)
-        failures = (
-            (read[archives.FAILURES], joined[archives.FAILURES])
-            | "FlattenFailures" >> beam.Flatten()
-            | "ClipLevel" >> beam.Filter(lambda f: f.clips > 0)
-            | "ToDict" >> beam.Map(_archive_failure)
+        everything = (read[archives.FAILURES], joined[archives.FAILURES]) | "FlattenFailures" >> beam.Flatten()
+        failures = everything | "ClipLevel" >> beam.Filter(_member_level) | "ToDict" >> beam.Map(_archive_failure)
+        whole = (
+            everything
+            | "InputLevel" >> beam.Filter(lambda f: f.reason in archives.INPUT_REASONS)
+            | "InputToJson" >> beam.Map(_input_failure)
         )
-        return {"clips": clips, FAILED: failures}
+        skipped = joined[archives.EVENTS] | "Skipped" >> beam.FlatMap(
+            lambda e: [_SKIP_EVENTS[e[0]]] * e[2] if e[0] in _SKIP_EVENTS else []
+        )
+        ignored = read[archives.EVENTS] | "Ignored" >> beam.FlatMap(
+            lambda e: ["other_members"] * e[2] if e[0] == "members_ignored" else []
+        )
+        return {"clips": clips, FAILED: failures, SKIPPED: skipped, INPUTS_FAILED: whole, IGNORED: ignored}
 
 
 def read_source(pattern: str, kind: str) -> beam.PTransform:
@@ -351,8 +435,12 @@ def make_model_handler(model_dir: str, min_batch_size: int, max_batch_size: int)
 # --- the job ----------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="speechid embed", description=__doc__.split("\n\n")[0])
+COMMAND = "embed"  # the name its output folders are marked with (speechid.outputs)
+
+
+def _parser() -> argparse.ArgumentParser:
+    limits = audio_lib.INFERENCE_LIMITS
+    p = argparse.ArgumentParser(prog="speechid embed", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--model", required=True, help="Model directory (config.json + saved_model/).")
     p.add_argument("--input", action="append", required=True, help="Archive glob, audio glob or TFRecords; repeat.")
     p.add_argument("--output", required=True, help="Output directory for Parquet shards and manifest.json.")
@@ -361,12 +449,19 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--hop", type=float, default=None, help="Hop seconds (default: the model's).")
     p.add_argument("--min-batch-size", type=int, default=8)
     p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--min-duration", type=float, default=None, help="Refuse shorter clips (default: none).")
-    p.add_argument("--max-duration", type=float, default=audio_lib.DEFAULT_MAX_DURATION)
+    p.add_argument("--min-duration", type=float, default=limits.min_duration, help="Refuse shorter clips.")
+    p.add_argument("--max-duration", type=float, default=limits.max_duration, help="Refuse longer clips.")
     p.add_argument("--num-shards", type=int, default=0, help="Parquet shards (0: let the runner choose).")
     p.add_argument("--inference-accelerator", default=None,
                    help="Resource hint for the inference step, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'.")
-    return p.parse_known_args(argv)
+    return p
+
+
+OWN_FLAGS = tuple(f for action in _parser()._actions for f in action.option_strings if f.startswith("--"))
+
+
+def parse_args(argv: list[str] | None):
+    return _parser().parse_known_args(argv)
 
 
 def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
@@ -400,8 +495,8 @@ def embed_corpus(
     hop_s: float | None = None,
     min_batch_size: int = 8,
     max_batch_size: int = 64,
-    min_duration: float | None = None,
-    max_duration: float | None = audio_lib.DEFAULT_MAX_DURATION,
+    min_duration: float | None = audio_lib.INFERENCE_LIMITS.min_duration,
+    max_duration: float | None = audio_lib.INFERENCE_LIMITS.max_duration,
     num_shards: int = 0,
     inference_accelerator: str | None = None,
     pipeline_args: list[str] | None = None,
@@ -409,13 +504,17 @@ def embed_corpus(
 ) -> dict:
     """Embed every clip of ``inputs`` with the model in ``model_dir`` into Parquet under ``output``.
 
-    Returns the manifest (also written as ``<output>/manifest.json``).
+    Returns the manifest (also written as ``<output>/manifest.json``). Raises ``InputError`` (and
+    publishes nothing) when an input is unusable or no clip could be embedded, ``OutputError`` when
+    ``output`` may not be written (``speechid.outputs``).
     """
     from apache_beam.io.parquetio import WriteToParquet
 
     from speechid import embedding_table
     from speechid.pipelines import jobs
 
+    pipeline_args = list(pipeline_args or [])
+    jobs.check_pipeline_args(pipeline_args, OWN_FLAGS)
     model_cfg = load_model_config(model_dir)
     config = EmbedConfig(
         sample_rate=int(model_cfg["sample_rate"]),
@@ -428,71 +527,119 @@ def embed_corpus(
         raise ConfigError(f"window {config.window_s} s and hop {config.hop_s} s must be positive")
     if not 1 <= min_batch_size <= max_batch_size:
         raise ConfigError(f"batch sizes: need 1 <= min ({min_batch_size}) <= max ({max_batch_size})")
-    sources = []
-    for pattern in inputs:
-        kind = detect_kind(pattern) if input_kind == "auto" else input_kind
-        if kind not in KINDS:
-            raise ConfigError(f"--input-kind {kind!r}: choose from auto, {', '.join(KINDS)}")
-        sources.append((expand_input(pattern, kind), kind))
-    handler = make_model_handler(model_dir, min_batch_size, max_batch_size)
-    staging = jobs.staging_dir(output)
-
-    p = jobs.make_pipeline(list(pipeline_args or []), test_pipeline)
-    reads = [p | f"Read{i}{kind.title()}" >> read_source(pattern, kind) for i, (pattern, kind) in enumerate(sources)]
-    clips = [r["clips"] for r in reads] | "FlattenClips" >> beam.Flatten()
-    out = clips | "EmbedClips" >> EmbedClips(config, handler, model_cfg["model_id"], inference_accelerator)
-    rows = out["rows"]
-    read_failures = [r[FAILED] for r in reads] | "FlattenReadFailures" >> beam.Flatten()
-    failures = (out[FAILED], read_failures) | "FlattenFailures" >> beam.Flatten()
-    rows | "WriteParquet" >> WriteToParquet(
-        os.path.join(staging, "part"),
-        embedding_table.arrow_schema(int(model_cfg["embedding_dim"])),
-        file_name_suffix=".parquet",
-        num_shards=num_shards,
-    )
-    failures | "WriteFailures" >> jobs.WriteJsonLines(os.path.join(staging, schema.FAILURES_DIR, "failures"))
-    counts = p | "Counts" >> jobs.CountBy(
-        {
-            "seen": (clips, read_failures) | "Seen" >> beam.Flatten() | "SeenKind" >> beam.Map(lambda c: "clips"),
-            "written": rows | "WrittenKind" >> beam.Map(lambda r: "clips"),
-            "failed": failures | "FailedReason" >> beam.Map(lambda f: f["reason"]),
-        }
-    )
-    counts | "WriteCounts" >> jobs.WriteJsonLines(os.path.join(staging, jobs.COUNTS_DIR, "counts"))
+    apart = [model_dir]
+    outputs.check_output(output, COMMAND, apart)  # a wrong --output fails before the inputs are listed
+    resolved = resolve_inputs(list(inputs), input_kind)
+    sources = [(pattern, kind) for pattern, kind, _ in resolved]
+    apart += [path for _, _, paths in resolved for path in paths]
+    staging = outputs.stage(output, COMMAND, apart)
     try:
-        with jobs.single_threaded_tf_workers(jobs.local_worker_processes(list(pipeline_args or []))):
+        handler = make_model_handler(model_dir, min_batch_size, max_batch_size)
+        p = jobs.make_pipeline(pipeline_args, test_pipeline)
+        reads = [
+            p | f"Read{i}{kind.title()}" >> read_source(pattern, kind) for i, (pattern, kind) in enumerate(sources)
+        ]
+
+        def gather(name):
+            return [r[name] for r in reads] | f"Flatten{name.title().replace('_', '')}" >> beam.Flatten()
+
+        clips = gather("clips")
+        out = clips | "EmbedClips" >> EmbedClips(config, handler, model_cfg["model_id"], inference_accelerator)
+        rows = out["rows"]
+        read_failures = gather(FAILED)
+        failures = (out[FAILED], read_failures) | "FlattenFailures" >> beam.Flatten()
+        skipped = gather(SKIPPED)
+        rows | "WriteParquet" >> WriteToParquet(
+            os.path.join(staging, "part"),
+            embedding_table.arrow_schema(int(model_cfg["embedding_dim"])),
+            file_name_suffix=".parquet",
+            num_shards=num_shards,
+        )
+        failures | "WriteFailures" >> jobs.WriteJsonLines(os.path.join(staging, schema.FAILURES_DIR, "failures"))
+        counts = p | "Counts" >> jobs.CountBy(
+            {
+                "seen": (clips, read_failures, skipped) | "Seen" >> beam.Flatten() | "SeenKind" >> beam.Map(
+                    lambda c: "clips"
+                ),
+                "written": rows | "WrittenKind" >> beam.Map(lambda r: "clips"),
+                "failed": failures | "FailedReason" >> beam.Map(lambda f: f["reason"]),
+                "skipped": skipped,
+                "inputs_failed": gather(INPUTS_FAILED),
+                "ignored": gather(IGNORED),
+            }
+        )
+        counts | "WriteCounts" >> jobs.WriteJsonLines(os.path.join(staging, jobs.COUNTS_DIR, "counts"))
+        with jobs.single_threaded_tf_workers(jobs.local_worker_processes(pipeline_args)):
             result = p.run()
             result.wait_until_finish()
-    except Exception:
-        jobs.discard(staging)
-        raise
-    jobs.log_metrics("embed", result)
+        jobs.log_metrics("embed", result)
 
-    tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))
-    jobs.remove_tree(os.path.join(staging, jobs.COUNTS_DIR))  # internal: the manifest carries the counts
+        tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))
+        outputs.remove_tree(os.path.join(staging, jobs.COUNTS_DIR))  # internal: the manifest carries the counts
+        manifest = _manifest(tallies, model_dir, model_cfg, sources, config)
+        problem = publish_problem(manifest, [pattern for pattern, _ in sources])
+        if problem:
+            raise InputError(problem)
+        outputs.write_json(os.path.join(staging, schema.MANIFEST), manifest)
+        outputs.publish(staging, output, COMMAND)
+    except BaseException:
+        outputs.discard(staging)
+        raise
+    logging.getLogger("speechid").info(
+        "embed: %d clips seen, %d written, %d failed, %d skipped -> %s",
+        manifest["clips_seen"], manifest["clips_written"], manifest["clips_failed"], manifest["clips_skipped"], output,
+    )
+    if not manifest["reconciles"]:
+        raise RuntimeError(f"embed: counts do not reconcile: {manifest}")
+    return manifest
+
+
+def _manifest(tallies: dict, model_dir: str, model_cfg: dict, sources: list, config: EmbedConfig) -> dict:
+    def group(name):
+        return {key: n for (g, key), n in sorted(tallies.items()) if g == name}
+
     seen = tallies.get(("seen", "clips"), 0)
     written = tallies.get(("written", "clips"), 0)
-    failed = {key: n for (group, key), n in tallies.items() if group == "failed"}
-    manifest = {
+    failed, skipped = group("failed"), group("skipped")
+    return {
         "model": model_dir,
         "model_id": model_cfg["model_id"],
         "inputs": [{"pattern": pattern, "kind": kind} for pattern, kind in sources],
         "window_s": config.window_s,
         "hop_s": config.hop_s,
         "sample_rate": config.sample_rate,
+        "limits": {"min_duration": config.min_duration, "max_duration": config.max_duration},
         "clips_seen": seen,
         "clips_written": written,
         "clips_failed": sum(failed.values()),
-        "failures_by_reason": dict(sorted(failed.items())),
-        "reconciles": seen == written + sum(failed.values()),
+        "failures_by_reason": failed,
+        "clips_skipped": sum(skipped.values()),
+        "skipped_by_reason": skipped,
+        "other_members_ignored": sum(group("ignored").values()),
+        "inputs_failed": [json.loads(k) for k in group("inputs_failed")],
+        "reconciliation": f"{seen} seen = {written} written + {sum(failed.values())} failed + "
+        f"{sum(skipped.values())} skipped by policy",
+        "reconciles": seen == written + sum(failed.values()) + sum(skipped.values()),
     }
-    jobs.finish(staging, output, manifest)
-    logging.getLogger("speechid").info(
-        "embed: %d clips seen, %d written, %d failed -> %s", seen, written, manifest["clips_failed"], output
-    )
-    if not manifest["reconciles"]:
-        raise RuntimeError(f"embed: counts do not reconcile: {manifest}")
-    return manifest
+
+
+def publish_problem(manifest: dict, patterns: list[str]) -> str | None:
+    """Why a finished embed run must publish nothing (one line naming the input), or None."""
+    whole = manifest["inputs_failed"]
+    tsvs = [f for f in whole if f["reason"] == "unusable_tsv"]
+    if tsvs:
+        f = tsvs[0]
+        return f"{f['archive']}: {f['member']}: {f['detail']}; nothing was written"
+    if manifest["clips_written"]:
+        return None
+    source = patterns[0] + (f" (and {len(patterns) - 1} more)" if len(patterns) > 1 else "")
+    if whole:
+        f = whole[0]
+        return f"{f['archive']}: {f['reason']} ({f['detail']}); no clip was embedded, nothing was written"
+    if not manifest["clips_seen"]:
+        return f"--input {source}: no clips in it; nothing was written"
+    why = ", ".join(f"{r} {n}" for r, n in {**manifest["failures_by_reason"], **manifest["skipped_by_reason"]}.items())
+    return f"--input {source}: none of its {manifest['clips_seen']} clips was embedded ({why}); nothing was written"
 
 
 if __name__ == "__main__":

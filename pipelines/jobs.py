@@ -6,9 +6,12 @@ Beam's FnApiRunner directly: the same engine DirectRunner uses for batch, honour
 ``--direct_num_workers`` and ``--direct_running_mode`` (in_memory, multi_threading, multi_processing).
 Any other runner (Dataflow, Flink, Spark, Prism by name) is passed through untouched.
 
-Atomic outputs: a job writes everything under ``<output>.tmp-<id>`` and ``finish`` moves it into place
-after the manifest is written, so a crashed run never leaves a directory that looks complete, and a
-rerun into the same output replaces the previous result instead of mixing with it.
+Flags: our flags are parsed first, and ``check_pipeline_args`` refuses what is left unless Beam's
+``PipelineOptions`` know it, so a typo (``--num-shard``) is an error naming the closest valid flag instead
+of a warning Beam logs while it runs with defaults.
+
+Outputs: a job writes everything into a staging folder and publishes it at the end, both through
+``speechid.outputs`` (the one guard every command that writes a folder uses).
 
 Counts: Beam metrics are not reliable on every runner, so manifests are built from the job's own output:
 ``count_by`` turns labelled PCollections into (group, key, count) lines written beside the data.
@@ -17,19 +20,65 @@ Counts: Beam metrics are not reliable on every runner, so manifests are built fr
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from speechid.errors import ConfigError
+
 _LOCAL_RUNNERS = (None, "", "DirectRunner", "direct", "directrunner", "FnApiRunner")
 COUNTS_DIR = "_counts"
+
+
+@functools.cache
+def beam_flags() -> tuple[str, ...]:
+    """Every flag Beam's PipelineOptions classes define (Dataflow, Flink, Spark, portable, ...)."""
+    return tuple(a for action in _beam_parser()._actions for a in action.option_strings)
+
+
+def _beam_parser():
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    class Parser(_BeamArgumentParser):
+        def error(self, message):  # argparse would print usage and exit; we want one typed error
+            raise ConfigError(message)
+
+    parser = Parser(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    pending, adders = list(PipelineOptions.__subclasses__()), {}
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        if "_add_argparse_args" in vars(cls):  # a subclass that does not override it would add its parent's
+            adders[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    for cls in adders.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def check_pipeline_args(args: Sequence[str], own_flags: Sequence[str] = ()) -> None:
+    """Refuse arguments that neither the job (``own_flags``, already parsed out) nor Beam knows.
+
+    Beam itself only logs "Unparseable argument" and runs with its defaults, so ``--num-shard 3`` or
+    ``--sample_rate 8000`` would change nothing without a word. The error names the closest valid flag.
+    """
+    _, unknown = _beam_parser().parse_known_args(list(args))
+    for token in unknown:
+        if not token.startswith("-"):
+            raise ConfigError(f"unexpected argument {token!r} (flags take the form --name value)")
+        name = token.split("=", 1)[0]
+        known = {f.lstrip("-").replace("_", "-"): f for f in beam_flags() if f.startswith("--")}
+        known.update({f.lstrip("-").replace("_", "-"): f for f in own_flags})  # ours win a tie
+        close = difflib.get_close_matches(name.lstrip("-").replace("_", "-"), list(known), n=1)
+        hint = f"; did you mean {known[close[0]]}?" if close else ""
+        raise ConfigError(f"unknown flag {name}: neither speechid nor Beam knows it{hint}")
 
 
 def make_pipeline(beam_args: list[str], test_pipeline=None) -> beam.Pipeline:
@@ -88,63 +137,9 @@ def single_threaded_tf_workers(enabled: bool = True):
     return worker_environment(SINGLE_THREADED_TF, enabled)
 
 
-def is_local(path: str) -> bool:
-    """A local path (not gs://, s3://, ...)."""
-    return "://" not in path
-
-
-def staging_dir(output: str) -> str:
-    """A fresh sibling of ``output`` to write into before the atomic move."""
-    return f"{output.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
-
-
-def write_json(path: str, obj) -> None:
-    with FileSystems.create(path) as f:
-        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
 def read_json(path: str):
     with FileSystems.open(path) as f:
         return json.loads(f.read().decode("utf-8"))
-
-
-def finish(staging: str, output: str, manifest: dict, manifest_name: str = "manifest.json") -> None:
-    """Write the manifest into ``staging`` and move ``staging`` to ``output``, replacing what was there."""
-    output = output.rstrip("/")
-    write_json(os.path.join(staging, manifest_name), manifest)
-    if is_local(output):
-        old = None
-        if os.path.exists(output):
-            old = f"{output}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(output, old)
-        os.rename(staging, output)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-        return
-    # Object stores have no directory rename: delete the old result, copy the new one, manifest last.
-    existing = [m.path for r in FileSystems.match([output + "/**"]) for m in r.metadata_list]
-    if existing:
-        FileSystems.delete(existing)
-    staged = [m.path for r in FileSystems.match([staging + "/**"]) for m in r.metadata_list]
-    staged.sort(key=lambda p: p.endswith(manifest_name))
-    for src in staged:
-        FileSystems.copy([src], [output + src[len(staging) :]])
-    FileSystems.delete([staging + "/"])
-
-
-def remove_tree(path: str) -> None:
-    """Delete a folder on any Beam filesystem, if it exists (object stores delete a folder by prefix)."""
-    path = path if is_local(path) else path.rstrip("/") + "/"
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-
-
-def discard(staging: str) -> None:
-    """Drop a failed run's staging folder (best effort: the next run writes a new one anyway)."""
-    try:
-        remove_tree(staging)
-    except Exception:  # noqa: BLE001  never mask the error that made us discard
-        logging.getLogger("speechid").warning("could not remove %s", staging)
 
 
 class WriteJsonLines(beam.PTransform):

@@ -16,6 +16,7 @@ Event kinds:
     written                 key split, value (duration, client_id): one record handed to the writer;
                             counted as records and seconds per split, and distinct speakers per split
     failures                key reason: one failure entry
+    inputs_failed           key JSON [archive, member, reason, detail]: an archive or TSV that failed whole
     failed_rows, failed_clips  key "", value: rows / clips a failure entry accounts for
 
 The accounting (``reconciliation`` in the manifest):
@@ -25,6 +26,7 @@ The accounting (``reconciliation`` in the manifest):
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import apache_beam as beam
@@ -119,6 +121,10 @@ def build_manifest(counts: dict, run_info: dict) -> dict:
         "speakers": speakers,
         "hours": hours,
         "failures": {k: int(v) for k, v in sorted(counts.get("failures", {}).items())},
+        "inputs_failed": [
+            dict(zip(("archive", "member", "reason", "detail"), json.loads(k), strict=True))
+            for k in sorted(counts.get("inputs_failed", {}))
+        ],
         "reconciliation": {
             "rows": f"{rows_read} read = {written} written + {rows_failed} failed + {rows_skipped} skipped by policy",
             "clips": (
@@ -145,3 +151,40 @@ class BuildManifest(beam.PTransform):
             | "CountEvents" >> beam.CombineGlobally(CountEvents())
             | "ToManifest" >> beam.Map(build_manifest, self._run_info)
         )
+
+
+def _more(items: list, shown: int = 1) -> str:
+    return f" (and {len(items) - shown} more)" if len(items) > shown else ""
+
+
+def publish_problem(manifest: dict) -> str | None:
+    """Why a finished run must publish nothing, in one line naming the input; None when it may publish.
+
+    Every archive failed whole; a selected TSV lacks a required column; or a selected split ends up with
+    no records. Each means the inputs are wrong, and replacing a previous good output with nothing (or
+    with a run missing a split) would hide that.
+    """
+    failed = manifest.get("inputs_failed", [])
+    inputs = list(manifest.get("inputs", []))
+    broken = {f["archive"]: f for f in failed if f["reason"] in ("archive_unreadable", "archive_truncated")}
+    if inputs and all(a in broken for a in inputs):
+        f = broken[inputs[0]]
+        what = f"{f['reason']} ({f['detail']})"
+        return f"{f['archive']}: {what}{_more(inputs)}; every archive failed, nothing was written"
+    tsvs = [f for f in failed if f["reason"] == "unusable_tsv"]
+    if tsvs:
+        f = tsvs[0]
+        return f"{f['archive']}: {f['member']}: {f['detail']}{_more(tsvs)}; nothing was written"
+    for split in manifest.get("splits", []):
+        if manifest.get("records", {}).get(split, 0):
+            continue
+        rows = sum(n for per_tsv in manifest.get("rows_read_per_tsv", {}).values()
+                   for tsv, n in per_tsv.items() if tsv.rsplit("/", 1)[-1] == f"{split}.tsv")
+        source = f"{inputs[0] if inputs else 'the input'}{_more(inputs)}"
+        if rows:
+            reasons = ", ".join(f"{r} {n}" for r, n in manifest.get("failures", {}).items())
+            why = f"all {rows} rows of {split}.tsv in {source} failed (failures: {reasons})"
+        else:
+            why = f"no {split}.tsv rows in {source}"
+        return f"--splits {split}: no records ({why}); nothing was written"
+    return None

@@ -40,12 +40,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 import speechid
-from speechid import audio, schema
+from speechid import audio, outputs, schema
 from speechid.config import SAMPLE_RATE
-from speechid.errors import ConfigError
+from speechid.errors import ConfigError, InputError
 from speechid.pipelines import jobs
-from speechid.pipelines.archives import EVENTS, FAILURES, NAMESPACE, Failure, ReadArchives
-from speechid.pipelines.manifest import BuildManifest
+from speechid.pipelines.archives import EVENTS, FAILURES, NAMESPACE, Failure, ReadArchives, archive_problem
+from speechid.pipelines.manifest import BuildManifest, publish_problem
 from speechid.pipelines.records import WriteGzipTFRecords
 from speechid.pipelines.stages import (  # noqa: F401  (also importable from here)
     ANALYSIS_BATCH,
@@ -61,6 +61,7 @@ from speechid.pipelines.stages import (  # noqa: F401  (also importable from her
 )
 
 _LOG = logging.getLogger(__name__)
+COMMAND = "prep"  # the name its output folders are marked with (speechid.outputs)
 MANIFEST_KEY = "manifest"
 TRANSFORM_FN_KEY = "transform_fn"
 
@@ -118,7 +119,8 @@ class PrepResult:
 
 
 def match_archives(patterns: Sequence[str]) -> list[str]:
-    """Every file the patterns match (local or gs://), sorted and de-duplicated; ConfigError if one matches none."""
+    """Every file the patterns match (local or gs://), sorted and de-duplicated; ConfigError if one matches
+    none or names a folder."""
     if not patterns:
         raise ConfigError("no --input archive given")
     found: set[str] = set()
@@ -128,10 +130,28 @@ def match_archives(patterns: Sequence[str]) -> list[str]:
         except Exception as e:  # noqa: BLE001  Beam raises BeamIOError/ValueError depending on the scheme
             raise ConfigError(f"--input {pattern}: {e}") from None
         files = [f for f in files if not f.endswith("/")]
+        folders = [f for f in files if outputs.is_local(f) and os.path.isdir(f)]
+        if folders:
+            raise InputError(f"--input {folders[0]}: a folder, not an archive (give the archives in it, e.g. "
+                             f"'{os.path.join(folders[0], '*.tar.gz')}')")
         if not files:
             raise ConfigError(f"--input {pattern}: no archive matches")
-        found.update(os.path.abspath(f) if jobs.is_local(f) else f for f in files)
+        found.update(os.path.abspath(f) if outputs.is_local(f) else f for f in files)
     return sorted(found)
+
+
+def check_archives(archives: Sequence[str]) -> None:
+    """InputError naming the first archive that is not one at all (``archives.archive_problem``).
+
+    Archives are opened in parallel threads (one block read each), so thousands on gs:// take seconds.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(archives)))) as pool:
+        problems = list(pool.map(archive_problem, archives))
+    for archive, problem in zip(archives, problems, strict=True):
+        if problem:
+            raise InputError(f"--input {archive}: {problem}")
 
 
 def prepare(
@@ -158,15 +178,13 @@ def prepare(
         num_shards=num_shards,
         progress_interval=progress_interval,
     )
+    jobs.check_pipeline_args(pipeline_args, OWN_FLAGS)
     archives = match_archives(inputs)
+    outputs.check_output(output, COMMAND, archives)  # before reading anything: a wrong --output fails at once
+    check_archives(archives)
     pin_malloc_thresholds()  # the local runner's driver holds the shuffled clips: same fragmentation
-    if jobs.is_local(output):
-        output = os.path.abspath(output)
-        if os.path.exists(output) and not os.path.isdir(output):
-            raise ConfigError(f"--output {output}: exists and is not a folder")
-    staging = jobs.staging_dir(output)
-    if jobs.is_local(staging):
-        os.makedirs(staging)
+    given_output, output = output, outputs.resolve(output)
+    staging = outputs.stage(given_output, COMMAND, archives)
     tft_temp = FileSystems.join(staging, "_tft_tmp")
     run_info = {
         "speechid_version": speechid.__version__,
@@ -220,12 +238,15 @@ def prepare(
             state = result.wait_until_finish()
         if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
             raise RuntimeError(f"prep pipeline ended in state {state}")
-        # The pipeline computed the manifest; finish() re-writes the same document and moves staging into place.
+        # The pipeline wrote the manifest; a run whose inputs were unusable publishes nothing.
         manifest = jobs.read_json(FileSystems.join(staging, schema.MANIFEST))
-        jobs.remove_tree(tft_temp)
-        jobs.finish(staging, output, manifest, schema.MANIFEST)
+        problem = publish_problem(manifest)
+        if problem:
+            raise InputError(problem)
+        outputs.remove_tree(tft_temp)
+        outputs.publish(staging, given_output, COMMAND)
     except BaseException:
-        jobs.discard(staging)
+        outputs.discard(staging)
         raise
     metrics = jobs.log_metrics(NAMESPACE, result)
     recon = manifest["reconciliation"]
@@ -238,6 +259,10 @@ def prepare(
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Our flags first; everything else is returned for PipelineOptions (Beam's split-argv idiom)."""
+    return _parser().parse_known_args(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m speechid.pipelines.prep", allow_abbrev=False)
     parser.add_argument("--input", action="append", required=True, help="archive path or glob; repeatable")
     parser.add_argument("--output", required=True, help="output folder (local or gs://)")
@@ -248,7 +273,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--max-clip-bytes", type=int, default=audio.DEFAULT_MAX_BYTES)
     parser.add_argument("--num-shards", type=int, default=0, help="shards per split; 0: one per bundle")
     parser.add_argument("--progress-interval", type=float, default=30.0)
-    return parser.parse_known_args(argv)
+    return parser
+
+
+OWN_FLAGS = tuple(f for action in _parser()._actions for f in action.option_strings if f.startswith("--"))
 
 
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> PrepResult:

@@ -8,6 +8,7 @@ output per split, and failures; ``AnalyzeTrain`` runs the tf.Transform analysis 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -22,6 +23,7 @@ from speechid.pipelines.archives import (
     CLIPS,
     EVENTS,
     FAILURES,
+    INPUT_REASONS,
     NAMESPACE,
     ROWS,
     Clip,
@@ -95,6 +97,8 @@ def pin_malloc_thresholds() -> None:
 def failure_events(f: Failure):
     """The manifest events one failure entry stands for."""
     yield ("failures", f.reason, 1)
+    if f.reason in INPUT_REASONS:  # the manifest names these, and a run refuses to publish over them
+        yield ("inputs_failed", json.dumps([f.archive, f.path, f.reason, f.detail]), 1)
     if f.rows:
         yield ("failed_rows", "", f.rows)
     if f.clips:

@@ -47,6 +47,9 @@ class Limits:
 
 
 NO_LIMITS = Limits(min_duration=None, max_duration=None, max_bytes=None)
+# What a trained model accepts: the one rule for every way of embedding a clip (Encoder/compare/query and
+# the embed pipeline), so a clip one of them refuses is refused by all. Long recordings are windowed.
+INFERENCE_LIMITS = Limits(min_duration=DEFAULT_MIN_DURATION, max_duration=600.0)
 
 
 def _read_source(data: bytes | str | os.PathLike, name: str | None, max_bytes: int | None) -> tuple[bytes, str]:

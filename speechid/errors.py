@@ -40,3 +40,12 @@ AUDIO_REASONS = (
 
 class ConfigError(SpeechIdError):
     """A missing or inconsistent path, flag or directory."""
+
+
+class InputError(SpeechIdError):
+    """An input that cannot be used at all (not an archive, empty, no usable rows or clips): the run
+    publishes nothing and a previous output stays as it was."""
+
+
+class OutputError(ConfigError):
+    """An output folder a command must not write or replace (someone else's files, an input inside it)."""

@@ -8,6 +8,8 @@ import logging
 
 import click
 
+from speechid.audio import INFERENCE_LIMITS
+
 
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_extra_args=True))
 @click.option("--model", "model_dir", required=True, help="Model directory (config.json + saved_model/).")
@@ -20,8 +22,10 @@ import click
 @click.option("--hop", type=click.FloatRange(min=0.01), default=None, help="Hop seconds [model's].")
 @click.option("--min-batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--min-duration", type=click.FloatRange(min=0.0), default=None, help="Refuse shorter clips.")
-@click.option("--max-duration", type=click.FloatRange(min=0.0, min_open=True), default=30.0, show_default=True)
+@click.option("--min-duration", type=click.FloatRange(min=0.0), default=INFERENCE_LIMITS.min_duration,
+              show_default=True, help="Refuse shorter clips (the same rule as `speechid compare`).")
+@click.option("--max-duration", type=click.FloatRange(min=0.0, min_open=True), default=INFERENCE_LIMITS.max_duration,
+              show_default=True, help="Refuse longer clips.")
 @click.option("--num-shards", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--inference-accelerator", default=None,
               help="Resource hint for the inference step only, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'.")
@@ -60,4 +64,7 @@ def embed(ctx, model_dir, inputs, output, input_kind, window, hop, min_batch_siz
         pipeline_args=list(ctx.args),
     )
     reasons = ", ".join(f"{r} {n}" for r, n in m["failures_by_reason"].items()) or "none"
-    click.echo(f"wrote {output}: {m['clips_written']} clips embedded of {m['clips_seen']}; failed: {reasons}")
+    skipped = ", ".join(f"{r} {n}" for r, n in m["skipped_by_reason"].items()) or "none"
+    click.echo(f"wrote {output}: {m['clips_written']} clips embedded of {m['clips_seen']}; failed: {reasons}; "
+               f"skipped by policy: {skipped}")
+    click.echo(f"clips: {m['reconciliation']}")

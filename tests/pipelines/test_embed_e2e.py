@@ -130,7 +130,7 @@ def test_rerun_replaces_output(model_dir, tmp_path):
     rows, _ = _table(out)
     assert len(rows) == 1
     assert not glob.glob(str(tmp_path / "emb.tmp-*")) and not glob.glob(str(tmp_path / "emb.old-*"))
-    assert {n for n in os.listdir(out) if not n.startswith("part-")} == {"failures", "manifest.json"}
+    assert {n for n in os.listdir(out) if not n.startswith("part-")} == {"failures", "manifest.json", ".speechid.json"}
 
 
 def test_cli_errors_are_one_line(tmp_path):

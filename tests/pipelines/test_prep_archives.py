@@ -77,9 +77,14 @@ def test_unselected_rows_are_keyed_without_fields_and_never_fail():
     assert out[1:] == [None, None]  # no usable path: a row read and skipped by policy
 
 
-def test_header_without_required_columns_fails_every_row():
+def test_header_without_required_columns_fails_every_row_and_the_tsv():
     out = _parse(tsv("x\ty", "1\t2", header="foo\tbar"))
-    assert [(f.reason, f.detail) for f in out] == [("malformed_row", "header lacks client_id, path")] * 2
+    assert [(f.reason, f.detail, f.rows) for f in out] == [
+        ("unusable_tsv", "header lacks client_id, path (columns: foo, bar)", 0),  # the file: refuses the run
+        ("malformed_row", "header lacks client_id, path", 1),
+        ("malformed_row", "header lacks client_id, path", 1),
+    ]
+    assert _parse(tsv("x\ty", header="foo\tbar"), selected=False, split="other") == [None]  # unselected: no check
 
 
 def _by(kind):

@@ -18,7 +18,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from speechid import audio, schema, synth
+from speechid import audio, outputs, schema, synth
 from speechid.pipelines.prep import run
 from tests.pipelines.prep_helpers import no_network
 
@@ -211,7 +211,13 @@ def test_outputs_follow_the_schema_names_and_nothing_is_left_beside(first):
         schema.MANIFEST,
         schema.TRANSFORM_FN_DIR,
         "transformed_metadata",
+        outputs.MARKER,
     }
+    marker = outputs.read_marker(out)  # says who wrote the folder and lists every file it wrote
+    assert marker["command"] == "prep" and sorted(marker["files"]) == sorted(
+        os.path.relpath(os.path.join(root, f), out) for root, _, files in os.walk(out) for f in files
+        if f != outputs.MARKER
+    )
     assert os.listdir(os.path.dirname(out)) == ["data"]  # no staging or old folder beside it
 
 

@@ -1,0 +1,317 @@
+"""Output folders: whose they are, where they may go, and how a new result replaces an old one.
+
+Every command that writes a folder goes through here, so one rule protects them all:
+
+- A folder a command wrote holds ``MARKER`` (``.speechid.json``): the command, the speechid version and
+  the list of files it wrote. A command replaces a folder only when it is absent, empty, or marked as
+  its own output and holding nothing but the files listed; anything else (a user's folder, another
+  command's output, an own output someone added files to) is refused with an ``OutputError`` before
+  any work starts. Replacing deletes only the listed files, never a whole prefix.
+- An output may not contain an input or lie inside one (``check_apart``): ``--output`` pointing at the
+  folder the archives are in would otherwise replace them.
+- ``stage`` creates a fresh folder ``<output>.tmp-<id>`` beside the output (its marker says which run
+  owns it); ``publish`` moves it into place (a rename on local disks; on object stores, which have no
+  rename, a copy with the marker last, then the old result's listed files are deleted). A crashed run
+  never leaves a folder that looks complete, and the staging folders of killed runs into the same
+  output are removed by the next successful one. ``claim`` is the same check for commands that write
+  into their folder in place (``train``).
+
+Paths may be local or on any Beam filesystem (gs://, s3://, ...); Beam is imported only for those.
+Errors name the path as the user gave it, never the staging folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+
+from speechid import __version__
+from speechid.errors import OutputError
+
+MARKER = ".speechid.json"
+STAGING_INFIX = ".tmp-"
+OLD_INFIX = ".old-"
+STALE_REMOTE_S = 24 * 3600  # a staging folder another machine made is left alone for this long
+
+
+def is_local(path: str) -> bool:
+    """A local path (not gs://, s3://, ...)."""
+    return "://" not in path
+
+
+def resolve(path: str) -> str:
+    """Absolute local path with symlinks resolved, or a remote path without its trailing slash."""
+    path = os.fspath(path)
+    if is_local(path):
+        return os.path.realpath(os.path.expanduser(path))
+    return path.rstrip("/")
+
+
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def list_files(folder: str) -> list[str]:
+    """Every file under ``folder``, as sorted paths relative to it ('/'-separated); [] if there is none."""
+    if is_local(folder):
+        found = []
+        for root, dirs, files in os.walk(folder):
+            # A symlink to a folder is listed as an entry, not followed: we never reach outside.
+            links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+            found += [os.path.relpath(os.path.join(root, n), folder) for n in files + links]
+        return sorted(f.replace(os.sep, "/") for f in found)
+    prefix = folder.rstrip("/") + "/"
+    results = _filesystems().match([prefix + "**"])
+    return sorted(m.path[len(prefix) :] for r in results for m in r.metadata_list if not m.path.endswith("/"))
+
+
+def _read_json(path: str):
+    try:
+        if is_local(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        with _filesystems().open(path) as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: str, obj: dict) -> None:
+    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    if is_local(path):
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return
+    with _filesystems().create(path) as f:
+        f.write(data)
+
+
+def read_marker(folder: str) -> dict | None:
+    """The marker of ``folder`` (a dict with at least 'command'), or None when it has none we can read."""
+    marker = _read_json(_join(folder, MARKER))
+    return marker if isinstance(marker, dict) and isinstance(marker.get("command"), str) else None
+
+
+def _join(folder: str, name: str) -> str:
+    return os.path.join(folder, name) if is_local(folder) else folder.rstrip("/") + "/" + name
+
+
+def _under(child: str, parent: str) -> bool:
+    """``child`` is ``parent`` or inside it (both resolved)."""
+    if child == parent:
+        return True
+    sep = os.sep if is_local(parent) else "/"
+    return child.startswith(parent.rstrip(sep) + sep)
+
+
+def glob_root(pattern: str) -> str:
+    """The folder a glob pattern searches under (the pattern itself when it has no wildcard)."""
+    cut = min((pattern.find(c) for c in "*?[" if c in pattern), default=-1)
+    if cut < 0:
+        return pattern
+    return pattern[:cut].rsplit("/", 1)[0] or "/"
+
+
+def check_apart(output: str, inputs: Iterable[str], flag: str = "--output") -> None:
+    """Refuse an output that is an input, contains one, or lies inside one (``OutputError``).
+
+    An input may be a file, a folder or a glob; a glob's files are all under its ``glob_root``.
+    """
+    out = resolve(output)
+    for given in inputs:
+        if is_local(given) != is_local(output):
+            continue
+        root = glob_root(given)
+        path = resolve(root)
+        if _under(path, out):
+            what = "is" if path == out and root == given else "contains"
+            raise OutputError(f"{flag} {output} {what} the input {given}; choose an output folder elsewhere")
+        if root == given and _under(out, path):
+            raise OutputError(f"{flag} {output} is inside the input {given}; choose an output folder elsewhere")
+
+
+def check_output(output: str, command: str, inputs: Iterable[str] = (), *, replace: bool = True) -> str:
+    """Refuse ``output`` unless ``command`` may write it (see the module docstring); return it resolved.
+
+    ``replace=False`` (a command writing into its folder in place) skips the check for files the marker
+    does not list: nothing will be deleted.
+    """
+    check_apart(output, inputs)
+    path = resolve(output)
+    if is_local(path):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise OutputError(f"--output {output}: exists and is not a folder")
+        files = list_files(path) if os.path.isdir(path) else []
+    else:
+        files = list_files(path)
+        if not files and _filesystems().exists(path):
+            raise OutputError(f"--output {output}: exists and is not a folder")
+    if not files:
+        return path
+    marker = read_marker(path)
+    if marker is None:
+        raise OutputError(
+            f"--output {output}: not empty and not written by `speechid {command}` (no {MARKER}); "
+            "refusing to replace it: choose a new or empty folder"
+        )
+    if marker["command"] != command:
+        raise OutputError(
+            f"--output {output}: holds the output of `speechid {marker['command']}`, not of "
+            f"`speechid {command}`; refusing to replace it"
+        )
+    if replace:
+        listed = set(marker.get("files") or ())
+        foreign = [f for f in files if f != MARKER and f not in listed]
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise OutputError(
+                f"--output {output}: holds files `speechid {command}` did not write ({', '.join(foreign[:3])}{more}); "
+                "move them away or choose another folder"
+            )
+    return path
+
+
+def stage(output: str, command: str, inputs: Iterable[str] = ()) -> str:
+    """Check ``output`` (``check_output``), then create and mark a fresh staging folder beside it."""
+    path = check_output(output, command, inputs)
+    staging = f"{path}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
+    marker = {
+        "command": command,
+        "speechid_version": __version__,
+        "created_unix": round(time.time(), 3),
+        "staging_for": path,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "files": None,
+    }
+    try:
+        if is_local(staging):
+            os.makedirs(staging)
+        write_json(_join(staging, MARKER), marker)
+    except OSError as e:
+        if is_local(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"--output {output}: cannot write there ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001  remote filesystems raise their own types (BeamIOError, ...)
+        raise OutputError(f"--output {output}: cannot write there ({e})") from None
+    return staging
+
+
+def publish(staging: str, output: str, command: str) -> None:
+    """Move ``staging`` into place at ``output`` (see the module docstring), then clear stale staging."""
+    path = check_output(output, command)  # again: the folder may have changed while the job ran
+    files = [f for f in list_files(staging) if f != MARKER]
+    marker = {"command": command, "speechid_version": __version__, "created_unix": round(time.time(), 3),
+              "files": files}
+    write_json(_join(staging, MARKER), marker)
+    if is_local(path):
+        old = None
+        if os.path.isdir(path):
+            if list_files(path):
+                old = f"{path}{OLD_INFIX}{uuid.uuid4().hex[:8]}"
+                os.rename(path, old)
+            else:
+                shutil.rmtree(path)  # empty folders only: nothing in it was anyone's file
+        os.rename(staging, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        _publish_remote(staging, path, files)
+    remove_stale(path, command)
+
+
+def _publish_remote(staging: str, path: str, files: list[str]) -> None:
+    fs = _filesystems()
+    previous = read_marker(path)
+    old_files = set((previous or {}).get("files") or ())
+    # The marker goes last: until it is replaced the folder still describes the old files it lists.
+    for rel in [*files, MARKER]:
+        fs.copy([_join(staging, rel)], [_join(path, rel)])
+    stale = sorted(old_files - set(files))
+    if stale:
+        fs.delete([_join(path, rel) for rel in stale])
+    remove_tree(staging)
+
+
+def remove_stale(output: str, command: str) -> None:
+    """Remove ``<output>.tmp-*`` / ``.old-*`` folders this command left behind in runs that were killed.
+
+    Only folders whose marker names this command (and, for staging, this output) are touched, and a
+    staging folder whose process still runs on this machine is left alone.
+    """
+    path = resolve(output)
+    if is_local(path):
+        candidates = glob.glob(glob.escape(path) + STAGING_INFIX + "*") + glob.glob(glob.escape(path) + OLD_INFIX + "*")
+    else:
+        fs = _filesystems()
+        pattern = [path + STAGING_INFIX + "*/" + MARKER, path + OLD_INFIX + "*/" + MARKER]
+        candidates = [m.path[: -len(MARKER) - 1] for r in fs.match(pattern) for m in r.metadata_list]
+    for folder in candidates:
+        marker = read_marker(folder)
+        if marker is None or marker["command"] != command:
+            continue
+        if STAGING_INFIX in folder[len(path) :]:
+            if marker.get("staging_for") != path or _still_running(marker):
+                continue
+        try:
+            remove_tree(folder)
+        except Exception:  # noqa: BLE001  best effort: a leftover is not worth failing a finished run
+            pass
+
+
+def _still_running(marker: dict) -> bool:
+    if marker.get("host") != socket.gethostname():
+        return time.time() - float(marker.get("created_unix") or 0) < STALE_REMOTE_S
+    try:
+        os.kill(int(marker.get("pid") or 0), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return int(marker.get("pid") or 0) > 0
+
+
+def claim(folder: str, command: str, inputs: Iterable[str] = ()) -> str:
+    """For a command that writes into ``folder`` in place: ``check_output`` without replacing, then make
+    the folder and mark it as ``command``'s if it is new. Returns the resolved folder."""
+    path = check_output(folder, command, inputs, replace=False)
+    if read_marker(path) is None:
+        try:
+            if is_local(path):
+                os.makedirs(path, exist_ok=True)
+            write_json(_join(path, MARKER), {"command": command, "speechid_version": __version__,
+                                              "created_unix": round(time.time(), 3), "files": None})
+        except OSError as e:
+            raise OutputError(f"{folder}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def discard(staging: str) -> None:
+    """Drop a failed run's staging folder (best effort: the next successful run removes a leftover)."""
+    try:
+        remove_tree(staging)
+    except Exception:  # noqa: BLE001  never mask the error that made us discard
+        import logging
+
+        logging.getLogger("speechid").warning("could not remove %s", staging)
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder this process wrote, on any filesystem, if it exists (object stores: by its files)."""
+    if is_local(path):
+        if os.path.lexists(path):
+            shutil.rmtree(path)
+        return
+    files = list_files(path)
+    if files:
+        _filesystems().delete([_join(path, f) for f in files])
