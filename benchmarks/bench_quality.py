@@ -169,6 +169,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--crop-seconds", type=float, default=1.5)
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--margin", type=float, default=1.0)
+    ap.add_argument("--loss", default="triplet", help="triplet, aam or triplet+aam.")
+    ap.add_argument("--aam-scale", type=float, default=30.0)
+    ap.add_argument("--aam-margin", type=float, default=0.2)
     ap.add_argument("--augment", default="none", help="Training augmentation: none or the trainer's preset name.")
     ap.add_argument("--peer-python", default=os.path.join(os.path.dirname(HERE), ".venv-bench", "bin", "python"))
     ap.add_argument("--model", default=None, help="Score an existing model directory instead of training.")
@@ -198,6 +201,7 @@ def main(argv=None) -> dict:
             data_dir, model_dir, epochs=epochs, steps_per_epoch=args.steps_per_epoch,
             speakers_per_batch=args.speakers_per_batch, clips_per_speaker=args.clips_per_speaker,
             crop_seconds=args.crop_seconds, learning_rate=args.learning_rate, margin=args.margin,
+            loss=args.loss, aam_scale=args.aam_scale, aam_margin=args.aam_margin,
             time_budget_s=None if steps else args.budget_minutes * 60, augment=args.augment,
             log=log,
         )

@@ -62,3 +62,32 @@ def triplet_semihard_loss(
     losses = tf.maximum(margin + d - neg_dist, 0.0)
     mask = tf.cast(positive, tf.float32)
     return tf.math.divide_no_nan(tf.reduce_sum(losses * mask), tf.reduce_sum(mask))
+
+
+def aam_softmax_loss(
+    labels: tf.Tensor, embeddings: tf.Tensor, centres: tf.Tensor, scale: float = 30.0, margin: float = 0.2
+) -> tf.Tensor:
+    r"""Additive angular margin softmax ("ArcFace", Deng et al. 2019) over the training speakers.
+
+    With e the unit embedding, w_j the unit column j of ``centres`` ([D, C], one per training speaker),
+    cos t_j = <e, w_j>, and y the label:
+
+        logit_j = s * cos t_j                 for j != y
+        logit_y = s * cos(t_y + m)            when t_y + m < pi, else s * (cos t_y - m sin m)
+        L = mean over the batch of  -log softmax(logit)_y
+
+    The fallback keeps the target logit decreasing in t_y past pi - m (the usual ArcFace form). Computed
+    in float32 whatever the embeddings' dtype.
+    """
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    emb = tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=1)
+    w = tf.math.l2_normalize(tf.cast(centres, tf.float32), axis=0)
+    cos = tf.clip_by_value(tf.matmul(emb, w), -1.0 + 1e-7, 1.0 - 1e-7)
+    sin = tf.sqrt(1.0 - tf.square(cos))
+    margin = tf.constant(margin, tf.float32)
+    cos_m, sin_m = tf.cos(margin), tf.sin(margin)
+    shifted = cos * cos_m - sin * sin_m  # cos(t + m)
+    shifted = tf.where(cos > tf.cos(3.141592653589793 - margin), shifted, cos - margin * sin_m)
+    target = tf.one_hot(labels, tf.shape(w)[1]) > 0.5
+    logits = scale * tf.where(target, shifted, cos)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))

@@ -34,10 +34,11 @@ from speechid.model.data import load_clips, pk_batches, record_files
 from speechid.model.evaluation import all_pairs_eer
 from speechid.model.export import export_model
 from speechid.model.features import FeatureConfig
-from speechid.model.losses import triplet_semihard_loss
+from speechid.model.losses import aam_softmax_loss, triplet_semihard_loss
 from speechid.model.network import NetworkConfig, build_embedder, trainable_parameters
 from speechid.model.windows import embed_clips
 
+LOSSES = ("triplet", "aam", "triplet+aam")
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 LOG_DIR = "logs"
@@ -95,6 +96,9 @@ def train(
     hop_seconds: float | None = None,
     learning_rate: float = 1e-3,
     margin: float = 1.0,
+    loss: str = "triplet",
+    aam_scale: float = 30.0,
+    aam_margin: float = 0.2,
     clipnorm: float | None = 3.0,
     resume: bool = False,
     seed: int = 0,
@@ -116,6 +120,9 @@ def train(
     (``window_s`` in config.json); ``hop_seconds`` (default half of it) is the inference hop.
     ``on_epoch_end(epoch, summary)`` is called after each epoch's checkpoint is written (a seam for
     tests and progress bars). ``epochs=0`` exports the initial weights (an untrained baseline).
+    ``loss``: "triplet" (semi-hard, the seed's), "aam" (additive angular margin softmax over the training
+    speakers, ``aam_scale``/``aam_margin``) or "triplet+aam" (their sum). The AAM speaker centres are
+    training state only (checkpointed, never exported).
     ``augment`` names a preset of ``model.augment`` ("none", "standard"). ``time_budget_s`` stops after
     the epoch during which the run's wall time crossed it (the best epoch is still the one exported).
 
@@ -132,6 +139,8 @@ def train(
     if crop_seconds <= 0:
         raise ConfigError(f"crop_seconds={crop_seconds} must be positive")
     hop_seconds = crop_seconds / 2.0 if hop_seconds is None else float(hop_seconds)
+    if loss not in LOSSES:
+        raise ConfigError(f"loss={loss!r}: choose one of {', '.join(LOSSES)}")
     try:
         augment_config = augment_preset(augment)
     except ValueError as e:
@@ -172,11 +181,16 @@ def train(
             epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             best_eer = tf.Variable(2.0, dtype=tf.float64, trainable=False, name="best_dev_eer")
             best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+            centres = None
+            if "aam" in loss:
+                init = tf.keras.initializers.GlorotUniform(seed=seed)
+                centres = tf.Variable(init([network.embedding_dim, len(speakers)]), name="aam_centres")
     finally:
         tf.keras.mixed_precision.set_global_policy(policy)
 
+    state = {"aam_centres": centres} if centres is not None else {}
     ckpt = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, epoch=epoch_var, best_dev_eer=best_eer, best_epoch=best_epoch
+        model=model, optimizer=optimizer, epoch=epoch_var, best_dev_eer=best_eer, best_epoch=best_epoch, **state
     )
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=keep_checkpoints, checkpoint_name="epoch")
     best_ckpt = tf.train.Checkpoint(model=model)
@@ -197,13 +211,21 @@ def train(
         log(f"nothing to resume in {model_dir}: starting a new run")
     start_epoch = int(epoch_var.numpy()) + 1
 
-    variables = model.trainable_variables
+    variables = model.trainable_variables + ([centres] if centres is not None else [])
+
+    def objective(y, emb):
+        total = 0.0
+        if loss in ("triplet", "triplet+aam"):
+            total += triplet_semihard_loss(y, emb, margin=margin)
+        if centres is not None:
+            total += aam_softmax_loss(y, emb, centres, scale=aam_scale, margin=aam_margin)
+        return total
 
     def replica_step(x, y):
         with tf.GradientTape() as tape:
             emb = model(x, training=True)
-            loss = triplet_semihard_loss(y, emb, margin=margin)
-            scaled = loss / replicas
+            value = objective(y, emb)
+            scaled = value / replicas
             if mixed:
                 scaled = optimizer.get_scaled_loss(scaled)
         grads = tape.gradient(scaled, variables)
@@ -214,7 +236,7 @@ def train(
             # optimizer, whose clipnorm does not combine with every distribution strategy.
             grads, _ = tf.clip_by_global_norm(grads, clipnorm)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss
+        return value
 
     @tf.function
     def train_step(x, y):
@@ -294,6 +316,8 @@ def train(
         "crop_seconds": crop_seconds,
         "learning_rate": learning_rate,
         "margin": margin,
+        "loss": loss,
+        **({"aam_scale": aam_scale, "aam_margin": aam_margin} if centres is not None else {}),
         "augment": {"preset": augment, **(augment_config.to_json() if augment_config else {})},
         "seed": seed,
         "best_epoch": int(best_epoch.numpy()),

@@ -46,6 +46,10 @@ def _data_dir(path: str) -> str:
 @click.option("--crop-seconds", type=click.FloatRange(min=0.05), help="Training crop = inference window [3.0]")
 @click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), help="Adam [0.001]")
 @click.option("--margin", type=click.FloatRange(min=0.0, min_open=True), help="Triplet margin [1.0]")
+@click.option("--loss", type=click.Choice(["triplet", "aam", "triplet+aam"]),
+              help="Triplet semi-hard (the seed's), additive angular margin softmax, or both [triplet]")
+@click.option("--aam-scale", type=click.FloatRange(min=0.0, min_open=True), help="AAM scale s [30]")
+@click.option("--aam-margin", type=click.FloatRange(min=0.0), help="AAM angular margin m, radians [0.2]")
 @click.option("--augment", type=click.Choice(["none", "standard"]),
               help="On-the-fly noise/babble/reverb/band-limit/gain augmentation preset [none]")
 @click.option("--time-budget-minutes", type=click.FloatRange(min=0.0, min_open=True),
@@ -62,6 +66,9 @@ def train(
     crop_seconds,
     learning_rate,
     margin,
+    loss,
+    aam_scale,
+    aam_margin,
     augment,
     time_budget_minutes,
     seed,
@@ -84,6 +91,9 @@ def train(
             crop_seconds=crop_seconds,
             learning_rate=learning_rate,
             margin=margin,
+            loss=loss,
+            aam_scale=aam_scale,
+            aam_margin=aam_margin,
             augment=augment,
             time_budget_s=None if time_budget_minutes is None else 60.0 * time_budget_minutes,
             seed=seed,
