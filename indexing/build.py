@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from speechid import config
 from speechid import embedding_table as et
 from speechid.errors import ConfigError
 from speechid.indexing import store
+from speechid.operating_points import OperatingPoints
 
 FLAT_MAX = 200_000
 TRAIN_POINTS_PER_CELL = 64
@@ -58,7 +58,8 @@ class IndexSummary:
     dimension: int
     speakers: int
     model_id: str
-    threshold: float
+    threshold: float | None  # the default "same person" distance (the model's seed point, or the one given)
+    calibrated: bool  # the model's operating points travel with the index
     params: dict = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -67,7 +68,10 @@ class IndexSummary:
         return (
             f"{self.path}: {self.kind} index{f' ({params})' if params else ''} over {self.count} clips of "
             f"{self.speakers} speakers, "
-            f"dim {self.dimension}, metric {self.metric}, model {self.model_id}, built in {self.seconds:.1f} s"
+            f"dim {self.dimension}, metric {self.metric}, model {self.model_id}, built in {self.seconds:.1f} s; "
+            + (f"default threshold {self.threshold:.3f}" if self.threshold is not None else "no default threshold")
+            + (" (the model's operating points)" if self.calibrated else " (given, not calibrated)"
+               if self.threshold is not None else " (give --model or --threshold)")
         )
 
 
@@ -192,20 +196,27 @@ def add_by_code(sums: np.ndarray, counts: np.ndarray, codes: np.ndarray, x: np.n
 
 
 def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike, *, kind: str = "auto",
-                metric: str = "l2", threshold: float = config.THRESHOLD, batch_size: int = et.DEFAULT_BATCH,
+                metric: str = "l2", operating_points: OperatingPoints | None = None,
+                operating_points_model_id: str | None = None, threshold: float | None = None,
+                batch_size: int = et.DEFAULT_BATCH,
                 nlist: int | None = None, nprobe: int | None = None, hnsw_m: int = DEFAULT_HNSW_M,
                 ef_construction: int = 64, ef_search: int = 128, train_size: int | None = None,
                 flat_max: int = FLAT_MAX, seed: int = 0) -> IndexSummary:
     """Index every embedding of ``embeddings_dir`` into ``output_dir`` (replaced if it is an index).
 
     ``kind``: auto | flat | ivf | hnsw. ``metric``: "l2" or "ip" (the same neighbours on unit vectors; the
-    threshold is converted). ``threshold`` (Euclidean) is stored in meta.json as the index's default.
+    threshold is converted). ``operating_points``: the model's (``speechid.model.export.operating_points``),
+    stored in meta.json so dedup and query decide as the model does; ``operating_points_model_id`` (the
+    model's id) must then match the embeddings'. ``threshold`` (Euclidean), when given, is this index's
+    default instead of the model's seed point. With neither, dedup and query need a threshold each time.
     """
     t0 = time.perf_counter()
     import faiss
 
     embeddings_dir = os.fspath(embeddings_dir)
-    store.search_radius(metric, threshold)  # validates both before any work
+    store.check_metric(metric)
+    if threshold is not None:
+        store.search_radius(metric, threshold)  # validates both before any work
     count, dim = et.describe(embeddings_dir)
     if count == 0:
         raise et.EmbeddingTableError(f"{embeddings_dir}: the shards hold no rows")
@@ -215,6 +226,8 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
                                ef_construction=ef_construction, ef_search=ef_search, seed=seed)
 
     clips, model_id = _read_metadata(embeddings_dir, batch_size)
+    if operating_points is not None and operating_points_model_id is not None:
+        store.check_model_id(model_id, operating_points_model_id, embeddings_dir)
     codes, speakers = speaker_codes(clips.column("speaker_id"))
 
     if not index.is_trained:
@@ -240,7 +253,8 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         "params": params,
         "metric": metric,
         "distance": "euclidean",  # what every output states; the threshold is Euclidean too
-        "threshold": float(threshold),
+        "threshold": None if threshold is None else float(threshold),
+        "operating_points": None if operating_points is None else operating_points.to_dict(),
         "model_id": model_id,
         "speakers": int(len(speakers)),
         "embeddings": os.path.abspath(embeddings_dir),
@@ -254,6 +268,9 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         store.write_json(os.path.join(tmp, store.META_FILE), meta)  # last: its presence marks a whole index
     return IndexSummary(
         path=os.path.abspath(os.fspath(output_dir)), kind=kind, metric=metric, count=int(count), dimension=int(dim),
-        speakers=int(len(speakers)), model_id=model_id, threshold=float(threshold), params=dict(params),
+        speakers=int(len(speakers)), model_id=model_id,
+        threshold=float(threshold) if threshold is not None else (
+            operating_points.threshold if operating_points is not None else None),
+        calibrated=operating_points is not None and threshold is None, params=dict(params),
         seconds=meta["build_seconds"],
     )

@@ -2,16 +2,20 @@
 
 Steps (``dedup`` does the I/O, ``find_duplicates`` the work on arrays):
 
-1. Range search of every indexed vector against the index at Euclidean distance < threshold, in blocks
-   (``graph.range_graph``) -> sparse graph of "same person" pairs.
+1. Range search of every indexed vector against the index at Euclidean distance < threshold (the clip
+   level's: the model's seed operating point unless given), in blocks (``graph.range_graph``) -> sparse
+   graph of "same person" pairs.
 2. Clip level: clusters of clips by average linkage on that graph (``graph.average_linkage``: no chaining
    of distinct voices, see its docstring).
 3. Speaker level: every pair of client_ids linked by at least one cross pair of clips is scored by the
    distance between their centroids (mean of their clips, re-normalised), the number of cross pairs under
    the threshold, their mean distance, and the RMS distance over all cross pairs. The same average-linkage
-   rule on speakers (sums and counts of their clips) gives the merged groups: two ids merge only if a
-   typical clip of one is within the threshold of a typical clip of the other, so A~B~C cannot chain.
-   Proposed pairs: centroid distance under the threshold, or merged.
+   rule on speakers (sums and counts of their clips) gives the merged groups: two ids merge only if the RMS
+   distance over all their cross pairs of clips is under the SPEAKER-level operating point calibrated for
+   groups of that size (``speechid.operating_points``: FAR 0.1% on dev speakers' n-clip groups; a corpus
+   of N ids compares N^2/2 pairs of them, so the clip threshold would merge far too many), so A~B~C cannot
+   chain. Proposed pairs: RMS distance under that threshold, or merged. Given a ground truth, the merges are
+   redone at a sweep of uniform thresholds: precision/recall against the threshold (``merge_curve``).
 4. Suspicious labels: a clip with at least ``min_neighbors`` labelled neighbours of which more than
    ``label_fraction`` belong to other speakers (other merged groups, so aliases already proposed for a merge
    do not flag every clip twice).
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -162,7 +166,7 @@ def _top_other(src: np.ndarray, dst_code: np.ndarray, n_codes: int) -> tuple[np.
 
 def _clip_clusters(vectors: np.ndarray, graph: g.RangeGraph, threshold: float) -> tuple[np.ndarray, dict]:
     n = len(vectors)
-    labels = g.average_linkage(vectors, np.ones(n), graph.u, graph.v, threshold,
+    labels = g.average_linkage(vectors, np.ones(n), graph.u, graph.v, float(threshold),
                                sq_distance=np.square(graph.distance, dtype=np.float64))
     sizes = np.bincount(labels)
     single = np.bincount(graph.components())
@@ -174,27 +178,67 @@ def _clip_clusters(vectors: np.ndarray, graph: g.RangeGraph, threshold: float) -
     return labels, stats
 
 
-def _speaker_merges(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray, speakers: pa.Array,
-                    threshold: float) -> tuple[np.ndarray, pa.Table, pa.Table, dict]:
-    """(group of every speaker code, speaker_pairs table, speaker_groups table, stats)."""
-    n_spk = len(speakers)
-    m = max(n_spk, 1)
+MergeRule = float | Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _pair_thresholds(rule: MergeRule, counts_a: np.ndarray, counts_b: np.ndarray) -> np.ndarray:
+    if callable(rule):
+        return np.asarray(rule(counts_a, counts_b), np.float64)
+    return np.full(np.shape(counts_a), float(rule))
+
+
+def _speaker_sums(vectors: np.ndarray, codes: np.ndarray, n_spk: int) -> tuple[np.ndarray, np.ndarray]:
     sums = np.zeros((n_spk, vectors.shape[1]), dtype=np.float64)
     counts = np.zeros(n_spk, dtype=np.int64)
     add_by_code(sums, counts, codes, vectors)
+    return sums, counts
+
+
+def _linked_speakers(graph: g.RangeGraph, codes: np.ndarray, m: int):
+    """Pairs (a < b) of speaker codes linked by a cross pair of clips in the graph, with counts and keys."""
     cu, cv = codes[graph.u], codes[graph.v]
     cross = (cu >= 0) & (cv >= 0) & (cu != cv)
     lo, hi = np.minimum(cu[cross], cv[cross]), np.maximum(cu[cross], cv[cross])
     key, inv, cross_pairs = np.unique(lo * m + hi, return_inverse=True, return_counts=True)
-    a, b = key // m, key % m
+    return key // m, key % m, key, inv, cross_pairs, cross
+
+
+def merge_curve(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray, speakers: pa.Array,
+                truth: Mapping[str, str], thresholds: Sequence[float]) -> list[dict]:
+    """Client_id merges redone at each uniform speaker-level threshold, scored against ``truth``:
+    [{threshold, precision, recall, predicted_pairs, correct_pairs, true_pairs}] (where to set it)."""
+    n_spk = len(speakers)
+    if not n_spk:
+        return []
+    sums, counts = _speaker_sums(vectors, codes, n_spk)
+    a, b, *_ = _linked_speakers(graph, codes, max(n_spk, 1))
+    names = speakers.to_pylist()
+    out = []
+    for t in thresholds:
+        groups = g.average_linkage(sums, counts, a, b, float(t))
+        sc = score_groups(dict(zip(names, groups.tolist(), strict=True)), truth)
+        out.append({"threshold": round(float(t), 4), "precision": sc.precision, "recall": sc.recall,
+                    "predicted_pairs": sc.predicted_pairs, "correct_pairs": sc.correct_pairs,
+                    "true_pairs": sc.true_pairs})
+    return out
+
+
+def _speaker_merges(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray, speakers: pa.Array,
+                    merge_rule: MergeRule) -> tuple[np.ndarray, pa.Table, pa.Table, dict]:
+    """(group of every speaker code, speaker_pairs table, speaker_groups table, stats)."""
+    n_spk = len(speakers)
+    m = max(n_spk, 1)
+    sums, counts = _speaker_sums(vectors, codes, n_spk)
+    a, b, key, inv, cross_pairs, cross = _linked_speakers(graph, codes, m)
     mean_cross = np.bincount(inv.reshape(-1), weights=graph.distance[cross], minlength=key.size) / np.maximum(
         cross_pairs, 1)
     unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     centroid_d = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("ij,ij->i", unit[a], unit[b]), 0.0))
     rms = np.sqrt(np.maximum(g.mean_sq_cross(sums, counts.astype(np.float64), a, b), 0.0))
-    groups = g.average_linkage(sums, counts, a, b, threshold) if n_spk else np.zeros(0, np.int64)
+    groups = g.average_linkage(sums, counts, a, b, merge_rule) if n_spk else np.zeros(0, np.int64)
     merged = groups[a] == groups[b]
-    show = (centroid_d < threshold) | merged
+    pair_t = _pair_thresholds(merge_rule, counts[a], counts[b])
+    show = (rms < pair_t) | merged
     sel = np.flatnonzero(show)[np.argsort(centroid_d[show], kind="stable")]
     pairs = pa.table({
         "speaker_a": speakers.take(pa.array(a[sel])), "speaker_b": speakers.take(pa.array(b[sel])),
@@ -203,6 +247,7 @@ def _speaker_merges(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray,
         "cross_pairs": cross_pairs[sel].astype(np.int64),
         "mean_cross_distance": mean_cross[sel].astype(np.float32),
         "rms_cross_distance": rms[sel].astype(np.float32),
+        "merge_threshold": pair_t[sel].astype(np.float32),
         "merged": merged[sel],
     })
     group_size = np.bincount(groups, minlength=1)[groups]
@@ -239,15 +284,17 @@ def _label_checks(graph: g.RangeGraph, codes: np.ndarray, groups: np.ndarray, n_
 
 
 def find_duplicates(vectors: np.ndarray, graph: g.RangeGraph, clips: pa.Table, threshold: float,
-                    min_neighbors: int = 3, label_fraction: float = 0.5) -> DedupTables:
-    """Clip clusters, speaker merges and suspicious labels from the vectors, their graph and their metadata
-    (``clips``: row, clip_id, speaker_id, ... in row order)."""
+                    merge_rule: MergeRule, min_neighbors: int = 3, label_fraction: float = 0.5) -> DedupTables:
+    """Clip clusters (at the clip ``threshold``), speaker merges (``merge_rule``: a speaker-level threshold, or
+    a function of two groups' clip counts giving theirs) and suspicious labels from the vectors, their
+    graph and their metadata (``clips``: row, clip_id, speaker_id, ... in row order)."""
     n = len(vectors)
     if clips.num_rows != n or graph.n != n:
         raise ValueError(f"{n} vectors, {clips.num_rows} metadata rows, graph over {graph.n}")
     labels, clip_stats = _clip_clusters(vectors, graph, threshold)
     codes, speakers = speaker_codes(clips.column("speaker_id"))
-    groups, speaker_pairs, speaker_groups, speaker_stats = _speaker_merges(vectors, graph, codes, speakers, threshold)
+    groups, speaker_pairs, speaker_groups, speaker_stats = _speaker_merges(
+        vectors, graph, codes, speakers, merge_rule)
     chk = _label_checks(graph, codes, groups, len(speakers), min_neighbors, label_fraction)
 
     sizes = np.bincount(labels, minlength=1)
@@ -281,14 +328,21 @@ class DedupResult:
     graph: g.RangeGraph  # the pairs under the threshold that were clustered (benchmarks check their recall)
 
 
+CURVE_THRESHOLDS = tuple(np.round(np.arange(0.20, 1.2001, 0.02), 2))
+
+
 def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike, *, threshold: float | None = None,
-          level: str = "both", truth: Mapping[str, str] | None = None, batch_size: int = 8192,
+          merge_threshold: float | None = None, level: str = "both", truth: Mapping[str, str] | None = None,
+          batch_size: int = 8192,
           max_neighbors: int | None = DEFAULT_MAX_NEIGHBORS, min_neighbors: int = 3, label_fraction: float = 0.5,
           nprobe: int | None = None, ef_search: int | None = None) -> DedupResult:
     """Deduplicate the clips of an index directory (or loaded ``SpeakerIndex``) into ``output_dir``.
 
-    ``threshold``: Euclidean, default the index's. ``level``: which tables to write (clip, speaker or
-    both; the summary always). ``truth``: client_id -> true speaker, to report pairwise precision/recall.
+    ``threshold``: clip level, Euclidean, default the index's (the model's seed operating point).
+    ``merge_threshold``: speaker level (RMS over cross pairs), default the model's speaker-level merge point
+    for each pair's group sizes; an index without operating points merges at ``threshold`` and says so.
+    ``level``: which tables to write (clip, speaker or both; the summary always). ``truth``: client_id ->
+    true speaker, to report pairwise precision/recall, and precision/recall against the merge threshold.
     ``nprobe`` / ``ef_search`` override the index's search settings for the range search (IVF default:
     the index's ``dedup_nprobe``, half its query nprobe, since every pair can be found from either end).
     """
@@ -298,8 +352,22 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
     # Read into memory, not mapped: dedup scans every list, and FAISS scans mapped IVF lists
     # (OnDiskInvertedLists) ~1.7x slower.
     idx = index if isinstance(index, SpeakerIndex) else SpeakerIndex.load(index, mmap=False)
-    threshold = idx.threshold if threshold is None else float(threshold)
+    threshold, meaning = idx.resolve_threshold(threshold)
     store.search_radius(idx.metric, threshold)  # validates the threshold
+    ops = idx.operating_points
+    if merge_threshold is not None:
+        store.search_radius(idx.metric, merge_threshold)
+        merge_rule: MergeRule = float(merge_threshold)
+        merge_meaning = ("given" if ops is None or not ops.speaker
+                         else ops.speaker_level(1).describe(float(merge_threshold)) + " (smallest groups)")
+    elif ops is not None and ops.speaker:
+        merge_rule = ops.merge_thresholds
+        pts = [(lp.n, lp.point(ops.merge)) for lp in ops.speaker]
+        merge_meaning = "; ".join(f"{n}+ clips: {p.threshold:.3f} (FAR {100 * p.far:.2g}% / FRR {100 * p.frr:.2g}%)"
+                                  for n, p in pts) + f" ({ops.merge} speaker-level points on dev speakers)"
+    else:
+        merge_rule = threshold
+        merge_meaning = "the clip threshold: no speaker-level operating points (uncalibrated)"
     if idx.kind == "ivf" and nprobe is None:
         nprobe = idx.meta["params"].get("dedup_nprobe")
     if idx.kind == "hnsw" and ef_search is None:
@@ -312,12 +380,14 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
     blocks = g.row_blocks(vectors, batch_size, idx.locality_order())
     rg = g.range_graph(idx.index, blocks, idx.metric, threshold, n=idx.count, max_neighbors=max_neighbors)
     t_search = time.perf_counter() - t0
-    tables = find_duplicates(vectors, rg, idx.clips, threshold, min_neighbors, label_fraction)
+    tables = find_duplicates(vectors, rg, idx.clips, threshold, merge_rule, min_neighbors, label_fraction)
     t_cluster = time.perf_counter() - t0 - t_search
 
     summary = {
         "index": idx.path, "kind": idx.kind, "model_id": idx.model_id, "threshold": threshold,
-        "distance": "euclidean", "level": level, "max_neighbors": max_neighbors, "nprobe": nprobe,
+        "threshold_meaning": meaning or "given, not calibrated", "merge_threshold": merge_threshold,
+        "merge_rule": merge_meaning, "distance": "euclidean", "level": level, "max_neighbors": max_neighbors,
+        "nprobe": nprobe,
         **tables.stats,
         "seconds": {"range_search": round(t_search, 3), "clustering": round(t_cluster, 3)},
     }
@@ -326,6 +396,9 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         scores = _score_tables(tables.speaker_groups if level != "clip" else None,
                                tables.clips if level != "speaker" else None, truth)
         summary["scores"] = {k: asdict(v) for k, v in scores.items()}
+        if level != "clip":
+            codes, speakers = speaker_codes(idx.clips.column("speaker_id"))
+            summary["merge_curve"] = merge_curve(vectors, rg, codes, speakers, truth, CURVE_THRESHOLDS)
     with store.atomic_dir(output_dir, SUMMARY_JSON) as tmp:
         if level in ("clip", "both"):
             pq.write_table(tables.clips, os.path.join(tmp, CLIPS_OUT))
@@ -345,7 +418,8 @@ def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairSc
     s = summary
     lines = [
         f"speechid dedup: {s['clips']} clips, {s['speakers']} speaker ids, index {s['kind']} (model {s['model_id']})",
-        f"threshold: Euclidean distance < {s['threshold']}; {s['pairs_under_threshold']} clip pairs under it "
+        f"clip threshold: Euclidean distance < {s['threshold']:.3f} ({s['threshold_meaning']}); "
+        f"{s['pairs_under_threshold']} clip pairs under it "
         f"(range search {s['seconds']['range_search']:.1f} s, clustering {s['seconds']['clustering']:.1f} s)",
         "",
         f"clip clusters (average linkage): {s['clip_clusters']} with 2+ clips, holding {s['clips_in_clusters']} "
@@ -366,14 +440,18 @@ def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairSc
             spk.sort(key=lambda d: -d["counts"])
             who = ", ".join(f"{d['values']} ({d['counts']})" for d in spk[:3]) + (" ..." if len(spk) > 3 else "")
             lines.append(f"  cluster {cl[row]}: {sizes[row]} clips; speaker ids {who}")
+    merge_t = s.get("merge_threshold")
     lines += ["", f"speaker merges: {s['speaker_pairs_proposed']} proposed pairs; {s['merged_groups']} merged groups "
-                  f"covering {s['speakers_in_merged_groups']} speaker ids"]
+                  f"covering {s['speakers_in_merged_groups']} speaker ids",
+              "  rule: RMS distance over all cross pairs of clips < "
+              + (f"{merge_t:.3f} ({s['merge_rule']})" if merge_t is not None else s["merge_rule"])]
     pairs = tables.speaker_pairs.slice(0, top).to_pylist()
     for p in pairs:
         lines.append(
             f"  {p['speaker_a']} + {p['speaker_b']}: centroid distance {p['centroid_distance']:.3f}, "
             f"{p['cross_pairs']} cross pairs (mean {p['mean_cross_distance']:.3f}), "
-            f"RMS over all cross pairs {p['rms_cross_distance']:.3f}, {'merged' if p['merged'] else 'not merged'}"
+            f"RMS over all cross pairs {p['rms_cross_distance']:.3f} vs {p['merge_threshold']:.3f}, "
+            f"{'merged' if p['merged'] else 'not merged'}"
         )
     lines += ["", f"suspicious labels: {s['suspicious_clips']} clips whose neighbours mostly carry other speaker ids"]
     for p in tables.suspicious.slice(0, top).to_pylist():
@@ -382,4 +460,15 @@ def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairSc
     if scores:
         lines += ["", "against the ground truth (pairwise):"]
         lines += [f"  {k}: {v}" for k, v in scores.items()]
+    curve = s.get("merge_curve")
+    if curve:
+        def pct(x):
+            return "  n/a" if x is None else f"{100 * x:5.0f}"
+
+        pick = curve[::5]
+        lines += ["", "client_id merges against the ground truth at one speaker-level threshold for every pair "
+                      "(where to set --merge-threshold; summary.json has every 0.02):",
+                  "  threshold  " + " ".join(f"{c['threshold']:5.2f}" for c in pick),
+                  "  precision% " + " ".join(pct(c["precision"]) for c in pick),
+                  "  recall%    " + " ".join(pct(c["recall"]) for c in pick)]
     return "\n".join(lines) + "\n"

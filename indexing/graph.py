@@ -29,7 +29,7 @@ minority of its cross pairs); the suspicious-label check in ``speechid.indexing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,7 +145,7 @@ def row_blocks(vectors: np.ndarray, batch_size: int = 8192, order: np.ndarray | 
 
 
 def range_graph(index, blocks: Iterable[tuple[np.ndarray, np.ndarray]], metric: str,
-                threshold: float = config.THRESHOLD, n: int | None = None,
+                threshold: float, n: int | None = None,
                 max_neighbors: int | None = None) -> RangeGraph:
     """Range search each block of (row ids, vectors) against ``index``; keep pairs under ``threshold``.
 
@@ -218,17 +218,26 @@ def _best_partner(a: np.ndarray, b: np.ndarray, score: np.ndarray, m: int) -> np
 
 
 def average_linkage(sums: np.ndarray, counts: np.ndarray, u: np.ndarray, v: np.ndarray,
-                    threshold: float = config.THRESHOLD, sq_distance: np.ndarray | None = None,
-                    copy: bool = True) -> np.ndarray:
+                    threshold: float | Callable[[np.ndarray, np.ndarray], np.ndarray],
+                    sq_distance: np.ndarray | None = None, copy: bool = True) -> np.ndarray:
     """Cluster label (0..k-1, in order of first row) of each node, merging along edges (u, v) by average linkage.
 
     ``sums[i]`` is the sum of node i's unit vectors and ``counts[i]`` their number (a clip: its vector and
     1; a speaker: the sum of its clips and their count). Two groups merge only while the mean squared
     Euclidean distance over all their cross pairs is below threshold^2 (see the module docstring).
+    ``threshold``: one Euclidean distance, or a function of the two groups' counts (arrays) giving each
+    pair's threshold (speaker merges: the operating point calibrated for groups of that size).
     ``sq_distance``: the edges' starting scores when already known (clips: squared distance), to skip
     computing them. ``copy=False`` lets the function accumulate into ``sums`` (saves a copy of a big matrix).
     """
-    t2 = config.l2_to_squared(threshold)
+    if callable(threshold):
+        def pair_t2(a, b):
+            return np.square(np.asarray(threshold(cnt[a], cnt[b]), np.float64))
+    else:
+        t2 = config.l2_to_squared(threshold)
+
+        def pair_t2(a, b):
+            return t2
     m = len(sums)
     s = np.array(sums, dtype=np.float32, copy=copy)
     cnt = np.asarray(counts, dtype=np.float64).copy()
@@ -242,7 +251,7 @@ def average_linkage(sums: np.ndarray, counts: np.ndarray, u: np.ndarray, v: np.n
     else:
         a, b, score = _unique_pairs(u, v, max(m, 1), np.asarray(sq_distance, np.float64))
     while a.size:
-        cand = score < t2
+        cand = score < pair_t2(a, b)
         if not cand.any():
             break
         ca, cb = a[cand], b[cand]

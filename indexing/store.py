@@ -5,7 +5,8 @@ Layout of an index directory (written by ``speechid.indexing.build``)::
     <index>/index.faiss      the FAISS index over clip embeddings, row id = row of clips.parquet
     <index>/clips.parquet    row -> clip_id, speaker_id, source, split
     <index>/speakers.parquet speaker_id, n_clips, centroid (mean of the speaker's clips, re-normalised)
-    <index>/meta.json        format, dimension, count, kind, params, metric, model_id, threshold, ...
+    <index>/meta.json        format, dimension, count, kind, params, metric, model_id, operating_points (the
+                             model's, copied at build with its model_id) and/or threshold (given at build)
 
 Directories appear atomically: everything is written into a hidden sibling, which is then renamed into
 place, so a crashed build never leaves a directory that looks complete. Rebuilding into the same path
@@ -30,6 +31,7 @@ import numpy as np
 
 from speechid import config
 from speechid.errors import ConfigError, SpeechIdError
+from speechid.operating_points import OperatingPoints
 
 INDEX_FILE = "index.faiss"
 CLIPS_FILE = "clips.parquet"
@@ -62,7 +64,7 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def search_radius(metric: str, threshold: float = config.THRESHOLD) -> float:
+def search_radius(metric: str, threshold: float) -> float:
     """Euclidean threshold -> the radius FAISS range search takes for ``metric``.
 
     "l2": squared distance (FAISS keeps d < radius); "ip": cosine similarity (FAISS keeps s > radius).
@@ -106,11 +108,13 @@ def read_meta(index_dir: str | os.PathLike) -> dict:
             meta = json.load(f)
     except (OSError, ValueError) as e:
         raise IndexDirError(f"{path}: unreadable: {e}") from None
-    missing = [k for k in ("dimension", "count", "kind", "params", "metric", "model_id", "threshold") if k not in meta]
+    missing = [k for k in ("dimension", "count", "kind", "params", "metric", "model_id") if k not in meta]
     if missing or meta.get("format") != FORMAT:
         raise IndexDirError(f"{path}: not a {FORMAT} meta file (missing {', '.join(missing) or 'format'})")
     if meta.get("version", 0) > FORMAT_VERSION:
         raise IndexDirError(f"{path}: format version {meta['version']} is newer than this speechid reads")
+    if meta.get("operating_points") is not None:
+        OperatingPoints.from_dict(meta["operating_points"], path)  # refuse a malformed block at load
     for name in (INDEX_FILE, CLIPS_FILE):
         if not os.path.exists(os.path.join(index_dir, name)):
             raise IndexDirError(f"{index_dir}: incomplete index (no {name})")

@@ -3,7 +3,8 @@
 Layout (what the Encoder, the embed pipeline and the evaluation read)::
 
     <model_dir>/config.json      sample_rate, window_s, hop_s, embedding_dim, threshold, model_id,
-                                 data_fingerprint, features, network, trainable_parameters, training
+                                 data_fingerprint, features, network, trainable_parameters, training,
+                                 operating_points (measured on dev speakers, see speechid.operating_points)
     <model_dir>/saved_model/     Keras 2 SavedModel: float32 waveform [batch, samples] at sample_rate
                                  -> float32 unit-norm embeddings [batch, embedding_dim]
     <model_dir>/metrics.json     written by the last ``speechid evaluate``
@@ -12,6 +13,11 @@ The serving model is rebuilt in float32 (whatever policy trained it) with the no
 as graph constants, and ``tf.keras.models.load_model(<model_dir>/saved_model)`` loads it without
 custom objects, which is how Beam's ``TFModelHandlerTensor`` loads it. Both files appear atomically:
 written beside their final name, then renamed.
+
+``threshold`` is the default of ``operating_points`` when the model was calibrated (the block is its one
+home; ``read_config`` refuses a file where the two disagree). ``model_id`` fingerprints the weights and
+the config without them, so recalibrating (``speechid calibrate``) keeps the model_id: the vectors do not
+change, only what a distance is taken to mean.
 
 The windowing used at inference lives in ``speechid.model.windows`` and is re-exported here.
 """
@@ -32,10 +38,12 @@ from speechid.errors import ConfigError
 from speechid.model.features import FeatureConfig
 from speechid.model.network import NetworkConfig, build_embedder, trainable_parameters
 from speechid.model.windows import pool_embeddings, window_waveform  # noqa: F401  (the inference windowing)
+from speechid.operating_points import OperatingPoints
 
 CONFIG_JSON = "config.json"
 SAVED_MODEL_DIR = "saved_model"
 FORMAT_VERSION = 1
+_NOT_FINGERPRINTED = ("model_id", "threshold", "operating_points")
 
 
 def model_fingerprint(weights: list[np.ndarray], config: dict) -> str:
@@ -45,7 +53,7 @@ def model_fingerprint(weights: list[np.ndarray], config: dict) -> str:
         w = np.ascontiguousarray(w, dtype=np.float32)
         h.update(str(w.shape).encode())
         h.update(w.tobytes())
-    h.update(json.dumps({k: v for k, v in config.items() if k != "model_id"}, sort_keys=True).encode())
+    h.update(json.dumps({k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -62,8 +70,16 @@ def export_model(
     data_fingerprint: str,
     threshold: float = THRESHOLD,
     training: dict | None = None,
+    dev: tuple | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Write ``saved_model/`` and ``config.json`` into ``model_dir`` from trained ``weights``; return the config."""
+    """Write ``saved_model/`` and ``config.json`` into ``model_dir`` from trained ``weights``; return the config.
+
+    ``dev``: (waveforms, speaker labels) of speakers not trained on; the serving model embeds them and the
+    operating points measured on them (``speechid.model.calibration.measure``) go into config.json, their
+    default becoming the threshold. Without ``dev`` (no dev split), ``threshold`` (the seed's 0.83 unless
+    given) is written and no operating points: every reader then says the threshold is uncalibrated.
+    """
     import tensorflow as tf
 
     os.makedirs(model_dir, exist_ok=True)
@@ -74,6 +90,14 @@ def export_model(
     finally:
         tf.keras.mixed_precision.set_global_policy(policy)
     serving.set_weights(weights)
+    ops = None
+    if dev is not None:
+        from speechid.model.calibration import measure
+        from speechid.model.windows import embed_clips
+
+        emb = embed_clips(lambda x: serving(x, training=False).numpy(), dev[0], features.sample_rate, window_s, hop_s)
+        ops = measure(emb, dev[1], seed=seed, measured_on={"split": "dev", "data_fingerprint": data_fingerprint})
+        threshold = ops.threshold
 
     config = {
         "format_version": FORMAT_VERSION,
@@ -92,6 +116,8 @@ def export_model(
         "output": {"dtype": "float32", "shape": [None, int(network.embedding_dim)], "unit_norm": True},
         "training": training or {},
     }
+    if ops is not None:
+        config["operating_points"] = ops.to_dict()
     config["model_id"] = model_fingerprint(serving.get_weights(), config)
 
     final = os.path.join(model_dir, SAVED_MODEL_DIR)
@@ -115,12 +141,31 @@ def export_model(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    _write_config(model_dir, config)
+    return config
+
+
+def _write_config(model_dir: str, config: dict) -> None:
     cfg_tmp = os.path.join(model_dir, CONFIG_JSON + ".tmp")
     with open(cfg_tmp, "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(cfg_tmp, os.path.join(model_dir, CONFIG_JSON))
+
+
+def write_operating_points(model_dir: str, ops: OperatingPoints) -> dict:
+    """Replace the model's operating points (and so its default threshold) in config.json, atomically."""
+    config = read_config(model_dir)
+    config["operating_points"] = ops.to_dict()
+    config["threshold"] = ops.threshold
+    _write_config(model_dir, config)
     return config
+
+
+def operating_points(config: dict, where: str = CONFIG_JSON) -> OperatingPoints | None:
+    """The validated operating points of a config read by ``read_config`` (None for an uncalibrated model)."""
+    block = config.get("operating_points")
+    return None if block is None else OperatingPoints.from_dict(block, where)
 
 
 def read_config(model_dir: str) -> dict:
@@ -138,6 +183,10 @@ def read_config(model_dir: str) -> dict:
     missing = [k for k in ("sample_rate", "window_s", "hop_s", "embedding_dim", "threshold") if k not in config]
     if missing:
         raise ConfigError(f"{path}: missing {', '.join(missing)}")
+    ops = operating_points(config, path)
+    if ops is not None and abs(ops.threshold - float(config["threshold"])) > 1e-9:
+        raise ConfigError(f"{path}: threshold {config['threshold']} is not the operating points' default "
+                          f"{ops.threshold}; recalibrate with `speechid calibrate`")
     if not os.path.isdir(os.path.join(model_dir, SAVED_MODEL_DIR)):
         raise ConfigError(f"{model_dir}: no {SAVED_MODEL_DIR}/ beside {CONFIG_JSON}")
     return config

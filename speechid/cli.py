@@ -27,6 +27,7 @@ COMMANDS = {
     "train": "speechid.commands.model:train",
     "evaluate": "speechid.commands.model:evaluate",
     "compare": "speechid.commands.model:compare",
+    "calibrate": "speechid.commands.model:calibrate",
     "embed": "speechid.commands.embed:embed",
     "index": "speechid.commands.index:index",
     "dedup": "speechid.commands.index:dedup",

@@ -1,7 +1,10 @@
 """``speechid index build``, ``speechid dedup`` and ``speechid query``: validate paths, forward to indexing.
 
-    speechid index build --embeddings embeddings/cv-en --output index/cv-en [--kind auto|flat|ivf|hnsw]
+    speechid index build --embeddings embeddings/cv-en --output index/cv-en [--model models/cv-en] [--kind ...]
     speechid dedup --index index/cv-en --output dedup/cv-en [--threshold 0.83] [--level clip|speaker|both]
+
+Thresholds: the index carries the model's operating points (config.json's block, read by the model's one
+reader); ``--threshold`` / ``--merge-threshold`` override them for one run.
     speechid query --index index/cv-en --model models/cv-en who.mp3 [-k 5] [--by clip|speaker] [--json]
 """
 
@@ -12,8 +15,6 @@ import os
 
 import click
 
-from speechid.config import THRESHOLD
-
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
 _OUT = click.Path(file_okay=False, dir_okay=True, writable=True)
 
@@ -23,35 +24,58 @@ def index():
     """Build a FAISS index over an embeddings directory."""
 
 
+def _embeddings_model(embeddings: str) -> str | None:
+    """The model directory `speechid embed` recorded in the embeddings' manifest.json, if it still exists."""
+    try:
+        with open(os.path.join(embeddings, "manifest.json"), encoding="utf-8") as f:
+            model = json.load(f).get("model")
+    except (OSError, ValueError):
+        return None
+    return model if isinstance(model, str) and os.path.exists(os.path.join(model, "config.json")) else None
+
+
 @index.command("build")
 @click.option("--embeddings", required=True, type=_DIR, help="Directory of part-*.parquet from `speechid embed`.")
 @click.option("--output", required=True, type=_OUT, help="Index directory to write (replaced if it is an index).")
+@click.option("--model", "model_dir", type=_DIR, default=None,
+              help="Model whose operating points the index carries [the one named in the embeddings' manifest].")
 @click.option("--kind", type=click.Choice(["auto", "flat", "ivf", "hnsw"]), default="auto", show_default=True,
               help="auto: exact up to 200k vectors, IVF-Flat above.")
 @click.option("--metric", type=click.Choice(["l2", "ip"]), default="l2", show_default=True,
               help="FAISS metric; results are Euclidean either way.")
-@click.option("--threshold", type=float, default=THRESHOLD, show_default=True,
-              help="Euclidean 'same person' threshold stored as the index's default.")
+@click.option("--threshold", type=float, default=None,
+              help="Euclidean 'same person' threshold for this index instead of the model's operating point.")
 @click.option("--nlist", type=int, default=None, help="IVF cells (default ~4 sqrt(N)).")
 @click.option("--nprobe", type=int, default=None, help="IVF cells scanned per query (default ~1% of cells, >= 16).")
-def build(embeddings, output, kind, metric, threshold, nlist, nprobe):
+def build(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe):
     """Index every embedding of EMBEDDINGS into OUTPUT."""
     from speechid.indexing import build_index
+    from speechid.model.export import operating_points, read_config
 
-    click.echo(str(build_index(embeddings, output, kind=kind, metric=metric, threshold=threshold, nlist=nlist,
+    ops, model_id = None, None
+    model_dir = model_dir or _embeddings_model(embeddings)
+    if model_dir:
+        config = read_config(model_dir)
+        ops, model_id = operating_points(config, model_dir), config.get("model_id")
+    click.echo(str(build_index(embeddings, output, kind=kind, metric=metric, operating_points=ops,
+                               operating_points_model_id=model_id, threshold=threshold, nlist=nlist,
                                nprobe=nprobe)))
 
 
 @click.command("dedup")
 @click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index build`).")
 @click.option("--output", required=True, type=_OUT, help="Directory for the Parquet tables and summary.")
-@click.option("--threshold", type=float, default=None, help=f"Euclidean threshold (default: the index's, {THRESHOLD}).")
+@click.option("--threshold", type=float, default=None,
+              help="Clip-level Euclidean threshold [the index's: the model's seed operating point].")
+@click.option("--merge-threshold", type=float, default=None,
+              help="Speaker-level threshold for client_id merges (RMS over cross pairs) [the model's speaker-level "
+                   "point for each pair's clip counts].")
 @click.option("--level", type=click.Choice(["clip", "speaker", "both"]), default="both", show_default=True)
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False), default=None,
               help="aliases.tsv (client_id, true_speaker) to report pairwise precision/recall.")
 @click.option("--max-neighbors", type=int, default=None, help="Neighbours kept per clip (default 1000).")
 @click.option("--nprobe", type=int, default=None, help="IVF cells scanned by the range search (default: the index's).")
-def dedup(index_dir, output, threshold, level, truth, max_neighbors, nprobe):
+def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neighbors, nprobe):
     """Find client_ids that are one voice and clips whose label looks wrong."""
     from speechid.indexing import dedup as run_dedup
     from speechid.indexing.dedup import DEFAULT_MAX_NEIGHBORS, SUMMARY_TXT
@@ -63,7 +87,8 @@ def dedup(index_dir, output, threshold, level, truth, max_neighbors, nprobe):
         truth_map = read_truth(truth)
     if max_neighbors is not None and max_neighbors < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-neighbors")
-    result = run_dedup(index_dir, output, threshold=threshold, level=level, truth=truth_map,
+    result = run_dedup(index_dir, output, threshold=threshold, merge_threshold=merge_threshold, level=level,
+                       truth=truth_map,
                        max_neighbors=max_neighbors or DEFAULT_MAX_NEIGHBORS, nprobe=nprobe)
     with open(os.path.join(result.output_dir, SUMMARY_TXT), encoding="utf-8") as f:
         click.echo(f.read(), nl=False)
@@ -107,7 +132,9 @@ def query(index_dir, model_dir, clips, k, by, threshold, as_json):
                                "results": [r.to_dict() for r in results]}, indent=2))
         return
     for r in results:
-        click.echo(f"{r.query}  (nearest {by}s; Euclidean distance, same person below {r.threshold})")
+        click.echo(f"{r.query}  (nearest {by}s; Euclidean distance, same person below {r.threshold:.3f}: "
+                   f"{r.meaning or 'given, not calibrated'})")
         for m in r.matches:
             who = m.clip_id if by == "clip" else f"{m.n_clips} clips"
-            click.echo(f"  {m.rank:>2}  {m.speaker_id or '-':<24} {who:<32} {m.distance:.4f}  {m.verdict}")
+            click.echo(f"  {m.rank:>2}  {m.speaker_id or '-':<24} {who:<32} {m.distance:.4f}  "
+                       f"{m.verdict} ({m.distance:.3f} {'<' if m.same else '>='} {m.threshold:.3f})")

@@ -42,5 +42,5 @@ def voices_index(tmp_path_factory, voices):
     x, labels = voices
     root = tmp_path_factory.mktemp("voices")
     emb = write_embeddings(root / "emb", x, np.array([f"spk{i:03d}" for i in labels]))
-    build_index(emb, root / "index", kind="flat")
+    build_index(emb, root / "index", kind="flat", threshold=0.83)  # uncalibrated: explicit
     return str(root / "index")

@@ -29,7 +29,7 @@ def test_build_writes_meta_metadata_and_speaker_centroids(tmp_path, voices):
     speakers = np.array([f"spk{i:03d}" for i in labels], dtype=object)
     speakers[:10] = None  # one voice without labels: indexed, but no speaker centroid
     emb = write_embeddings(tmp_path / "emb", x, speakers, shards=3)
-    s = build_index(emb, tmp_path / "idx", kind="ivf", nlist=8, seed=3)
+    s = build_index(emb, tmp_path / "idx", kind="ivf", nlist=8, seed=3, threshold=config.THRESHOLD)
     meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
     assert {k: meta[k] for k in ("dimension", "count", "kind", "metric", "model_id", "threshold", "distance")} == {
         "dimension": 32, "count": 1200, "kind": "ivf", "metric": "l2", "model_id": "model-a",

@@ -39,7 +39,8 @@ def embeddings(tmp_path):
 
 
 def test_build_then_dedup_with_truth(tmp_path, embeddings, capsys):
-    code, out, err = run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "idx")], capsys)
+    code, out, err = run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "idx"),
+                          "--threshold", "0.83"], capsys)
     assert code == 0, err
     assert "flat index" in out and "72 clips of 13 speakers" in out
     code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd"),

@@ -33,7 +33,7 @@ def test_chain_of_three_points_is_not_merged_end_to_end():
     assert d[0, 1] < config.THRESHOLD and d[1, 2] < config.THRESHOLD and d[0, 2] > config.THRESHOLD
     u, v = np.array([0, 1]), np.array([1, 2])
     assert len(set(single_linkage(3, u, v))) == 1  # what plain connected components would do
-    labels = average_linkage(p, np.ones(3), u, v)
+    labels = average_linkage(p, np.ones(3), u, v, config.THRESHOLD)
     assert labels[0] != labels[2]
     assert len(set(labels)) == 2  # B joins one end
 
@@ -44,7 +44,7 @@ def test_chain_of_three_voices_is_not_merged(tmp_path):
     x, voice = synthetic.clips_around(_chain_points(), [8, 8, 8], 0.05, rng)
     ids = np.array(["A", "B", "C"])[voice]
     emb = write_embeddings(tmp_path / "emb", x, ids)
-    build_index(emb, tmp_path / "idx")
+    build_index(emb, tmp_path / "idx", threshold=config.THRESHOLD)
     res = dedup(tmp_path / "idx", tmp_path / "out")
     assert res.summary["single_linkage_clusters"] == 1  # the chain is connected...
     clips = pq.read_table(tmp_path / "out" / "clips.parquet").to_pydict()
@@ -73,8 +73,8 @@ def aliased(tmp_path_factory):
     ids[wrong] = "v20"
     truth = {i: i.removesuffix("-alias") for i in set(ids)}
     emb = write_embeddings(root / "emb", x, ids)
-    build_index(emb, root / "flat", kind="flat")
-    build_index(emb, root / "ivf", kind="ivf", nlist=8, nprobe=2)
+    build_index(emb, root / "flat", kind="flat", threshold=config.THRESHOLD)
+    build_index(emb, root / "ivf", kind="ivf", nlist=8, nprobe=2, threshold=config.THRESHOLD)
     return root, truth, wrong
 
 
@@ -160,7 +160,7 @@ def test_pairwise_scores_match_brute_force():
 def test_clips_without_speaker_ids_still_cluster(tmp_path):
     x, voice = synthetic.clustered_unit_vectors(5, 6, dim=DIM, seed=1)
     emb = write_embeddings(tmp_path / "emb", x, [None] * len(x))
-    build_index(emb, tmp_path / "idx")
+    build_index(emb, tmp_path / "idx", threshold=config.THRESHOLD)
     res = dedup(tmp_path / "idx", tmp_path / "out", truth={})
     assert res.summary["speakers"] == 0 and res.summary["merged_groups"] == 0
     assert res.summary["clip_clusters"] == 5 and res.summary["suspicious_clips"] == 0

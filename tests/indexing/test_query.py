@@ -31,7 +31,7 @@ def test_round_trip_build_load_mmap_query(tmp_path, voices, kind):
 
     x, labels = voices
     emb = write_embeddings(tmp_path / "emb", x, np.array([f"spk{i:03d}" for i in labels]))
-    build_index(emb, tmp_path / "idx", kind=kind, nlist=16, nprobe=16, hnsw_m=16)
+    build_index(emb, tmp_path / "idx", kind=kind, nlist=16, nprobe=16, hnsw_m=16, threshold=speechid.config.THRESHOLD)
     idx = SpeakerIndex.load(tmp_path / "idx")  # mmap=True by default
     if kind == "ivf":
         invlists = faiss.extract_index_ivf(idx.index).invlists
@@ -75,7 +75,7 @@ def test_threshold_decides_the_verdict(voices_index, voices):
 def test_k_larger_than_the_index_returns_what_exists(tmp_path):
     x, labels = synthetic.clustered_unit_vectors(2, 2, dim=8, seed=0)
     emb = write_embeddings(tmp_path / "emb", x, labels.astype(str), shards=1)
-    build_index(emb, tmp_path / "idx")
+    build_index(emb, tmp_path / "idx", threshold=speechid.config.THRESHOLD)
     r = SpeakerIndex.load(tmp_path / "idx").query(x[0], k=10)[0]
     assert len(r.matches) == 4
 

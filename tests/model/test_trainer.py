@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from speechid.config import THRESHOLD
+from speechid.operating_points import OperatingPoints
 from speechid.errors import ConfigError
 
 from .conftest import TRAIN_KW, tiny_train
@@ -77,7 +78,11 @@ def test_best_by_dev_eer_and_exported_config(resumed, tiny_data):
     with open(os.path.join(model_dir, "config.json")) as f:
         config = json.load(f)
     assert config["model_id"] == result["model_id"] and len(config["model_id"]) == 16
-    assert config["threshold"] == THRESHOLD and config["distance"] == "euclidean"
+    assert config["distance"] == "euclidean"
+    # operating points measured on the dev speakers at export; the default threshold is their seed point
+    ops = OperatingPoints.from_dict(config["operating_points"])
+    assert config["threshold"] == ops.threshold == ops.clip.points["seed"].threshold
+    assert ops.measured_on["split"] == "dev" and ops.clip.points[f"at_{THRESHOLD:g}"].threshold == THRESHOLD
     assert config["sample_rate"] == 16_000 and config["window_s"] == 1.0 and config["hop_s"] == 0.5
     assert config["embedding_dim"] == 8 and config["features"]["n_mels"] == 40
     from speechid.pipelines.transform import load_stats

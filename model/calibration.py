@@ -1,0 +1,136 @@
+"""Measure a model's operating points on labelled speakers it never trained on (``speechid calibrate``).
+
+Clip level: every pair of clips (exhaustive up to ``max_pairs``, then a seeded sample) -> same and different
+distance lists -> the named points of ``speechid.operating_points`` from the ROC of
+``speechid.model.evaluation.error_rates``:
+
+* ``far_X``: the largest threshold whose FAR does not exceed X (``evaluation.frr_at_far``); ``seed`` is
+  ``far_1.7%``, the seed's specificity of 98.3%;
+* ``eer``: where FAR and FRR cross (``evaluation.eer``);
+* ``at_0.83``: the rates at the seed's threshold.
+
+Speaker level, for n in ``group_sizes`` (m = n): seeded trials of the mean of n clips of a speaker against
+the mean of n other clips (same speaker, disjoint clips) or of n clips of another speaker, scored by
+sqrt(2 - 2 <mean a, mean b>) (the RMS distance over all cross pairs: the statistic dedup's average
+linkage merges on). A size is measured only when at least two speakers have 2n clips.
+
+``calibrate`` embeds a prepared split with a model directory and rewrites its config.json atomically.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from speechid.config import THRESHOLD
+from speechid.errors import ConfigError
+from speechid.model import evaluation as ev
+from speechid.operating_points import CURVE_STEP, SEED_FAR, LevelPoints, OperatingPoint, OperatingPoints
+
+TARGET_FARS = {"seed": SEED_FAR, "far_1%": 0.01, "far_0.1%": 0.001}
+GROUP_SIZES = (2, 3, 5, 8)
+
+
+def level_points(level: str, n: int, m: int, same: np.ndarray, diff: np.ndarray,
+                 reference: float = THRESHOLD) -> LevelPoints:
+    """The named points and the FAR/FRR curve of one level from its same/different distance lists."""
+    same = np.asarray(same, np.float64)
+    diff = np.asarray(diff, np.float64)
+    points = {}
+    for name, far in TARGET_FARS.items():
+        frr, t = ev.frr_at_far(same, diff, far)
+        points[name] = OperatingPoint(name, t, float(np.mean(diff < t)), frr)
+    rate, t = ev.eer(same, diff)
+    points["eer"] = OperatingPoint("eer", t, rate, rate)
+    points[f"at_{reference:g}"] = OperatingPoint(f"at_{reference:g}", float(reference),
+                                                 float(np.mean(diff < reference)), float(np.mean(same >= reference)))
+    grid = np.arange(int(round(2.0 / CURVE_STEP)) + 1) * CURVE_STEP
+    far = np.searchsorted(np.sort(diff), grid, side="left") / diff.size
+    frr = 1.0 - np.searchsorted(np.sort(same), grid, side="left") / same.size
+    return LevelPoints(level, n, m, int(same.size), int(diff.size), points, tuple(far.tolist()), tuple(frr.tolist()))
+
+
+def clip_distances(emb: np.ndarray, labels: np.ndarray, max_pairs: int = 2_000_000, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(same, different) Euclidean distances over every pair of clips, or ``max_pairs`` seeded ones."""
+    n = len(emb)
+    iu = np.triu_indices(n, k=1)
+    if iu[0].size > max_pairs:
+        pick = np.random.default_rng(seed).choice(iu[0].size, max_pairs, replace=False)
+        iu = (iu[0][pick], iu[1][pick])
+    d = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("ij,ij->i", emb[iu[0]], emb[iu[1]]), 0.0))
+    same = labels[iu[0]] == labels[iu[1]]
+    return d[same], d[~same]
+
+
+def group_distances(emb: np.ndarray, labels: np.ndarray, n: int, trials: int, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(same, different) RMS cross distances of seeded n-clip vs n-clip group trials; None if too few speakers."""
+    rng = np.random.default_rng(seed)
+    by_spk = [np.flatnonzero(labels == s) for s in np.unique(labels)]
+    able = [c for c in by_spk if len(c) >= 2 * n]
+    if len(able) < 2:
+        return None
+
+    def mean(rows):
+        return emb[rows].mean(axis=0)
+
+    same, diff = [], []
+    for _ in range(trials):
+        c = able[rng.integers(len(able))]
+        pick = rng.choice(c, 2 * n, replace=False)
+        same.append(2.0 - 2.0 * mean(pick[:n]) @ mean(pick[n:]))
+        i, j = rng.choice(len(able), 2, replace=False)
+        other = mean(rng.choice(able[j], n, replace=False))
+        diff.append(2.0 - 2.0 * mean(rng.choice(able[i], n, replace=False)) @ other)
+    return np.sqrt(np.maximum(same, 0.0)), np.sqrt(np.maximum(diff, 0.0))
+
+
+def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, reference: float = THRESHOLD,
+            group_sizes=GROUP_SIZES, group_trials: int = 4000, seed: int = 0) -> OperatingPoints:
+    """Operating points of unit embeddings ``emb`` [n, D] labelled by ``speakers`` (speakers not trained on)."""
+    emb = np.asarray(emb, np.float64)
+    labels = np.unique(np.asarray(speakers), return_inverse=True)[1].reshape(-1)
+    if len(emb) != labels.size:
+        raise ConfigError(f"{len(emb)} embeddings for {labels.size} speaker labels")
+    same, diff = clip_distances(emb, labels, seed=seed)
+    if same.size == 0 or diff.size == 0:
+        raise ConfigError(f"calibration needs two speakers and a speaker with two clips; got {len(emb)} clips "
+                          f"of {labels.max() + 1 if labels.size else 0} speakers")
+    clip = level_points("clip", 1, 1, same, diff, reference)
+    speaker = []
+    for n in group_sizes:
+        got = group_distances(emb, labels, n, group_trials, seed=seed + n)
+        if got is not None:
+            speaker.append(level_points("speaker", n, n, *got, reference=reference))
+    info = {"clips": int(len(emb)), "speakers": int(labels.max() + 1), "seed": int(seed), **(measured_on or {})}
+    # the stored form (rounded to 6 decimals), so the thresholds in use are exactly those config.json holds
+    return OperatingPoints.from_dict(OperatingPoints(clip, tuple(speaker), info).to_dict())
+
+
+def summary(ops: OperatingPoints) -> str:
+    """A few lines for a person: each level's named thresholds and rates."""
+    lines = [f"operating points on {ops.measured_on.get('speakers')} {ops.measured_on.get('split', '')} speakers "
+             f"({ops.measured_on.get('clips')} clips); default {ops.default} = {ops.threshold:.3f}"]
+    for lp in (ops.clip, *ops.speaker):
+        pts = ", ".join(f"{k} {p.threshold:.3f} (FAR {100 * p.far:.2f}%, FRR {100 * p.frr:.1f}%)"
+                        for k, p in lp.points.items())
+        lines.append(f"  {lp.level} {lp.n} vs {lp.m}: {pts}")
+    return "\n".join(lines)
+
+
+def calibrate(model_dir: str, data_dir: str, split: str = "dev", max_clips: int | None = 2000, seed: int = 0,
+              log=print) -> OperatingPoints:
+    """Embed ``split`` of ``data_dir`` with the model, measure its operating points, rewrite config.json."""
+    from speechid.encoder import Encoder
+    from speechid.model.data import load_clips
+    from speechid.model.export import write_operating_points
+
+    encoder = Encoder.load(model_dir)
+    clips, speakers, _ = load_clips(data_dir, split, max_clips=max_clips, seed=seed)
+    ops = measure(encoder.embed_waveforms(clips), speakers, seed=seed,
+                  measured_on={"data": os.path.abspath(data_dir), "split": split})
+    write_operating_points(model_dir, ops)
+    log(summary(ops))
+    return ops

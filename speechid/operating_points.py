@@ -1,0 +1,185 @@
+"""A model's operating points: which distance means "same person", and what that threshold costs.
+
+Measured on dev speakers the model never trained on (``speechid.model.calibration``) and stored in the
+model's config.json under ``operating_points``; an index built from the model carries the same block
+(``speechid.indexing.build``). This module is the one reader of that block: ``OperatingPoints.from_dict``
+validates it, and every verdict text is made here, so each one names its threshold and its error rates::
+
+    same: 0.612 < 0.741 (seed operating point: FAR 1.7% / FRR 38.1% on dev speakers)
+
+Two levels:
+
+* ``clip``: one clip against one clip (``compare``, ``Encoder.verify``, ``query``, clip clusters);
+* ``speaker``: a group of n clips against a group of m clips, scored by the RMS distance over all cross
+  pairs of clips, sqrt(2 - 2 <mean a, mean b>) for unit vectors (what average linkage merges on). It is
+  calibrated for a few n (= m); a pair of groups of sizes a and b uses the largest calibrated n <= min(a, b).
+  Client_id merges in ``speechid dedup`` are decided at this level.
+
+Named points at each level: ``seed`` (the SpeechIdentity seed's specificity, 98.3%: FAR 1.7%), ``far_1%``,
+``far_0.1%``, ``eer`` and ``at_<reference>`` (FAR/FRR at the seed's 0.83). The model's default clip
+threshold is its ``seed`` point; dedup merges ids at the speaker level's ``far_0.1%`` point (a corpus of N ids
+compares N^2/2 pairs of them, so a merge needs a much lower FAR than one verification).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from speechid.errors import ConfigError
+
+SEED_SPECIFICITY = 0.983  # the seed's operating point at 0.83 (sensitivity 60.2%, specificity 98.3%)
+SEED_FAR = round(1.0 - SEED_SPECIFICITY, 6)
+CLIP_DEFAULT = "seed"  # the model's default "same person" threshold
+MERGE_DEFAULT = "far_0.1%"  # the speaker-level point dedup merges client_ids at
+CURVE_STEP = 0.01  # the stored FAR/FRR curve: thresholds 0, 0.01, ..., 2.0
+LEVELS = ("clip", "speaker")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g}%" if 0 < x < 0.01 else f"{100 * x:.1f}%"
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A threshold (Euclidean; accept d < threshold) and its error rates on the dev trials."""
+
+    name: str
+    threshold: float
+    far: float  # different-speaker trials accepted
+    frr: float  # same-speaker trials rejected
+
+    def meaning(self) -> str:
+        return f"{self.name} operating point: FAR {_pct(self.far)} / FRR {_pct(self.frr)} on dev speakers"
+
+
+@dataclass(frozen=True)
+class LevelPoints:
+    """The named points of one level (clip: n = m = 1; speaker: n-clip groups vs m-clip groups)."""
+
+    level: str
+    n: int
+    m: int
+    same_trials: int
+    different_trials: int
+    points: dict  # name -> OperatingPoint
+    far_curve: tuple  # FAR at thresholds 0, CURVE_STEP, ..., 2.0
+    frr_curve: tuple
+
+    def rates(self, threshold: float) -> tuple[float, float]:
+        """(FAR, FRR) at ``threshold``, interpolated on the stored curve (exact at the grid points)."""
+        grid = np.arange(len(self.far_curve)) * CURVE_STEP
+        return float(np.interp(threshold, grid, self.far_curve)), float(np.interp(threshold, grid, self.frr_curve))
+
+    def point(self, name: str) -> OperatingPoint:
+        if name not in self.points:
+            raise ConfigError(f"no operating point {name!r} at the {self.level} level (have {', '.join(self.points)})")
+        return self.points[name]
+
+    def describe(self, threshold: float, prefer: str | None = None) -> str:
+        """What ``threshold`` means at this level: a named point's rates (``prefer`` first, when several
+        points share the threshold), or the curve's."""
+        named = sorted(self.points.values(), key=lambda p: (p.name != prefer, abs(p.threshold - threshold)))
+        for p in named:
+            if abs(p.threshold - threshold) < 5e-7:
+                return p.meaning()
+        far, frr = self.rates(threshold)
+        return f"FAR ~{_pct(far)} / FRR ~{_pct(frr)} on dev speakers"
+
+    def to_dict(self) -> dict:
+        return {
+            "level": self.level, "n": self.n, "m": self.m, "same_trials": self.same_trials,
+            "different_trials": self.different_trials,
+            "points": {k: {"threshold": round(p.threshold, 6), "far": round(p.far, 6), "frr": round(p.frr, 6)}
+                       for k, p in self.points.items()},
+            "curve": {"step": CURVE_STEP, "far": [round(x, 5) for x in self.far_curve],
+                      "frr": [round(x, 5) for x in self.frr_curve]},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> LevelPoints:
+        try:
+            points = {k: OperatingPoint(k, float(v["threshold"]), float(v["far"]), float(v["frr"]))
+                      for k, v in d["points"].items()}
+            curve = d["curve"]
+            if abs(float(curve["step"]) - CURVE_STEP) > 1e-12 or len(curve["far"]) != len(curve["frr"]):
+                raise ValueError("curve step or lengths")
+            lp = cls(str(d["level"]), int(d["n"]), int(d["m"]), int(d["same_trials"]), int(d["different_trials"]),
+                     points, tuple(float(x) for x in curve["far"]), tuple(float(x) for x in curve["frr"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{where}: malformed operating point level ({e})") from None
+        if lp.level not in LEVELS or not points or any(not 0 < p.threshold for p in points.values()):
+            raise ConfigError(f"{where}: malformed operating point level {d.get('level')!r}")
+        return lp
+
+
+@dataclass(frozen=True)
+class OperatingPoints:
+    """Every level's points, and where they were measured (``measured_on``: data, split, speakers, clips)."""
+
+    clip: LevelPoints
+    speaker: tuple  # LevelPoints by increasing n
+    measured_on: dict
+    default: str = CLIP_DEFAULT
+    merge: str = MERGE_DEFAULT
+
+    @property
+    def threshold(self) -> float:
+        """The default clip-level "same person" threshold."""
+        return self.clip.point(self.default).threshold
+
+    def speaker_level(self, n_clips: int) -> LevelPoints:
+        """The speaker level calibrated for the largest n <= ``n_clips`` (the smallest n if none is)."""
+        if not self.speaker:
+            raise ConfigError("no speaker-level operating points were measured (dev speakers had too few clips)")
+        fit = [lp for lp in self.speaker if lp.n <= n_clips]
+        return fit[-1] if fit else self.speaker[0]
+
+    def merge_thresholds(self, counts_a: np.ndarray, counts_b: np.ndarray, threshold: float | None = None
+                         ) -> np.ndarray:
+        """Per pair of groups (clip counts a, b): the speaker-level RMS threshold they merge under.
+
+        With ``threshold`` given, that one number for every pair."""
+        n = np.minimum(np.asarray(counts_a), np.asarray(counts_b))
+        if threshold is not None:
+            return np.full(n.shape, float(threshold))
+        ns = np.array([lp.n for lp in self.speaker])
+        ts = np.array([lp.point(self.merge).threshold for lp in self.speaker])
+        if not ns.size:
+            raise ConfigError("no speaker-level operating points: give a merge threshold explicitly")
+        i = np.clip(np.searchsorted(ns, n, side="right") - 1, 0, ns.size - 1)
+        return ts[i]
+
+    def verdict(self, distance: float, threshold: float | None = None, n_clips: int | None = None) -> str:
+        """"same: 0.612 < 0.741 (seed operating point: FAR 1.7% / FRR 38% on dev speakers)"."""
+        level = self.clip if n_clips is None else self.speaker_level(n_clips)
+        name = self.default if n_clips is None else self.merge
+        if threshold is None:
+            threshold = level.point(name).threshold
+        return verdict_text(distance, threshold, level.describe(threshold, prefer=name))
+
+    def to_dict(self) -> dict:
+        return {"distance": "euclidean", "default": self.default, "merge": self.merge,
+                "measured_on": dict(self.measured_on), "clip": self.clip.to_dict(),
+                "speaker": [lp.to_dict() for lp in self.speaker]}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "operating_points") -> OperatingPoints:
+        """The validated block (a ConfigError naming ``where`` when anything is missing or malformed)."""
+        if not isinstance(d, dict) or "clip" not in d:
+            raise ConfigError(f"{where}: malformed operating_points block (no clip level)")
+        speaker = tuple(sorted((LevelPoints.from_dict(x, where) for x in d.get("speaker", [])), key=lambda lp: lp.n))
+        ops = cls(LevelPoints.from_dict(d["clip"], where), speaker, dict(d.get("measured_on", {})),
+                  str(d.get("default", CLIP_DEFAULT)), str(d.get("merge", MERGE_DEFAULT)))
+        ops.clip.point(ops.default)  # the default must exist
+        for lp in speaker:
+            lp.point(ops.merge)
+        return ops
+
+
+def verdict_text(distance: float, threshold: float, meaning: str | None = None) -> str:
+    """The one verdict format: "same: 0.612 < 0.741 (what the threshold means)"."""
+    same = distance < threshold
+    why = meaning or "threshold given, not calibrated on this model"
+    return f"{'same' if same else 'different'}: {distance:.3f} {'<' if same else '>='} {threshold:.3f} ({why})"
