@@ -162,7 +162,7 @@ def compare(model_dir, threshold, files):
         d = float(((emb[i] - emb[j]) ** 2).sum() ** 0.5)
         t = encoder.threshold if threshold is None else threshold
         verdict = "Same person" if d < t else "Different people"
-        click.echo(f"{a}  {b}  {verdict}  (Euclidean distance {encoder.verdict_for(d, threshold)})")
+        click.echo(f"{a}  {b}  {verdict}  (Euclidean distance {d:.4f}; {encoder.verdict_for(d, threshold)})")
 
 
 @click.command()

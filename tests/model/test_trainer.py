@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from speechid.config import THRESHOLD
-from speechid.operating_points import OperatingPoints
 from speechid.errors import ConfigError
+from speechid.operating_points import OperatingPoints
 
 from .conftest import TRAIN_KW, tiny_train
 
