@@ -123,3 +123,30 @@ def test_voices_differ_more_between_than_within_speakers():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="speakers"):
         synth.make_corpus("/tmp/never", speakers=2)
+
+
+def test_distinct_voices_have_no_near_twins():
+    """Independent draws give pairs of voices within a fraction of a semitone, tract length and tilt of each
+    other; best-candidate sampling keeps the ranges but spreads them out (the rule checked by brute force)."""
+    import itertools
+
+    def gaps(voices):
+        d = np.array([synth.trait_distance(a, b) for a, b in itertools.combinations(voices, 2)])
+        return d[np.isfinite(d)]
+
+    rng = np.random.default_rng(np.random.SeedSequence([0, 0]))
+    independent = [synth.make_voice(rng) for _ in range(100)]
+    distinct = synth.distinct_voices(100, np.random.default_rng(np.random.SeedSequence([0, 0])))
+    assert gaps(independent).min() < 0.2 and gaps(distinct).min() > 0.6
+    assert (gaps(distinct) < 1.0).sum() < (gaps(independent) < 1.0).sum() / 2
+    # each voice is the candidate farthest from those before it
+    again = np.random.default_rng(5)
+    chosen = synth.distinct_voices(4, np.random.default_rng(5), candidates=3)
+    replay = [synth.make_voice(again) for _ in range(12)]
+    assert chosen[0] == replay[0]
+    for k in range(1, 4):
+        options = replay[3 * k:3 * k + 3]
+        best = max(options, key=lambda v: min(synth.trait_distance(v, w) for w in chosen[:k]))
+        assert chosen[k] == best
+    ranges = [(v.f0, v.vtl, v.tilt) for v in distinct]
+    assert min(r[0] for r in ranges) >= 85 and max(r[0] for r in ranges) <= 255
