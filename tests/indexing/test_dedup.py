@@ -165,3 +165,49 @@ def test_clips_without_speaker_ids_still_cluster(tmp_path):
     assert res.summary["speakers"] == 0 and res.summary["merged_groups"] == 0
     assert res.summary["clip_clusters"] == 5 and res.summary["suspicious_clips"] == 0
     assert res.scores["speakers"].items == 0
+
+
+def test_calibrated_index_merges_at_the_speaker_level_point(aliased, tmp_path):
+    """An index carrying a model's operating points: clip decisions at its seed point, client_id merges at the
+    speaker-level point for each pair's clip counts, and the precision/recall curve equals dedup rerun at
+    each threshold (the exact reference)."""
+    from speechid.indexing import SpeakerIndex
+    from speechid.model.calibration import measure
+
+    root, truth, _ = aliased
+    # "dev speakers": other voices of the same generator, never in the index
+    dev, dev_voice = synthetic.clustered_unit_vectors(30, 12, dim=DIM, spread=(0.4, 0.55), seed=11)
+    ops = measure(dev, dev_voice, group_sizes=(2, 3, 5), seed=0)
+    emb = str(root / "emb")
+    build_index(emb, tmp_path / "cal", kind="flat", operating_points=ops, operating_points_model_id="model-a")
+    idx = SpeakerIndex.load(tmp_path / "cal")
+    assert idx.threshold == ops.threshold and idx.operating_points.to_dict() == ops.to_dict()
+    res = dedup(tmp_path / "cal", tmp_path / "out", truth=truth)
+    assert res.summary["threshold"] == ops.threshold and "seed operating point" in res.summary["threshold_meaning"]
+    sp = res.scores["speakers"]
+    assert sp.recall == 1.0 and sp.precision >= 0.8  # 4 aliases found; at most one family neighbour joins
+    pairs = pq.read_table(tmp_path / "out" / "speaker_pairs.parquet").to_pydict()
+    want = ops.merge_thresholds(np.array(pairs["clips_a"]), np.array(pairs["clips_b"]))
+    assert np.allclose(pairs["merge_threshold"], want, atol=1e-6)
+    assert set(pairs["merge_threshold"]) <= {float(np.float32(lp.points["far_0.1%"].threshold)) for lp in ops.speaker}
+    text = (tmp_path / "out" / "summary.txt").read_text()
+    assert "speaker-level points on dev speakers" in text and "precision%" in text
+    curve = {c["threshold"]: c for c in res.summary["merge_curve"]}
+    for t in (0.5, 0.8, 1.0):
+        again = dedup(tmp_path / "cal", tmp_path / f"u{t}", truth=truth, merge_threshold=t, level="speaker")
+        s = again.scores["speakers"]
+        assert (curve[t]["precision"], curve[t]["recall"]) == (s.precision, s.recall)
+    # a model of another id cannot lend its operating points
+    from speechid.indexing.store import ModelMismatchError
+
+    with pytest.raises(ModelMismatchError):
+        build_index(emb, tmp_path / "other", operating_points=ops, operating_points_model_id="model-b")
+
+
+def test_uncalibrated_index_without_threshold_asks_for_one(aliased, tmp_path):
+    root, _, _ = aliased
+    build_index(str(root / "emb"), tmp_path / "bare", kind="flat")
+    with pytest.raises(ConfigError, match="give a threshold"):
+        dedup(tmp_path / "bare", tmp_path / "out")
+    res = dedup(tmp_path / "bare", tmp_path / "out", threshold=0.83)
+    assert "uncalibrated" in res.summary["merge_rule"]

@@ -94,3 +94,29 @@ def test_malformed_block_is_refused():
         OperatingPoints.from_dict({"clip": {"level": "clip"}}, "m/config.json")
     with pytest.raises(ConfigError, match="two speakers"):
         calibration.measure(x[:3], ["a", "b", "c"])
+
+
+def test_calibrate_rewrites_config_and_keeps_model_id(tiny_model, tiny_data, tmp_path):
+    """The exported model already holds dev operating points; `speechid calibrate` on other labelled data
+    replaces them (threshold included) atomically, the model_id stays, and the Encoder's verdicts follow."""
+    import shutil
+
+    import speechid
+    from speechid.model.export import read_config
+
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(tiny_model[0], model_dir)
+    before = read_config(model_dir)
+    assert OperatingPoints.from_dict(before["operating_points"]).threshold == before["threshold"]
+    ops = calibration.calibrate(model_dir, tiny_data, split="test", seed=1, log=lambda s: None)
+    after = read_config(model_dir)
+    assert after["model_id"] == before["model_id"] and after["threshold"] == ops.threshold
+    assert after["operating_points"]["measured_on"]["split"] == "test"
+    enc = speechid.Encoder.load(model_dir)
+    assert enc.threshold == ops.threshold
+    assert enc.verdict_for(ops.threshold / 2).startswith(f"same: {ops.threshold / 2:.3f} < {ops.threshold:.3f}")
+    assert enc.verdict_for(2.0, threshold=0.83).startswith("different: 2.000 >= 0.830 (")
+    after["threshold"] = 0.83  # a hand-edited threshold that disagrees with the block is refused
+    (tmp_path / "model" / "config.json").write_text(json.dumps(after))
+    with pytest.raises(ConfigError, match="not the operating points' default"):
+        read_config(model_dir)
