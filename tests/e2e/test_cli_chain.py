@@ -80,7 +80,11 @@ def test_embeddings_index_dedup_and_query(chain):
     meta = json.loads((w / "index" / "meta.json").read_text())
     assert meta["count"] == table.num_rows and meta["kind"] == "flat"
     summary = json.loads((w / "dedup" / "summary.json").read_text())
-    assert summary["threshold"] == 0.83 and "scores" in summary
+    # the index carries the model's operating points (found through the embeddings' manifest), and dedup
+    # decides at the model's default threshold, which lives in config.json
+    model_config = json.loads((w / "model" / "config.json").read_text())
+    assert meta["operating_points"] == model_config.get("operating_points")
+    assert summary["threshold"] == model_config["threshold"] and "scores" in summary
     assert (w / "dedup" / "summary.txt").read_text().strip()
     truth = read_truth(w / "corpus" / "aliases.tsv")
     result = json.loads(chain["query"])
