@@ -10,8 +10,8 @@ synth (planted aliases and bad clips) -> prep (Beam DirectRunner + tf.Transform)
     <workdir>/eval/        metrics.json and the pictures
     <workdir>/embeddings/  Parquet
     <workdir>/index/       the FAISS index
-    <workdir>/dedup/       clusters, merge proposals, summary.txt (at 0.83)
-    <workdir>/dedup-calibrated/  the same at the threshold that gives 1% false accepts on dev speakers
+    <workdir>/dedup/       clusters, merge proposals, summary.txt (at the model's operating points)
+    <workdir>/dedup-0.83/  the same with the seed's 0.83 for every decision, for comparison
     <workdir>/report.html  everything above on one page
 
 Running it again into the same workdir replaces each stage's output (each stage writes atomically).
@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from speechid import report
 from speechid.config import THRESHOLD
+from speechid.model.calibration import summary as evaluation_summary
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
     os.makedirs(workdir, exist_ok=True)
     workdir = os.path.abspath(workdir)
     paths = {k: os.path.join(workdir, k) for k in ("corpus", "data", "model", "eval", "embeddings", "index", "dedup")}
-    # dedup is written twice: at the product threshold (dedup/) and at the dev-calibrated one (dedup-calibrated/).
+    # dedup is written twice: at the model's operating points (dedup/) and at the seed's 0.83 (dedup-0.83/).
     res = DemoResult(workdir)
     sec, figs, total = res.seconds, res.figures, 8
     beam_args = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(config.workers)]
@@ -150,12 +151,14 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         ev = evaluation.evaluate(paths["model"], paths["data"], split="test", trials=config.trials,
                                  seed=config.seed, output_dir=paths["eval"], log=lambda s: log("    " + s))
         figs["eval"] = ev
-        # An operating point chosen on other held-out speakers (dev), for the second dedup below.
-        cal = evaluation.evaluate(paths["model"], paths["data"], split="dev", trials=config.trials,
-                                  seed=config.seed, output_dir=os.path.join(paths["eval"], "dev"), log=lambda s: None)
-        figs["calibrated_threshold"] = round(float(cal["threshold_at_target_far"]), 3)
-        figs["calibrated_target_far"] = cal["target_far"]
-        log(f"    dev-calibrated threshold at FAR {cal['target_far']:g}: {figs['calibrated_threshold']}")
+        from speechid.model.export import operating_points, read_config
+
+        model_config = read_config(paths["model"])
+        ops = operating_points(model_config, paths["model"])
+        figs["operating_points"] = ops.to_dict() if ops else None
+        figs["default_threshold"] = float(model_config["threshold"])
+        if ops:
+            log("    " + evaluation_summary(ops).replace("\n", "\n    "))
 
     with _stage(log, sec, 5, total, "embed: Beam RunInference over every prepared clip"):
         em = embed_corpus(paths["model"], [paths["data"]], paths["embeddings"], pipeline_args=beam_args)
@@ -163,7 +166,8 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         log(f"    {em['clips_written']} clips embedded, {em['clips_failed']} failed")
 
     with _stage(log, sec, 6, total, "index: FAISS"):
-        summary = build_index(paths["embeddings"], paths["index"])
+        summary = build_index(paths["embeddings"], paths["index"], operating_points=ops,
+                              operating_points_model_id=model_config.get("model_id"))
         figs["index"] = str(summary)
         log(f"    {summary}")
 
@@ -171,14 +175,16 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         truth = synth.read_truth(corpus.aliases_tsv)
         dd = dedup(paths["index"], paths["dedup"], truth=truth)
         figs["dedup"] = {k: asdict(v) for k, v in dd.scores.items()}
+        figs["dedup_curve"] = dd.summary.get("merge_curve", [])
+        figs["dedup_rule"] = dd.summary.get("merge_rule")
         figs["dedup_summary"] = open(os.path.join(paths["dedup"], "summary.txt"), encoding="utf-8").read()
         for k, v in dd.scores.items():
-            log(f"    at {THRESHOLD}: {k}: {v}")
-        calibrated = dedup(paths["index"], paths["dedup"] + "-calibrated", truth=truth,
-                           threshold=figs["calibrated_threshold"])
-        figs["dedup_calibrated"] = {k: asdict(v) for k, v in calibrated.scores.items()}
-        for k, v in calibrated.scores.items():
-            log(f"    at {figs['calibrated_threshold']} (dev FAR {figs['calibrated_target_far']:g}): {k}: {v}")
+            log(f"    at the model's operating points: {k}: {v}")
+        seed = dedup(paths["index"], paths["dedup"] + f"-{THRESHOLD:g}", truth=truth, threshold=THRESHOLD,
+                     merge_threshold=THRESHOLD)
+        figs["dedup_seed"] = {k: asdict(v) for k, v in seed.scores.items()}
+        for k, v in seed.scores.items():
+            log(f"    at {THRESHOLD:g} for every decision: {k}: {v}")
 
     with _stage(log, sec, 8, total, "query: who does this clip most resemble?"):
         clip, client_id, true_speaker = _pick_query_clip(corpus, workdir)
@@ -193,7 +199,7 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
             "matches": [m.to_dict() for m in by_speaker.matches],
         }
         for m in by_speaker.matches:
-            log(f"    {m.rank}. {m.speaker_id[:12]}… distance {m.distance:.3f} -> {m.verdict}")
+            log(f"    {m.rank}. {m.speaker_id[:16]}… {m.explanation}")
 
     res.report = write_report(res, paths, corpus)
     figs["seconds"] = dict(sec)
@@ -212,8 +218,9 @@ def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
 
     spk = f["dedup"].get("speakers", {})
     clips = f["dedup"].get("clips", {})
-    cal_spk = f["dedup_calibrated"].get("speakers", {})
-    cal_clips = f["dedup_calibrated"].get("clips", {})
+    seed_spk = f["dedup_seed"].get("speakers", {})
+    seed_clips = f["dedup_seed"].get("clips", {})
+    t = f["default_threshold"]
     q = f["query"]
     best = q["matches"][0] if q["matches"] else None
     alias_hit = best is not None and best["speaker_id"] in q["aliases_of_true_speaker"]
@@ -223,17 +230,18 @@ def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
         ("prep counts reconcile", str(f["prep_balanced"])),
         ("training time", f"{f['train_seconds']:.0f} s ({f['trainable_parameters']:,} parameters)"),
         ("test EER", pct(ev["eer"])),
-        (f"sensitivity / specificity at {THRESHOLD}", f"{pct(ev.get('sensitivity'))} / {pct(ev.get('specificity'))}"),
+        ("default threshold (seed operating point on dev speakers)", f"{t:.3f} (the seed's is {THRESHOLD:g})"),
+        (f"sensitivity / specificity at {t:.3f} (test speakers)",
+         f"{pct(ev.get('sensitivity'))} / {pct(ev.get('specificity'))}"),
         ("minDCF (p_target 0.01 / 0.05)", f"{ev['min_dcf']['0.01']:.3f} / {ev['min_dcf']['0.05']:.3f}"),
         (f"FRR at FAR {ev['target_far']:g}", pct(ev["frr_at_target_far"])),
-        (f"dedup at {THRESHOLD}: client_id merges vs planted aliases",
+        ("dedup at the default: client_id merges vs planted aliases",
          f"precision {pct(spk.get('precision'))}, recall {pct(spk.get('recall'))}"),
-        (f"dedup at {THRESHOLD}: clip clusters vs true speakers",
+        ("dedup at the default: clip clusters vs true speakers",
          f"precision {pct(clips.get('precision'))}, recall {pct(clips.get('recall'))}"),
-        (f"dedup at {f['calibrated_threshold']} (dev FAR {f['calibrated_target_far']:g}): client_id merges",
-         f"precision {pct(cal_spk.get('precision'))}, recall {pct(cal_spk.get('recall'))}"),
-        (f"dedup at {f['calibrated_threshold']}: clip clusters",
-         f"precision {pct(cal_clips.get('precision'))}, recall {pct(cal_clips.get('recall'))}"),
+        (f"dedup at {THRESHOLD:g} everywhere: client_id merges / clip clusters",
+         f"precision {pct(seed_spk.get('precision'))}, recall {pct(seed_spk.get('recall'))} / "
+         f"precision {pct(seed_clips.get('precision'))}, recall {pct(seed_clips.get('recall'))}"),
         ("example query",
          f"{q['clip']} -> {best['speaker_id'][:12]}… at {best['euclidean_distance']:.3f} ({best['verdict']}); "
          f"{'an alias of the same voice' if alias_hit else 'not one of its aliases'}" if best else "no match"),
