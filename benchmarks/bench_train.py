@@ -1,12 +1,14 @@
 """Training throughput of the default embedder: clips/s and steps/s at the default P x K batch.
 
     python benchmarks/bench_train.py [--steps 10] [--speakers-per-batch 32] [--clips-per-speaker 4]
-                                     [--crop-seconds 3.0] [--data DIR]
+                                     [--crop-seconds 3.0] [--data DIR] [--augment none,standard] [--rounds 2]
 
 Times the trainer's own train step (triplet semi-hard loss, Adam, the default 600k-parameter network) on
 batches from the real tf.data P x K pipeline. Without --data, a small prep-like data directory of
 generated audio is written to a temp folder first (not timed). The first step (tracing) is reported
-apart. Prints one JSON object; GPUs are used when visible (then "device" says which).
+apart. With several ``--augment`` presets, their pipelines are timed side by side in interleaved rounds
+(the median round counts) and ``augment_ratio`` is each preset's steps/s over the first's. Prints one JSON
+object; GPUs are used when visible (then "device" says which).
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ def main() -> None:
     ap.add_argument("--clips-per-speaker", type=int, default=defaults["clips_per_speaker"])
     ap.add_argument("--crop-seconds", type=float, default=defaults["crop_seconds"])
     ap.add_argument("--data", help="a prep output folder (default: generated audio)")
+    ap.add_argument("--augment", default="none,standard", help="comma-separated augmentation presets to compare")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    presets = [a for a in args.augment.split(",") if a]
 
     import tensorflow as tf
 
@@ -98,23 +103,37 @@ def main() -> None:
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
-        data = pk_batches(
-            record_files(data_dir, "train"),
-            speakers,
-            speakers_per_batch=p,
-            clips_per_speaker=k,
-            crop_samples=crop,
-            seed=0,
-            shuffle_buffer=256,
-        )
-        it = iter(data)
+        from speechid.model.augment import preset
+
+        iterators = {
+            name: iter(
+                pk_batches(
+                    record_files(data_dir, "train"),
+                    speakers,
+                    speakers_per_batch=p,
+                    clips_per_speaker=k,
+                    crop_samples=crop,
+                    seed=0,
+                    shuffle_buffer=256,
+                    augment=preset(name),
+                    sample_rate=features.sample_rate,
+                )
+            )
+            for name in presets
+        }
         t0 = time.perf_counter()
-        float(step(*next(it)))
+        float(step(*next(iterators[presets[0]])))
         first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for _ in range(args.steps):
-            float(step(*next(it)))
-        wall = time.perf_counter() - t0
+        for name in presets[1:]:  # warm each pipeline once
+            float(step(*next(iterators[name])))
+        walls: dict[str, list[float]] = {name: [] for name in presets}
+        for _ in range(args.rounds):
+            for name in presets:
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    float(step(*next(iterators[name])))
+                walls[name].append(time.perf_counter() - t0)
+        wall = float(np.median(walls[presets[0]]))
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -133,6 +152,13 @@ def main() -> None:
                 "steps_per_s": round(args.steps / wall, 3),
                 "clips_per_s": round(args.steps * p * k / wall, 1),
                 "audio_seconds_per_s": round(args.steps * p * k * args.crop_seconds / wall, 1),
+                "by_augment": {
+                    name: {"steps_per_s": round(args.steps / float(np.median(w)), 3)} for name, w in walls.items()
+                },
+                "augment_ratio": {
+                    name: round(float(np.median(walls[presets[0]])) / float(np.median(w)), 3)
+                    for name, w in walls.items()
+                },
                 "data": "prep output" if args.data else "generated",
                 "load_average_1m": round(os.getloadavg()[0], 2),
             }
