@@ -570,8 +570,7 @@ def embed_corpus(
         )
         counts | "WriteCounts" >> jobs.WriteJsonLines(os.path.join(staging, jobs.COUNTS_DIR, "counts"))
         with jobs.single_threaded_tf_workers(jobs.local_worker_processes(pipeline_args)):
-            result = p.run()
-            result.wait_until_finish()
+            result, _ = jobs.run_and_wait(p)
         jobs.log_metrics("embed", result)
 
         tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))

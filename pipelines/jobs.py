@@ -25,6 +25,8 @@ import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 
@@ -92,6 +94,110 @@ def make_pipeline(beam_args: list[str], test_pipeline=None) -> beam.Pipeline:
 
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
+
+
+def run_and_wait(p: beam.Pipeline):
+    """``p.run()`` then ``wait_until_finish()``, in a helper thread so Ctrl-C and SIGTERM reach us; returns
+    (result, final state).
+
+    Beam's local runner waits for bundle results in a blocking wait that a signal delivered to one of
+    its gRPC threads never interrupts: Ctrl-C was ignored and the job (worker processes included) ran
+    on to its end. Here the main thread waits in short slices; on an interrupt this process's worker
+    processes are terminated and the KeyboardInterrupt goes on to the caller, which drops its staging.
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = p.run()
+            box["state"] = box["result"].wait_until_finish()
+        except BaseException as e:  # noqa: BLE001  handed to the waiting thread as it is
+            box["error"] = e
+
+    if threading.current_thread() is not threading.main_thread():
+        target()  # signals only ever reach the main thread: nothing to gain from another hop
+    else:
+        thread = threading.Thread(target=target, name="speechid-pipeline", daemon=True)
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(0.5)
+        except KeyboardInterrupt:
+            # The runner's threads go on until their workers vanish, and log each broken connection with a
+            # traceback: the user asked to stop, so the one line the CLI prints is all they should see.
+            for name in ["apache_beam", *logging.root.manager.loggerDict]:
+                if name.startswith("apache_beam"):
+                    logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+            threading.excepthook = _quiet_about_lost_workers(threading.excepthook)
+            stop_child_processes()
+            raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"], box["state"]
+
+
+def _quiet_about_lost_workers(hook):
+    """A threading.excepthook that drops what Beam's threads raise once their workers are gone."""
+    import traceback
+
+    def quiet(args):
+        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
+        if any(f"{os.sep}apache_beam{os.sep}" in f.filename or f"{os.sep}grpc{os.sep}" in f.filename for f in frames):
+            return
+        hook(args)
+
+    return quiet
+
+
+def stop_child_processes(grace_s: float = 3.0) -> list[int]:
+    """Terminate every process this one started (local Beam workers and their shells); returns their ids.
+
+    Linux only (it reads /proc); elsewhere the local workers notice the lost driver and exit on their own.
+    """
+    if not os.path.isdir("/proc"):
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [os.getpid()]
+    while stack:
+        for pid in children.get(stack.pop(), []):
+            found.append(pid)
+            stack.append(pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in found:
+            try:
+                os.kill(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in alive if _running(pid)]
+        if not alive:
+            break
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap our own children, or they stay as zombies that look alive
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def local_worker_processes(beam_args: list[str]) -> bool:

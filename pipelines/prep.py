@@ -234,8 +234,7 @@ def prepare(
         # multi_processing: one TensorFlow thread per worker (one worker per core), flat worker heaps.
         local_workers = test_pipeline is None and jobs.local_worker_processes(list(pipeline_args))
         with jobs.single_threaded_tf_workers(local_workers), jobs.worker_environment(_MALLOC_ENV, local_workers):
-            result = p.run()
-            state = result.wait_until_finish()
+            result, state = jobs.run_and_wait(p)
         if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
             raise RuntimeError(f"prep pipeline ended in state {state}")
         # The pipeline wrote the manifest; a run whose inputs were unusable publishes nothing.

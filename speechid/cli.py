@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import os
 import re
+import signal
 import sys
 import threading
 
@@ -94,6 +95,8 @@ class _NativeLogFilter:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
+                if _INTERRUPTED.is_set() and not line.startswith(b"speechid"):
+                    continue  # local workers hit by the same Ctrl-C print their own tracebacks into our stderr
                 if not _NATIVE_NOISE.match(line):
                     os.write(self._saved, line + b"\n")
         if pending and not _NATIVE_NOISE.match(pending):
@@ -106,7 +109,20 @@ class _NativeLogFilter:
         os.close(self._saved)
 
 
+_INTERRUPTED = threading.Event()
+
+
+def _interrupt(signum, frame):
+    # Ctrl-C and SIGTERM (kill, a scheduler's timeout) clean up alike: staging dropped, worker processes stopped.
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # a background job ignores Ctrl-C: keep it so
+                signal.signal(sig, _interrupt)
     log_filter = None if os.environ.get("SPEECHID_DEBUG") else _NativeLogFilter()
     try:
         _main(argv)
@@ -122,8 +138,8 @@ def _main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="speechid", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        _fail(prog, "aborted", 130)
+    except click.exceptions.Abort:  # click's name for a KeyboardInterrupt inside a command (Ctrl-C, SIGTERM)
+        _fail(prog, "interrupted", 130)
     except click.ClickException as e:
         _fail(prog, e.format_message())
     except SpeechIdError as e:
