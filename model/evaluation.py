@@ -147,14 +147,29 @@ def all_pairs_eer(embeddings: np.ndarray, speakers: list[str]) -> float:
     return eer(d[iu][same], d[iu][~same])[0]
 
 
-def plot_figures(same: np.ndarray, diff: np.ndarray, threshold: float, output_dir: str, title: str = "") -> list[str]:
-    """Boxplot, DET curve and histograms as PNGs in ``output_dir``; returns the paths."""
+def _threshold_marks(threshold: float, reference: float | None) -> list[tuple[float, str, str]]:
+    """(value, label, colour) for each threshold drawn on the pictures: the one decided at, and the seed's."""
+    marks = [(float(threshold), f"threshold {threshold:.3f}", "red")]
+    if reference is not None and abs(reference - threshold) > 5e-4:
+        marks.append((float(reference), f"seed's {reference:g}", "darkorange"))
+    return marks
+
+
+def plot_figures(same: np.ndarray, diff: np.ndarray, threshold: float, output_dir: str, title: str = "",
+                 reference: float | None = THRESHOLD) -> list[str]:
+    """Boxplot, DET curve and histograms as PNGs in ``output_dir``; returns the paths.
+
+    Each picture marks ``threshold`` (the one decided at) and ``reference`` (the seed's 0.83, for
+    comparison; None to leave it out); the DET curve also marks the EER point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from scipy.stats import norm
 
+    same = np.asarray(same, np.float64)
+    diff = np.asarray(diff, np.float64)
+    marks = _threshold_marks(threshold, reference)
     paths = []
 
     def save(fig, name):
@@ -168,36 +183,49 @@ def plot_figures(same: np.ndarray, diff: np.ndarray, threshold: float, output_di
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.boxplot([same, diff])
     ax.set_xticks([1, 2], ["same speaker", "different speakers"])
-    ax.axhline(threshold, color="red", linestyle="--", label=f"threshold {threshold:g}")
+    for t, label, colour in marks:
+        ax.axhline(t, color=colour, linestyle="--", label=label)
     ax.set_ylabel("Euclidean distance")
     ax.set_title(title or "Distances between embeddings")
     ax.legend(loc="lower right")
     save(fig, "boxplot.png")
 
     _, frr, far = error_rates(same, diff)
+    e, e_t = eer(same, diff)
     lo = 1e-4
+
+    def probit(x):
+        return norm.ppf(np.clip(x, lo, 1 - lo))
+
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(norm.ppf(np.clip(far, lo, 1 - lo)), norm.ppf(np.clip(frr, lo, 1 - lo)))
+    ax.plot(probit(far), probit(frr), color="tab:blue", label="DET")
     ticks = np.array([0.001, 0.01, 0.05, 0.2, 0.5, 0.8])
     ax.set_xticks(norm.ppf(ticks), [f"{100 * v:g}" for v in ticks])
     ax.set_yticks(norm.ppf(ticks), [f"{100 * v:g}" for v in ticks])
     ax.plot(norm.ppf([lo, 1 - lo]), norm.ppf([lo, 1 - lo]), color="grey", linestyle=":", linewidth=0.8)
+    ax.plot(probit(e), probit(e), "o", color="black", label=f"EER {100 * e:.1f}% (at {e_t:.3f})")
+    for t, label, colour in marks:
+        t_far, t_frr = float(np.mean(diff < t)), float(np.mean(same >= t))
+        ax.plot(probit(t_far), probit(t_frr), "s", color=colour,
+                label=f"{label}: FAR {100 * t_far:.1f}%, FRR {100 * t_frr:.1f}%")
     ax.set_xlim(norm.ppf(0.0005), norm.ppf(0.9))
     ax.set_ylim(norm.ppf(0.0005), norm.ppf(0.9))
     ax.set_xlabel("false acceptance rate (%)")
     ax.set_ylabel("false rejection rate (%)")
     ax.set_title("DET curve")
     ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
     save(fig, "det.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0.0, 2.0, 61)
     ax.hist(same, bins=bins, alpha=0.6, density=True, label="same speaker")
     ax.hist(diff, bins=bins, alpha=0.6, density=True, label="different speakers")
-    ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:g}")
+    for t, label, colour in marks:
+        ax.axvline(t, color=colour, linestyle="--", label=label)
     ax.set_xlabel("Euclidean distance")
     ax.set_ylabel("density")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title("Score histograms")
     save(fig, "histograms.png")
     return paths

@@ -81,3 +81,15 @@ def test_all_pairs_eer_separated_clusters():
     emb = np.repeat(centres, 5, axis=0) + 0.01 * rng.standard_normal((20, 4))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert all_pairs_eer(emb, [str(i // 5) for i in range(20)]) == pytest.approx(0.0)
+
+
+def test_pictures_mark_the_threshold_and_the_seeds(tmp_path):
+    from speechid.model.evaluation import _threshold_marks, plot_figures
+
+    assert [label for _, label, _ in _threshold_marks(0.741, 0.83)] == ["threshold 0.741", "seed's 0.83"]
+    assert len(_threshold_marks(0.83, 0.83)) == 1  # one line when they coincide
+    assert len(_threshold_marks(0.741, None)) == 1
+    rng = np.random.default_rng(0)
+    paths = plot_figures(rng.normal(0.6, 0.1, 200), rng.normal(1.1, 0.1, 200), 0.741, str(tmp_path))
+    assert sorted(p.rsplit("/", 1)[-1] for p in paths) == ["boxplot.png", "det.png", "histograms.png"]
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in paths)
