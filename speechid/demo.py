@@ -12,14 +12,15 @@ synth (planted aliases and bad clips) -> prep (Beam DirectRunner + tf.Transform)
     <workdir>/index/       the FAISS index
     <workdir>/dedup/       clusters, merge proposals, summary.txt (at the model's operating points)
     <workdir>/dedup-0.83/  the same with the seed's 0.83 for every decision, for comparison
-    <workdir>/report.html  everything above on one page
+    <workdir>/demo.json    the run record: stage times, per-epoch training curve, the model's operating points
+    <workdir>/report.html  the answer first, then everything above, on one page (``speechid.report``)
 
-Running it again into the same workdir replaces each stage's output (each stage writes atomically).
+Running it again into the same workdir replaces each stage's output (each stage writes atomically);
+``rebuild_report(workdir)`` (``speechid demo --report-only``) writes report.html again from a finished run.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 from speechid import report
 from speechid.config import THRESHOLD
+from speechid.errors import ConfigError
 from speechid.model.calibration import summary as evaluation_summary
 
 
@@ -50,6 +52,19 @@ class DemoConfig:
     max_dev_clips: int = 200
     trials: int = 4000
     workers: int = 2
+
+
+RUN_RECORD = "demo.json"
+REPORT = "report.html"
+
+
+def workdir_paths(workdir: str) -> dict[str, str]:
+    """Where each stage of a demo run in ``workdir`` writes (and where the report reads)."""
+    workdir = os.path.abspath(workdir)
+    paths = {k: os.path.join(workdir, k) for k in ("corpus", "data", "model", "eval", "embeddings", "index", "dedup")}
+    paths["dedup_seed"] = os.path.join(workdir, f"dedup-{THRESHOLD:g}")  # every decision at the seed's 0.83
+    paths["run"] = os.path.join(workdir, RUN_RECORD)
+    return paths
 
 
 @dataclass
@@ -115,10 +130,10 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
 
     os.makedirs(workdir, exist_ok=True)
     workdir = os.path.abspath(workdir)
-    paths = {k: os.path.join(workdir, k) for k in ("corpus", "data", "model", "eval", "embeddings", "index", "dedup")}
-    # dedup is written twice: at the model's operating points (dedup/) and at the seed's 0.83 (dedup-0.83/).
+    paths = workdir_paths(workdir)
     res = DemoResult(workdir)
     sec, figs, total = res.seconds, res.figures, 8
+    figs["config"] = asdict(config)
     beam_args = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(config.workers)]
 
     with _stage(log, sec, 1, total, "synth: generate a Common Voice release"):
@@ -138,11 +153,13 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
     with _stage(log, sec, 3, total, "train: LSTM + triplet semi-hard loss on CPU"):
         if os.path.exists(paths["model"]):
             shutil.rmtree(paths["model"])  # a fresh model each run, not a resumed one
+        curve = figs["training_curve"] = []
         t = trainer.train(paths["data"], paths["model"], epochs=config.epochs,
                           steps_per_epoch=config.steps_per_epoch, speakers_per_batch=config.speakers_per_batch,
                           clips_per_speaker=config.clips_per_speaker_batch, crop_seconds=config.crop_seconds,
                           learning_rate=config.learning_rate, max_dev_clips=config.max_dev_clips,
-                          seed=config.seed, log=lambda s: log("    " + s))
+                          seed=config.seed, log=lambda s: log("    " + s),
+                          on_epoch_end=lambda epoch, s: curve.append({"epoch": epoch, **s}))
         figs["train_seconds"] = round(t["wall_s"], 1)
         figs["best_dev_eer"] = t["best_dev_eer"]
         figs["trainable_parameters"] = t["trainable_parameters"]
@@ -157,6 +174,8 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         ops = operating_points(model_config, paths["model"])
         figs["operating_points"] = ops.to_dict() if ops else None
         figs["default_threshold"] = float(model_config["threshold"])
+        figs["model_id"] = model_config.get("model_id")
+        figs["training"] = model_config.get("training", {})
         if ops:
             log("    " + evaluation_summary(ops).replace("\n", "\n    "))
 
@@ -180,7 +199,7 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         figs["dedup_summary"] = open(os.path.join(paths["dedup"], "summary.txt"), encoding="utf-8").read()
         for k, v in dd.scores.items():
             log(f"    at the model's operating points: {k}: {v}")
-        seed = dedup(paths["index"], paths["dedup"] + f"-{THRESHOLD:g}", truth=truth, threshold=THRESHOLD,
+        seed = dedup(paths["index"], paths["dedup_seed"], truth=truth, threshold=THRESHOLD,
                      merge_threshold=THRESHOLD)
         figs["dedup_seed"] = {k: asdict(v) for k, v in seed.scores.items()}
         for k, v in seed.scores.items():
@@ -201,11 +220,21 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         for m in by_speaker.matches:
             log(f"    {m.rank}. {m.speaker_id[:16]}… {m.explanation}")
 
-    res.report = write_report(res, paths, corpus)
-    figs["seconds"] = dict(sec)
-    with open(os.path.join(workdir, "demo.json"), "w", encoding="utf-8") as f:
+    figs["seconds"] = dict(sec)  # in pipeline order
+    tmp = paths["run"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(figs, f, indent=2, default=str)
+    os.replace(tmp, paths["run"])
+    res.report = rebuild_report(workdir)
     return res
+
+
+def rebuild_report(workdir: str) -> str:
+    """Write ``<workdir>/report.html`` from a finished run's outputs; returns its path."""
+    paths = workdir_paths(workdir)
+    if not os.path.exists(paths["run"]):
+        raise ConfigError(f"{workdir}: no {RUN_RECORD}, not a finished demo run (run `speechid demo` first)")
+    return report.build(paths, os.path.join(os.path.abspath(workdir), REPORT))
 
 
 def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
@@ -243,30 +272,6 @@ def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
          f"precision {pct(seed_spk.get('precision'))}, recall {pct(seed_spk.get('recall'))} / "
          f"precision {pct(seed_clips.get('precision'))}, recall {pct(seed_clips.get('recall'))}"),
         ("example query",
-         f"{q['clip']} -> {best['speaker_id'][:12]}… at {best['euclidean_distance']:.3f} ({best['verdict']}); "
+         f"{q['clip']} -> {best['speaker_id'][:16]}… at {best['euclidean_distance']:.3f} ({best['verdict']}); "
          f"{'an alias of the same voice' if alias_hit else 'not one of its aliases'}" if best else "no match"),
     ]
-
-
-def write_report(res: DemoResult, paths: dict, corpus) -> str:
-    f = res.figures
-    eval_dir = paths["eval"]
-    pngs = sorted(p for p in os.listdir(eval_dir) if p.endswith(".png")) if os.path.isdir(eval_dir) else []
-    q = f["query"]
-    sections = [
-        ("Summary", report.table(summary_rows(res), header=("what", "figure"))),
-        ("Evaluation pictures", report.figures((os.path.join(eval_dir, p), p[:-4].replace("_", " ")) for p in pngs)),
-        ("Evaluation metrics", report.table(
-            sorted((k, v) for k, v in f["eval"].items() if isinstance(v, (int, float, str)))
-            + [(f"min_dcf (p_target {p})", v) for p, v in f["eval"]["min_dcf"].items()],
-            header=("metric", "value"))),
-        ("Dedup summary", f"<pre>{html.escape(f['dedup_summary'])}</pre>"),
-        ("Example query", report.table(
-            [(m["rank"], m["speaker_id"][:16] + "…", f"{m['euclidean_distance']:.3f}", m["verdict"],
-              "yes" if m["speaker_id"] in q["aliases_of_true_speaker"] else "no") for m in q["matches"]],
-            header=("rank", "speaker (client_id)", "Euclidean distance", "verdict", "same true voice"))),
-        ("Stage times (s)", report.table(sorted(res.seconds.items()), header=("stage", "seconds"))),
-        ("Where things are", report.table(sorted(paths.items()) + [("corpus tarball", corpus.tarball)],
-                                          header=("output", "path"))),
-    ]
-    return report.write_html(os.path.join(res.workdir, "report.html"), "speechid demo", sections)

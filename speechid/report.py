@@ -1,26 +1,80 @@
-"""A self-contained HTML report: tables of figures and the PNG pictures inlined (one file to share)."""
+"""report.html of a demo run: the answer first, then the evidence, on one self-contained page.
+
+``build(paths, output)`` reads only what the run wrote (the run record ``demo.json``, eval/metrics.json
+and its pictures, both dedup summaries and the merge proposals, prep's and embed's manifests and failures,
+the corpus's aliases.tsv), so it runs again on any finished workdir
+(``speechid demo --report-only --workdir W``). Pictures are inlined as PNG data, so the page is one file
+to share. Ids are shown by their first 16 characters; the full id is in the hover text.
+"""
 
 from __future__ import annotations
 
 import base64
+import glob
 import html
+import io
+import json
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from speechid.config import THRESHOLD
+from speechid.operating_points import OperatingPoints
+
+SHORT_ID = 16
+TARGET = 0.9  # the precision/recall the advice aims for
+EXAMPLES_PER_REASON = 2
 
 _CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
-th{background:#f4f4f4}.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}
-.figs img{max-width:520px;border:1px solid #eee}figcaption{font-size:.9em;color:#555}
-code{background:#f4f4f4;padding:0 .2em}
+body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;padding:0 1em;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:2.2em;border-bottom:1px solid #ddd}
+h3{font-size:1.05em;margin-top:1.4em}.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left;
+vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}.figs img{max-width:540px;border:1px solid #eee}
+.figs.three img{max-width:365px}.figs.three figcaption{max-width:365px}
+figcaption{font-size:.9em;color:#555;max-width:540px}code{background:#f4f4f4;padding:0 .2em}
+.id{font-family:ui-monospace,monospace;border-bottom:1px dotted #999;cursor:help}
+.answer{display:flex;flex-wrap:wrap;gap:1em}.card{flex:1 1 420px;border:1px solid #ccc;border-radius:6px;
+padding:.8em 1.1em;background:#fafafa}.card h3{margin-top:0}.big{font-size:1.8em;font-weight:600}
+.card ul{padding-left:1.2em}.ok{border-left:6px solid #2a2}.warn{border-left:6px solid #e90}
+.bad{border-left:6px solid #d33}
+.bar{display:inline-block;height:.8em;background:#7aa7d8;vertical-align:middle}
 """
 
 
+# -- HTML building blocks ------------------------------------------------------------------------------
+
+def short_id(value, n: int = SHORT_ID) -> str:
+    """An id as HTML: its first ``n`` characters, the whole id on hover."""
+    s = "" if value is None else str(value)
+    if len(s) <= n:
+        return html.escape(s)
+    return f'<span class="id" title="{html.escape(s)}">{html.escape(s[:n])}…</span>'
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def pct(x, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%" if _finite(x) else "n/a"
+
+
+class Raw(str):
+    """A table cell that is already HTML (ids with hover text, bars)."""
+
+
 def _cell(v) -> str:
+    if isinstance(v, Raw):
+        return f"<td>{v}</td>"
+    if isinstance(v, bool):
+        return f"<td>{'yes' if v else 'no'}</td>"
     if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+        return f'<td class="num">{v:.4g}</td>'
+    if isinstance(v, int):
+        return f'<td class="num">{v:,}</td>'
+    return f"<td>{html.escape(str(v))}</td>"
 
 
 def table(rows: Iterable[Iterable], header: Iterable[str] | None = None) -> str:
@@ -28,36 +82,410 @@ def table(rows: Iterable[Iterable], header: Iterable[str] | None = None) -> str:
     if header:
         out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
     for r in rows:
-        out.append("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>")
+        out.append("<tr>" + "".join(_cell(c) for c in r) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
 
 
-def figures(paths: Iterable[tuple[str, str]]) -> str:
-    """(png path, caption) pairs -> inline images; missing files are named, not hidden."""
-    out = ['<div class="figs">']
-    for path, caption in paths:
-        if os.path.exists(path):
-            data = base64.b64encode(open(path, "rb").read()).decode("ascii")
-            out.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            )
+def _img(data: bytes, caption: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def figures(items: Iterable[tuple[str | bytes, str]], css: str = "figs") -> str:
+    """(PNG path or PNG bytes, caption) pairs -> inline images; missing files are named, not hidden."""
+    out = [f'<div class="{css}">']
+    for src, caption in items:
+        if isinstance(src, bytes):
+            out.append(_img(src, caption))
+        elif os.path.exists(src):
+            with open(src, "rb") as f:
+                out.append(_img(f.read(), caption))
         else:
-            out.append(f"<p>missing picture: <code>{html.escape(path)}</code></p>")
+            out.append(f"<p>missing picture: <code>{html.escape(src)}</code></p>")
     out.append("</div>")
     return "\n".join(out)
 
 
-def write_html(path: str, title: str, sections: list[tuple[str, str]]) -> str:
+def write_html(path: str, title: str, sections: list[tuple[str, str]], subtitle: str = "") -> str:
     """Write ``sections`` ((heading, html body) pairs) as one page at ``path``, atomically."""
     body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
+    sub = f'<p class="sub">{subtitle}</p>' if subtitle else ""
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{sub}\n{body}\n</body></html>\n"
     )
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(page)
     os.replace(tmp, path)
     return path
+
+
+# -- pictures drawn from the run's numbers -------------------------------------------------------------
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curve_png(history: list[dict]) -> bytes:
+    """Loss (left axis) and dev EER (right axis) per epoch; the kept (best dev EER) epoch starred."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="tab:blue")
+    ax.set_xticks(epochs)
+    eers = [(h["epoch"], h["dev_eer"]) for h in history if _finite(h.get("dev_eer"))]
+    if eers:
+        ax2 = ax.twinx()
+        ax2.plot([e for e, _ in eers], [100 * v for _, v in eers], "s-", color="tab:red", label="dev EER")
+        best = min(eers, key=lambda ev: ev[1])
+        ax2.plot([best[0]], [100 * best[1]], "*", color="black", markersize=14,
+                 label=f"kept: epoch {best[0]}, EER {100 * best[1]:.1f}%")
+        ax2.set_ylabel("dev EER (%)", color="tab:red")
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=8)
+    ax.set_title("Training: loss and dev EER per epoch")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def merge_curve_png(curve: list[dict], marks: list[tuple[float, str, str]]) -> bytes:
+    """Client_id merge precision/recall against one uniform merge threshold, with ``marks``
+    ((threshold, label, colour)) drawn as vertical lines."""
+    plt = _pyplot()
+    t = [c["threshold"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for key, colour in (("precision", "tab:green"), ("recall", "tab:purple")):
+        ys = [float("nan") if c[key] is None else 100 * c[key] for c in curve]
+        ax.plot(t, ys, "-", color=colour, label=key)
+    for x, label, colour in marks:
+        ax.axvline(x, color=colour, linestyle="--", linewidth=1, label=label)
+    ax.axhline(100 * TARGET, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("merge threshold (RMS Euclidean distance over all cross pairs of clips)")
+    ax.set_ylabel("%")
+    ax.set_ylim(-3, 103)
+    ax.set_title("Dedup: client_id merges vs planted aliases")
+    ax.legend(fontsize=8, loc="center right")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+# -- reading the run -----------------------------------------------------------------------------------
+
+def _json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def failure_examples(folder: str, per_reason: int = EXAMPLES_PER_REASON) -> dict[str, list[dict]]:
+    """reason -> the first ``per_reason`` failure records of ``folder``/failures/*.jsonl."""
+    out: dict[str, list[dict]] = {}
+    for path in sorted(glob.glob(os.path.join(folder, "failures", "*.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    rec = json.loads(line)
+                    got = out.setdefault(rec.get("reason", "?"), [])
+                    if len(got) < per_reason:
+                        got.append(rec)
+    return out
+
+
+def _merge_points(ops: OperatingPoints | None) -> list[tuple[int, float]]:
+    """(group size n, the speaker-level threshold dedup merges n-clip groups under by default)."""
+    return [] if ops is None else [(lp.n, lp.point(ops.merge).threshold) for lp in ops.speaker]
+
+
+def best_on_curve(curve: list[dict], target: float = TARGET) -> dict | None:
+    """The curve point with the highest recall whose precision is at least ``target`` (None if none is)."""
+    ok = [c for c in curve if c["precision"] is not None and c["precision"] >= target and c["recall"] is not None]
+    return max(ok, key=lambda c: (c["recall"], c["precision"]), default=None)
+
+
+def dedup_advice(score: Mapping | None, curve: list[dict], target: float = TARGET) -> list[str]:
+    """What to do about the merges' precision/recall at the default, as HTML list items."""
+    if not score or score.get("precision") is None and score.get("recall") is None:
+        return ["No merge was proposed and the truth has no aliases: nothing to score."]
+    p, r = score.get("precision"), score.get("recall")
+    good_p, good_r = p is not None and p >= target, r is not None and r >= target
+    best = best_on_curve(curve, target)
+    if good_p and good_r:
+        return [f"Precision and recall are both at least {pct(target, 0)}: keep the default."]
+    tips = []
+    if not good_p:
+        tips.append("Precision is low: merges join different people. Lower the merge threshold "
+                    "(<code>speechid dedup --merge-threshold T</code>) or review the proposals below by hand.")
+    if not good_r:
+        tips.append("Recall is low: aliases go unfound. A higher merge threshold finds more of them at some "
+                    "cost in precision.")
+    if best is not None:
+        tips.append(f"On this corpus the curve keeps precision &ge; {pct(target, 0)} up to "
+                    f"<code>--merge-threshold {best['threshold']:.2f}</code> (precision {pct(best['precision'])}, "
+                    f"recall {pct(best['recall'])}). It is read off this corpus's planted aliases; on your data, "
+                    "choose it from a labelled sample.")
+    else:
+        tips.append(f"No single merge threshold reaches precision {pct(target, 0)} here: the model does not "
+                    "separate these voices well enough. Train longer or on more speakers (<code>speechid train "
+                    "--epochs</code>), and re-measure the operating points on labelled speakers of your own "
+                    "domain (<code>speechid calibrate</code>).")
+    return tips
+
+
+# -- the page ------------------------------------------------------------------------------------------
+
+def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_seed: dict | None) -> str:
+    t = float(metrics["threshold"])
+    e = metrics["eer"]
+    far_t, frr_t = 1 - metrics["specificity"], 1 - metrics["sensitivity"]
+    meaning = ops.clip.describe(t, prefer=ops.default) if ops else "given, not calibrated"
+    ref = ""
+    if ops is not None:
+        rfar, rfrr = ops.clip.rates(THRESHOLD)
+        ref = f" At the seed's {THRESHOLD:g}: FAR {pct(rfar)} / FRR {pct(rfrr)} on dev speakers."
+    cls = "ok" if e <= 0.05 else "warn" if e <= 0.15 else "bad"
+    tip = ("" if e <= 0.1 else "<li>EER above 10%: train longer or on more speakers (<code>speechid train "
+                               "--epochs</code>); compare groups of clips rather than single clips.</li>")
+    verification = (
+        f'<div class="card {cls}"><h3>Same person? One clip against one clip</h3>'
+        f'<div class="big">EER {pct(e)}</div>'
+        f"<p>on {metrics['speakers']} test speakers the model never trained on "
+        f"({metrics['trials']:,} balanced trials).</p><ul>"
+        f"<li>At the default threshold <b>{t:.3f}</b> ({html.escape(meaning)}): <b>FAR {pct(far_t)}</b> "
+        f"(different people accepted) and <b>FRR {pct(frr_t)}</b> (same person rejected) on the test trials.</li>"
+        + (f"<li>{ref.strip()}</li>" if ref else "")
+        + f"<li>FRR at FAR {pct(metrics['target_far'], 0)}: {pct(metrics['frr_at_target_far'])}; "
+        f"minDCF(0.01) {metrics['min_dcf']['0.01']:.3f}.</li>{tip}</ul></div>"
+    )
+    score = dd.get("scores", {}).get("speakers")
+    seed_score = (dd_seed or {}).get("scores", {}).get("speakers")
+    p, r = (score or {}).get("precision"), (score or {}).get("recall")
+    ok = p is not None and r is not None and p >= TARGET and r >= TARGET
+    cls = "ok" if ok else "warn" if (p or 0) >= 0.5 and (r or 0) >= 0.5 else "bad"
+    counts = (f"{score['correct_pairs']} of {score['predicted_pairs']} proposed client_id pairs are true aliases; "
+              f"{score['true_pairs']} true pairs planted" if score else "no ground truth")
+    seed_txt = (f" At {THRESHOLD:g} for every decision: precision {pct(seed_score.get('precision'))}, recall "
+                f"{pct(seed_score.get('recall'))}." if seed_score else "")
+    merge_ts = _merge_points(ops)
+    rule = (", ".join(f"{tt:.3f} for {n}-clip groups" for n, tt in merge_ts[:4])
+            if merge_ts else html.escape(str(dd.get("merge_rule", ""))))
+    advice = "".join(f"<li>{tip}</li>" for tip in dedup_advice(score, dd.get("merge_curve", [])))
+    dedup_card = (
+        f'<div class="card {cls}"><h3>Dedup: one voice under several client_ids</h3>'
+        f'<div class="big">precision {pct(p, 0)} &middot; recall {pct(r, 0)}</div>'
+        f"<p>of client_id merges against the planted aliases: {counts}. Two ids merge when the RMS distance "
+        f"over all their cross pairs of clips is under the speaker-level {html.escape(ops.merge if ops else '')} "
+        f"point ({rule}).{seed_txt}</p><ul>{advice}</ul></div>"
+    )
+    return f'<div class="answer">{verification}{dedup_card}</div>'
+
+
+def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str) -> str:
+    pics = figures([
+        (os.path.join(eval_dir, "det.png"), "DET curve on test speakers: the EER point, the default threshold and "
+                                            f"the seed's {THRESHOLD:g} marked with their FAR/FRR."),
+        (os.path.join(eval_dir, "histograms.png"), "Same- and different-speaker distances with both thresholds."),
+        (os.path.join(eval_dir, "boxplot.png"), "The seed's boxplot of same vs different distances."),
+    ], css="figs three")
+    rows = [
+        ("equal error rate", f"{pct(metrics['eer'], 2)} at {metrics['eer_threshold']:.3f}"),
+        ("minDCF (p_target 0.01 / 0.05)", " / ".join(f"{v:.3f}" for v in metrics["min_dcf"].values())),
+        (f"FRR at FAR {pct(metrics['target_far'], 0)}",
+         f"{pct(metrics['frr_at_target_far'])} at {metrics['threshold_at_target_far']:.3f}"),
+        (f"sensitivity / specificity at {metrics['threshold']:.3f}",
+         f"{pct(metrics['sensitivity'])} / {pct(metrics['specificity'])}"),
+        ("mean distance same / different",
+         f"{metrics['same_distance_mean']:.3f} / {metrics['different_distance_mean']:.3f}"),
+        ("trials (same + different), clips, speakers",
+         f"{metrics['same_trials']:,} + {metrics['different_trials']:,}, {metrics['clips']:,} clips, "
+         f"{metrics['speakers']} speakers"),
+    ]
+    out = [pics, "<h3>Test split (speakers never trained on)</h3>", table(rows, ("measure", "value"))]
+    if ops is not None:
+        where = ops.measured_on
+        out.append(f"<h3>Operating points measured on dev speakers ({where.get('speakers', '?')} speakers, "
+                   f"{where.get('clips', '?')} clips), stored in the model's config.json</h3>")
+        prow = []
+        for lp in (ops.clip, *ops.speaker):
+            level = "one clip vs one clip" if lp.level == "clip" else f"{lp.n} clips vs {lp.m} clips"
+            for name, pt in lp.points.items():
+                use = ("default: same person" if lp.level == "clip" and name == ops.default else
+                       "default: dedup merges" if lp.level == "speaker" and name == ops.merge else "")
+                prow.append((level, name, f"{pt.threshold:.3f}", pct(pt.far, 2), pct(pt.frr, 2), use))
+        out.append(table(prow, ("level", "point", "threshold", "FAR", "FRR", "used as")))
+    return "\n".join(out)
+
+
+def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: list[dict],
+           truth: Mapping[str, str]) -> str:
+    out = []
+    curve = dd.get("merge_curve") or []
+    if curve:
+        marks = [(THRESHOLD, f"seed's {THRESHOLD:g}", "darkorange")]
+        marks += [(tt, f"default for {n}-clip groups", "red") for n, tt in _merge_points(ops)[:3]]
+        out.append(figures([(merge_curve_png(curve, marks),
+                             "Precision/recall of client_id merges when one threshold decides every pair "
+                             "(dotted: the 90% line). The default uses the speaker-level point for each "
+                             "pair's group size instead.")]))
+    rows = []
+    for name, s in (("model's default", dd), (f"{THRESHOLD:g} for every decision", dd_seed)):
+        if not s:
+            continue
+        sc = s.get("scores", {})
+        for level, what in (("speakers", "client_id merges"), ("clips", "clip clusters")):
+            v = sc.get(level)
+            if v:
+                rows.append((name, what, pct(v["precision"]), pct(v["recall"]), v["correct_pairs"],
+                             v["predicted_pairs"], v["true_pairs"]))
+    if rows:
+        out.append(table(rows, ("thresholds", "decision", "precision", "recall", "correct pairs", "proposed pairs",
+                                "true pairs")))
+    out.append(f"<p>{dd.get('clips', 0):,} clips under {dd.get('speakers', 0):,} client_ids; clip threshold "
+               f"{dd.get('threshold', 0):.3f} ({html.escape(str(dd.get('threshold_meaning', '')))}); "
+               f"{dd.get('clip_clusters', 0):,} clip clusters of 2+ clips; {dd.get('merged_groups', 0)} merged "
+               f"groups covering {dd.get('speakers_in_merged_groups', 0)} client_ids; "
+               f"{dd.get('suspicious_clips', 0)} clips whose neighbours mostly carry another client_id.</p>")
+    if pairs:
+        out.append("<h3>Merge proposals (closest first)</h3>")
+        prow = []
+        for p in pairs:
+            a, b = p["speaker_a"], p["speaker_b"]
+            same = a in truth and b in truth and truth[a] == truth[b]
+            prow.append((Raw(short_id(a)), Raw(short_id(b)), f"{p['clips_a']} + {p['clips_b']}",
+                         f"{p['rms_cross_distance']:.3f}", f"{p['merge_threshold']:.3f}", bool(p["merged"]),
+                         "yes" if same else "no" if truth else "?"))
+        out.append(table(prow, ("client_id a", "client_id b", "clips", "RMS distance", "merge threshold", "merged",
+                                "truly one voice")))
+    return "\n".join(out)
+
+
+def _training(run: dict) -> str:
+    history = run.get("training_curve") or []
+    tr = run.get("training", {})
+    out = []
+    if history:
+        out.append(figures([(training_curve_png(history), "Loss and all-pairs dev EER after each epoch; the "
+                                                          "export keeps the epoch with the best dev EER.")]))
+        out.append(table([(h["epoch"], f"{h['loss']:.4f}", pct(h.get("dev_eer"), 2), bool(h.get("improved")))
+                          for h in history], ("epoch", "loss", "dev EER", "best so far")))
+    else:
+        out.append("<p>No per-epoch record in this run (demo.json has no training_curve).</p>")
+    facts = [(k, tr[k]) for k in ("loss", "epochs", "steps_per_epoch", "speakers_per_batch", "clips_per_speaker",
+                                  "crop_seconds", "learning_rate", "train_speakers", "best_epoch") if k in tr]
+    if "train_seconds" in run:
+        facts.append(("wall time", f"{run['train_seconds']:.0f} s"))
+    if "trainable_parameters" in run:
+        facts.append(("trainable parameters", int(run["trainable_parameters"])))
+    if facts:
+        out.append(table(facts, ("setting", "value")))
+    return "\n".join(out)
+
+
+def _query(q: dict | None) -> str:
+    if not q:
+        return "<p>No query in this run.</p>"
+    others = ", ".join(short_id(c) for c in q["aliases_of_true_speaker"] if c != q["client_id"]) or "no other id"
+    head = (f"<p>Clip <code>{html.escape(q['clip'])}</code>, recorded under client_id {short_id(q['client_id'])}; "
+            f"its true voice also records under {others}.</p>")
+    rows = [(m["rank"], Raw(short_id(m["speaker_id"])), f"{m['euclidean_distance']:.3f}", m["verdict"],
+             m["speaker_id"] in q["aliases_of_true_speaker"]) for m in q["matches"]]
+    return head + table(rows, ("rank", "client_id", "distance", "verdict", "same true voice"))
+
+
+def _pipeline(run: dict, prep: dict | None, embed: dict | None, prep_examples: dict, embed_examples: dict) -> str:
+    out = []
+    seconds = run.get("seconds", {})
+    if seconds:
+        top = max(seconds.values()) or 1.0
+        total = sum(seconds.values())
+        rows = [(name, f"{s:.1f}", Raw(f'<span class="bar" style="width:{int(240 * s / top)}px"></span>'))
+                for name, s in seconds.items()]
+        rows.append(("total", f"{total:.1f}", Raw("")))
+        out.append("<h3>Stage times, in pipeline order (seconds)</h3>" + table(rows, ("stage", "seconds", "")))
+    if prep:
+        rows = [(s, prep["records"].get(s, 0), f"{prep['hours'].get(s, 0.0):.2f}", prep.get("speakers", {}).get(s, 0))
+                for s in prep.get("records", {})]
+        out.append("<h3>Prepared data</h3>" + table(rows, ("split", "clips", "hours", "speakers")))
+        rec = prep.get("reconciliation", {})
+        out.append(f"<p>{html.escape(rec.get('rows', ''))}; {html.escape(rec.get('clips', ''))}: "
+                   f"{'the counts reconcile' if rec.get('balanced') else '<b>the counts do NOT reconcile</b>'}.</p>")
+    rows = []
+    for stage, manifest, examples in (("prep", prep, prep_examples), ("embed", embed, embed_examples)):
+        for reason, n in ((manifest or {}).get("failures") or {}).items():
+            ex = examples.get(reason, [])
+            shown = "<br>".join(
+                f"{short_id(os.path.basename(str(e.get('member') or e.get('clip_id') or '')) or '?')}"
+                f"{': ' + html.escape(str(e['detail'])[:120]) if e.get('detail') else ''}" for e in ex)
+            rows.append((stage, reason, int(n), Raw(shown or "&mdash;")))
+    out.append("<h3>Failures by reason (every clip and row that was not written, with examples)</h3>")
+    out.append(table(rows, ("stage", "reason", "count", "examples (file: detail)")) if rows
+               else "<p>No failures.</p>")
+    return "\n".join(out)
+
+
+def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pairs: int = 10) -> str:
+    """Write the report of the run whose outputs are at ``paths`` (keys: corpus, data, eval, embeddings,
+    dedup, dedup_seed, and run: the run record demo.json, read unless ``run`` is given) to ``output``.
+
+    The run record holds what only the run knows: stage times in order, the per-epoch training curve, the
+    model's operating points, training settings and model_id, the query. Returns the page's path."""
+    import pyarrow.parquet as pq
+
+    from speechid.indexing.dedup import PAIRS_OUT
+    from speechid.schema import MANIFEST
+    from speechid.synth import read_truth
+
+    run = run if run is not None else (_json(paths["run"]) or {})
+    # The run record holds what the demo read from the model's config.json (with its one reader), so the
+    # page needs no TensorFlow import.
+    block = run.get("operating_points")
+    ops = OperatingPoints.from_dict(block, paths["run"]) if block else None
+    metrics = _json(os.path.join(paths["eval"], "metrics.json"))
+    dd = _json(os.path.join(paths["dedup"], "summary.json")) or {}
+    dd_seed = _json(os.path.join(paths["dedup_seed"], "summary.json"))
+    pairs_path = os.path.join(paths["dedup"], PAIRS_OUT)
+    pairs = pq.read_table(pairs_path).slice(0, top_pairs).to_pylist() if os.path.exists(pairs_path) else []
+    aliases = os.path.join(paths["corpus"], "aliases.tsv")
+    truth = read_truth(aliases) if os.path.exists(aliases) else {}
+    prep = _json(os.path.join(paths["data"], MANIFEST))
+    embed = _json(os.path.join(paths["embeddings"], MANIFEST))
+
+    sections = []
+    if metrics:
+        sections.append(("The answer", _answer(run, metrics, ops, dd, dd_seed)))
+        sections.append(("Same person? Verification on held-out speakers", _verification(metrics, ops, paths["eval"])))
+    sections += [
+        ("Dedup: client_id merges against the planted aliases", _dedup(dd, dd_seed, ops, pairs, truth)),
+        ("Training", _training(run)),
+        ("Example query: who does this clip most resemble?", _query(run.get("query"))),
+        ("Pipeline: times, data and failures",
+         _pipeline(run, prep, embed, failure_examples(paths["data"]), failure_examples(paths["embeddings"]))),
+        ("Where things are", table([(k, Raw(f"<code>{html.escape(v)}</code>")) for k, v in paths.items()],
+                                   ("output", "path"))),
+    ]
+    cfg = run.get("config", {})
+    sub = (f"A synthetic Common Voice release of {cfg.get('speakers', '?')} voices "
+           f"({cfg.get('aliases', '?')} of them recorded under two client_ids), run through "
+           f"prep &rarr; train &rarr; evaluate &rarr; embed &rarr; index &rarr; dedup &rarr; query. "
+           f"Model {short_id(run.get('model_id', '?'))}.")
+    return write_html(output, "speechid demo: same person?", sections, subtitle=sub)

@@ -12,11 +12,17 @@ import click
 @click.option("--clips-per-speaker", default=None, type=click.IntRange(min=4), help="[12]")
 @click.option("--epochs", default=None, type=click.IntRange(min=1), help="Training epochs [the demo's default].")
 @click.option("--seed", default=0, show_default=True, type=int)
-def demo(workdir, speakers, clips_per_speaker, epochs, seed):
+@click.option("--report-only", is_flag=True,
+              help="Write report.html again from the finished run in --workdir; run nothing.")
+def demo(workdir, speakers, clips_per_speaker, epochs, seed, report_only):
     """synth -> prep -> train -> evaluate -> embed -> index -> dedup -> query, in about 10 minutes on 2 CPUs."""
     from dataclasses import replace
 
-    from speechid.demo import DemoConfig, run_demo, summary_rows
+    from speechid.demo import DemoConfig, rebuild_report, run_demo, summary_rows
+
+    if report_only:
+        click.echo(f"report: {rebuild_report(workdir)}")
+        return
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,177 @@
+"""report.html from small fabricated run outputs: the answer comes first, every picture is inlined, ids
+are short with the full id on hover, stages keep pipeline order, failures show reasons and examples."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from speechid import report
+from speechid.config import THRESHOLD
+from speechid.demo import REPORT, rebuild_report, workdir_paths
+from speechid.errors import ConfigError
+from speechid.indexing import synthetic
+from speechid.model import calibration, evaluation
+
+ALIAS_A = "a" * 40 + "1" * 88  # Common Voice client_ids are 128 hex characters
+ALIAS_B = "b" * 40 + "2" * 88
+OTHER = "c" * 40 + "3" * 88
+# deliberately not alphabetical, so a sorted table would show
+STAGES = {"synth": 12.0, "prep": 30.5, "train": 200.0, "evaluate": 20.0, "embed": 40.0, "index": 1.0,
+          "dedup": 2.0, "query": 3.0}
+CURVE = [{"threshold": t, "precision": p, "recall": r, "predicted_pairs": 0, "correct_pairs": 0, "true_pairs": 8}
+         for t, p, r in [(0.4, 1.0, 0.25), (0.5, 1.0, 0.5), (0.6, 0.95, 0.875), (0.7, 0.6, 1.0), (0.8, 0.3, 1.0)]]
+
+
+def _scores(p, r):
+    return {"precision": p, "recall": r, "predicted_pairs": 4, "correct_pairs": 2, "true_pairs": 8, "items": 100}
+
+
+def _write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+
+
+def fabricate_run(workdir) -> dict:
+    """The outputs a finished demo leaves, in miniature: seeded distances and vectors, hand-made tables."""
+    paths = workdir_paths(str(workdir))
+    rng = np.random.default_rng(0)
+    same, diff = rng.normal(0.6, 0.15, 300), rng.normal(1.1, 0.12, 300)
+    x, voice = synthetic.clustered_unit_vectors(10, 8, dim=16, seed=3)
+    ops = calibration.measure(x, [f"s{v}" for v in voice], group_sizes=(2,), measured_on={"split": "dev"})
+    metrics = evaluation.verification_metrics(same, diff, threshold=ops.threshold)
+    metrics.update(clips=80, speakers=10)
+    os.makedirs(paths["eval"])
+    evaluation.plot_figures(same, diff, ops.threshold, paths["eval"])
+    _write_json(os.path.join(paths["eval"], "metrics.json"), metrics)
+
+    curve = [{"epoch": 1, "loss": 0.4, "dev_eer": 0.2, "improved": True},
+             {"epoch": 2, "loss": 0.3, "dev_eer": 0.12, "improved": True},
+             {"epoch": 3, "loss": 0.25, "dev_eer": 0.14, "improved": False}]
+    query = {"clip": "query-x.mp3", "client_id": ALIAS_B, "true_speaker": "v1",
+             "aliases_of_true_speaker": [ALIAS_A, ALIAS_B],
+             "matches": [{"rank": 1, "speaker_id": ALIAS_A, "euclidean_distance": 0.41, "verdict": "same: 0.410 < ..."},
+                         {"rank": 2, "speaker_id": OTHER, "euclidean_distance": 0.95, "verdict": "different: ..."}]}
+    _write_json(paths["run"], {"seconds": STAGES, "training_curve": curve, "operating_points": ops.to_dict(),
+                               "training": {"loss": "triplet", "epochs": 3, "best_epoch": 2}, "model_id": "m" * 64,
+                               "query": query, "config": {"speakers": 100, "aliases": 8}})
+
+    dd = {"clips": 100, "speakers": 12, "threshold": ops.threshold, "threshold_meaning": "seed operating point",
+          "merged_groups": 1, "speakers_in_merged_groups": 2, "suspicious_clips": 0, "clip_clusters": 9,
+          "scores": {"speakers": _scores(1.0, 0.25), "clips": _scores(0.9, 0.8)}, "merge_curve": CURVE}
+    _write_json(os.path.join(paths["dedup"], "summary.json"), dd)
+    _write_json(os.path.join(paths["dedup_seed"], "summary.json"),
+                {**dd, "scores": {"speakers": _scores(0.3, 1.0), "clips": _scores(0.5, 0.9)}})
+    pq.write_table(pa.table({
+        "speaker_a": [ALIAS_A, ALIAS_A], "speaker_b": [ALIAS_B, OTHER], "clips_a": [6, 6], "clips_b": [5, 12],
+        "rms_cross_distance": [0.55, 0.8], "merge_threshold": [0.6, 0.6], "merged": [True, False]}),
+        os.path.join(paths["dedup"], "speaker_pairs.parquet"))
+    os.makedirs(paths["corpus"])
+    with open(os.path.join(paths["corpus"], "aliases.tsv"), "w") as f:
+        f.write(f"client_id\ttrue_speaker\n{ALIAS_A}\tv1\n{ALIAS_B}\tv1\n{OTHER}\tv2\n")
+
+    _write_json(os.path.join(paths["data"], "manifest.json"), {
+        "records": {"train": 90, "dev": 5, "test": 5}, "hours": {"train": 0.1, "dev": 0.01, "test": 0.01},
+        "speakers": {"train": 8, "dev": 1, "test": 1}, "failures": {"corrupt": 2, "too_short": 1},
+        "reconciliation": {"rows": "103 read = 100 written + 3 failed", "clips": "103 seen = ...", "balanced": True}})
+    os.makedirs(os.path.join(paths["data"], "failures"))
+    with open(os.path.join(paths["data"], "failures", "failures-00000-of-00001.jsonl"), "w") as f:
+        for member, reason in (("en/clips/bad_1.mp3", "corrupt"), ("en/clips/bad_2.mp3", "corrupt"),
+                               ("en/clips/bad_3.mp3", "corrupt"), ("en/clips/tiny.mp3", "too_short")):
+            f.write(json.dumps({"archive": "x.tar.gz", "member": member, "reason": reason, "detail": "why"}) + "\n")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    fabricate_run(workdir)
+    path = rebuild_report(str(workdir))
+    assert path == os.path.join(str(workdir), REPORT)
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _text(page: str) -> str:
+    """The visible text (tags and data URIs dropped)."""
+    return re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]+"', "", page))
+
+
+def test_the_answer_comes_first_and_names_the_thresholds(page):
+    h2 = re.findall(r"<h2>(.*?)</h2>", page)
+    assert h2[0] == "The answer"
+    assert h2.index("Training") > 1
+    text = _text(page)
+    answer = text[text.index("The answer"):text.index("Same person? Verification")]
+    assert "EER" in answer and "FAR" in answer and "FRR" in answer
+    assert f"{THRESHOLD:g}" in answer
+    assert "precision 100% · recall 25%" in answer.replace("&middot;", "·")
+    # recall is low: the advice reads the threshold off the curve (highest recall at precision >= 90%)
+    assert "--merge-threshold 0.60" in answer
+
+
+def test_every_picture_is_inlined(page):
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(srcs) == 5  # DET, histograms, boxplot, merge curve, training curve
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "missing picture" not in page
+
+
+def test_ids_are_short_with_the_full_id_on_hover(page):
+    for full in (ALIAS_A, ALIAS_B, OTHER, "m" * 64):
+        assert full[:16] + "…" in page
+        # every occurrence of the full id is a title attribute
+        assert page.count(full) == page.count(f'title="{full}"') > 0
+    assert "…" not in report.short_id("short-id")
+
+
+def test_stage_times_keep_pipeline_order_and_failures_show_examples(page):
+    text = _text(page)
+    stages = text[text.index("Stage times"):]
+    positions = [stages.index(name) for name in STAGES]
+    assert positions == sorted(positions)
+    failures = text[text.index("Failures by reason"):]
+    assert "corrupt" in failures and "too_short" in failures
+    assert "bad_1.mp3" in failures and "tiny.mp3" in failures
+    assert "bad_3.mp3" not in failures  # a few examples per reason, not every line
+
+
+def test_no_raw_json(page):
+    text = _text(page)
+    assert not re.search(r'"\w+":', text)
+    assert "{'" not in text and "{&#x27;" not in page
+
+
+def test_dedup_advice():
+    assert "keep the default" in report.dedup_advice(_scores(0.95, 0.92), CURVE)[0]
+    low_p = " ".join(report.dedup_advice(_scores(0.4, 1.0), CURVE))
+    assert "Precision is low" in low_p and "--merge-threshold 0.60" in low_p
+    hopeless = " ".join(report.dedup_advice(_scores(0.4, 0.4), [{**c, "precision": 0.5} for c in CURVE]))
+    assert "speechid calibrate" in hopeless and "--merge-threshold" in hopeless
+    assert report.best_on_curve(CURVE)["threshold"] == 0.6
+
+
+def test_rebuild_needs_a_finished_run(tmp_path):
+    with pytest.raises(ConfigError, match="demo.json"):
+        rebuild_report(str(tmp_path))
+
+
+def test_report_only_cli(tmp_path):
+    import subprocess
+    import sys
+
+    def run(workdir):
+        return subprocess.run([sys.executable, "-m", "speechid", "demo", "--report-only", "--workdir", str(workdir)],
+                              capture_output=True, text=True, timeout=300)
+
+    r = run(tmp_path / "nothing-here")
+    assert r.returncode == 2 and "demo.json" in r.stderr and "Traceback" not in r.stderr
+    fabricate_run(tmp_path / "run")
+    r = run(tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"report: {tmp_path / 'run' / REPORT}"
