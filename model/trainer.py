@@ -18,6 +18,7 @@ otherwise plain CPU float32.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import time
@@ -26,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from speechid import schema
+from speechid import outputs, schema
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
 from speechid.model.augment import preset as augment_preset
@@ -40,6 +41,7 @@ from speechid.model.windows import embed_clips
 
 LOSSES = ("triplet", "aam", "triplet+aam")
 CHECKPOINT_DIR = "checkpoints"
+CHANCE_EER = 0.4  # a best dev EER at or above this is reported as a model near chance level (50%)
 BEST_DIR = "best"
 LOG_DIR = "logs"
 
@@ -82,6 +84,32 @@ def _feature_config(data_dir: str, n_mels: int, given: FeatureConfig | None) -> 
             f"{data_dir}: the statistics have {n_mels} mel bins but the feature config has {given.n_mels}"
         )
     return given
+
+
+def verification_split_problem(speaker_ids: list[str]) -> str | None:
+    """What keeps a split from giving same/different speaker trials, or None: it needs two speakers and
+    one speaker with two clips."""
+    counts = collections.Counter(speaker_ids)
+    if len(counts) < 2:
+        return f"has {len(counts)} speaker{'' if len(counts) == 1 else 's'} (no different-speaker pairs)"
+    if max(counts.values()) < 2:
+        return "has no speaker with two clips (no same-speaker pairs)"
+    return None
+
+
+def _manifest_split_problem(data_dir: str, split: str) -> str | None:
+    """``verification_split_problem`` for ``split`` from prep's manifest (records, speakers), if it has one."""
+    try:
+        with open(os.path.join(data_dir, schema.MANIFEST), encoding="utf-8") as f:
+            manifest = json.load(f)
+        records, speakers = int(manifest["records"][split]), int(manifest["speakers"][split])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if speakers < 2:
+        return f"has {speakers} speaker{'' if speakers == 1 else 's'} (no different-speaker pairs)"
+    if records <= speakers:
+        return "has no speaker with two clips (no same-speaker pairs)"
+    return None
 
 
 def train(
@@ -127,7 +155,9 @@ def train(
     the epoch during which the run's wall time crossed it (the best epoch is still the one exported).
 
     Returns a dict: model_dir, model_id, start_epoch, epochs_run, final_epoch, best_epoch, best_dev_eer,
-    last_dev_eer, last_loss, optimizer_steps, trainable_parameters, wall_s, clips_per_s.
+    last_dev_eer, last_loss, optimizer_steps, trainable_parameters, wall_s, clips_per_s, warnings (a
+    best dev EER near chance). ``model_dir`` is marked as train's (``speechid.outputs.claim``): a folder
+    holding other files, another command's output or ``data_dir`` is refused before anything is built.
     """
     start = time.time()
     if stats is None:
@@ -153,6 +183,15 @@ def train(
     train_files = record_files(data_dir, "train")
     dev_files = record_files(data_dir, "dev", required=False)
     speakers = list(stats.speakers)
+    # Before anything is built: a dev split that cannot give an EER used to fail after the first epoch.
+    dev = load_clips(data_dir, "dev", max_clips=max_dev_clips, seed=seed) if dev_files else None
+    if dev is not None:
+        problem = verification_split_problem(dev[1])
+        if problem:
+            raise ConfigError(f"{data_dir}: the dev split {problem}; the dev EER needs both (re-split the corpus)")
+    test_problem = _manifest_split_problem(data_dir, "test")
+    if test_problem:
+        log(f"warning: {data_dir}: the test split {test_problem}; `speechid evaluate` will refuse it")
 
     ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
     best_dir = os.path.join(ckpt_dir, BEST_DIR)
@@ -162,7 +201,7 @@ def train(
             f"{model_dir} already holds a training run ({CHECKPOINT_DIR}/); pass --resume (resume=True) to "
             "continue it or choose a new model directory"
         )
-    os.makedirs(model_dir, exist_ok=True)
+    outputs.claim(model_dir, "train", [data_dir], flag="--model-dir")
 
     strategy, mixed = _strategy()
     replicas = strategy.num_replicas_in_sync
@@ -243,7 +282,6 @@ def train(
         per_replica = strategy.run(replica_step, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
 
-    dev = load_clips(data_dir, "dev", max_clips=max_dev_clips, seed=seed) if dev_files else None
     if dev is None:
         log(f"{data_dir}: no dev split; the last epoch is kept instead of the best dev EER")
     predict = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([None, crop], tf.float32)])
@@ -342,6 +380,14 @@ def train(
     )
     wall = time.time() - start
     log(f"exported {model_dir} (model_id {config['model_id']}) in {wall:.1f} s total")
+    warnings = []
+    if training["best_dev_eer"] is not None and training["best_dev_eer"] >= CHANCE_EER:
+        warnings.append(
+            f"the best dev EER is {100 * training['best_dev_eer']:.1f}%, near chance (50%): this model does not "
+            "tell these speakers apart yet (train longer, on more speakers, or check the data)"
+        )
+    for w in warnings:
+        log(f"warning: {w}")
     steps_done = len(epochs_run) * steps_per_epoch
     return {
         "model_dir": model_dir,
@@ -357,4 +403,5 @@ def train(
         "trainable_parameters": config["trainable_parameters"],
         "wall_s": wall,
         "clips_per_s": steps_done * batch / train_time if train_time else float("nan"),
+        "warnings": warnings,
     }

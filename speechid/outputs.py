@@ -74,6 +74,7 @@ def list_files(folder: str) -> list[str]:
 
 
 def _read_json(path: str):
+    """The JSON document at ``path``, or None when it is missing or unreadable."""
     try:
         if is_local(path):
             with open(path, encoding="utf-8") as f:
@@ -81,6 +82,8 @@ def _read_json(path: str):
         with _filesystems().open(path) as f:
             return json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError):
+        return None
+    except Exception:  # noqa: BLE001  remote filesystems raise their own types (BeamIOError, ...)
         return None
 
 
@@ -140,33 +143,35 @@ def check_apart(output: str, inputs: Iterable[str], flag: str = "--output") -> N
             raise OutputError(f"{flag} {output} is inside the input {given}; choose an output folder elsewhere")
 
 
-def check_output(output: str, command: str, inputs: Iterable[str] = (), *, replace: bool = True) -> str:
+def check_output(
+    output: str, command: str, inputs: Iterable[str] = (), *, replace: bool = True, flag: str = "--output"
+) -> str:
     """Refuse ``output`` unless ``command`` may write it (see the module docstring); return it resolved.
 
     ``replace=False`` (a command writing into its folder in place) skips the check for files the marker
-    does not list: nothing will be deleted.
+    does not list: nothing will be deleted. ``flag`` is the option the messages name.
     """
-    check_apart(output, inputs)
+    check_apart(output, inputs, flag)
     path = resolve(output)
     if is_local(path):
         if os.path.lexists(path) and not os.path.isdir(path):
-            raise OutputError(f"--output {output}: exists and is not a folder")
+            raise OutputError(f"{flag} {output}: exists and is not a folder")
         files = list_files(path) if os.path.isdir(path) else []
     else:
         files = list_files(path)
         if not files and _filesystems().exists(path):
-            raise OutputError(f"--output {output}: exists and is not a folder")
+            raise OutputError(f"{flag} {output}: exists and is not a folder")
     if not files:
         return path
     marker = read_marker(path)
     if marker is None:
         raise OutputError(
-            f"--output {output}: not empty and not written by `speechid {command}` (no {MARKER}); "
+            f"{flag} {output}: not empty and not written by `speechid {command}` (no {MARKER}); "
             "refusing to replace it: choose a new or empty folder"
         )
     if marker["command"] != command:
         raise OutputError(
-            f"--output {output}: holds the output of `speechid {marker['command']}`, not of "
+            f"{flag} {output}: holds the output of `speechid {marker['command']}`, not of "
             f"`speechid {command}`; refusing to replace it"
         )
     if replace:
@@ -175,15 +180,15 @@ def check_output(output: str, command: str, inputs: Iterable[str] = (), *, repla
         if foreign:
             more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
             raise OutputError(
-                f"--output {output}: holds files `speechid {command}` did not write ({', '.join(foreign[:3])}{more}); "
-                "move them away or choose another folder"
+                f"{flag} {output}: holds files `speechid {command}` did not write "
+                f"({', '.join(foreign[:3])}{more}); move them away or choose another folder"
             )
     return path
 
 
-def stage(output: str, command: str, inputs: Iterable[str] = ()) -> str:
+def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> str:
     """Check ``output`` (``check_output``), then create and mark a fresh staging folder beside it."""
-    path = check_output(output, command, inputs)
+    path = check_output(output, command, inputs, flag=flag)
     staging = f"{path}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
     marker = {
         "command": command,
@@ -201,9 +206,9 @@ def stage(output: str, command: str, inputs: Iterable[str] = ()) -> str:
     except OSError as e:
         if is_local(staging):
             shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(f"--output {output}: cannot write there ({e.strerror or e})") from None
+        raise OutputError(f"{flag} {output}: cannot write there ({e.strerror or e})") from None
     except Exception as e:  # noqa: BLE001  remote filesystems raise their own types (BeamIOError, ...)
-        raise OutputError(f"--output {output}: cannot write there ({e})") from None
+        raise OutputError(f"{flag} {output}: cannot write there ({e})") from None
     return staging
 
 
@@ -281,10 +286,10 @@ def _still_running(marker: dict) -> bool:
     return int(marker.get("pid") or 0) > 0
 
 
-def claim(folder: str, command: str, inputs: Iterable[str] = ()) -> str:
+def claim(folder: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> str:
     """For a command that writes into ``folder`` in place: ``check_output`` without replacing, then make
     the folder and mark it as ``command``'s if it is new. Returns the resolved folder."""
-    path = check_output(folder, command, inputs, replace=False)
+    path = check_output(folder, command, inputs, replace=False, flag=flag)
     if read_marker(path) is None:
         try:
             if is_local(path):
@@ -292,7 +297,7 @@ def claim(folder: str, command: str, inputs: Iterable[str] = ()) -> str:
             write_json(_join(path, MARKER), {"command": command, "speechid_version": __version__,
                                               "created_unix": round(time.time(), 3), "files": None})
         except OSError as e:
-            raise OutputError(f"{folder}: cannot write there ({e.strerror or e})") from None
+            raise OutputError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
     return path
 
 

@@ -121,3 +121,70 @@ def test_refuses_bad_inputs_before_building_anything(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="no tf.Transform output"):
         tiny_train(str(tmp_path), str(tmp_path / "m"))
     assert not os.path.exists(tmp_path / "m")
+
+
+def _data_copy_with_dev(tiny_data, tmp_path, dev_records) -> str:
+    """tiny_data's train records and statistics, with ``dev_records`` (ClipRecords) as its dev split."""
+    import shutil
+
+    from speechid import schema
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns("dev-*"))
+    with tf.io.TFRecordWriter(f"{schema.record_prefix(str(data), 'dev')}-00000-of-00001.tfrecord.gz", "GZIP") as w:
+        for rec in dev_records:
+            w.write(schema.to_example(rec))
+    return str(data)
+
+
+def _dev_record(i: int, client: str, audio) -> "object":
+    from speechid import schema
+
+    return schema.ClipRecord(clip_id=f"dev_{i}.mp3", client_id=client, audio=audio, sample_rate=16_000,
+                             split="dev", source="tiny.tar.gz", path=f"clips/dev_{i}.mp3")
+
+
+def test_a_dev_split_with_one_speaker_fails_before_training(tiny_data, tmp_path, capsys):
+    from tests.conftest import run_cli, tree_digest
+
+    from .conftest import voice
+
+    data = _data_copy_with_dev(tiny_data, tmp_path, [_dev_record(i, "only", voice(100, 1.2, i)) for i in range(3)])
+    before = tree_digest(tmp_path)
+    code, err, out = run_cli(["train", "--data", data, "--model-dir", str(tmp_path / "model"), "--epochs", "3"],
+                             capsys)
+    assert code == 2 and err == [
+        f"speechid train: error: {data}: the dev split has 1 speaker (no different-speaker pairs); the dev EER "
+        "needs both (re-split the corpus)"
+    ]
+    assert "epoch" not in out and tree_digest(tmp_path) == before  # no model folder, nothing trained
+
+
+def test_a_model_dir_that_is_someone_elses_or_inside_the_data_is_refused(tiny_data, tmp_path):
+    from speechid.errors import OutputError
+    from tests.conftest import tree_digest
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("not a model")
+    before, data_before = tree_digest(tmp_path), tree_digest(tiny_data)
+    with pytest.raises(OutputError, match=r"^--model-dir .*mine: not empty and not written by `speechid train`"):
+        tiny_train(tiny_data, str(mine))
+    with pytest.raises(OutputError, match=r"^--model-dir .*model is inside the input"):
+        tiny_train(tiny_data, os.path.join(tiny_data, "model"))
+    assert tree_digest(tmp_path) == before and tree_digest(tiny_data) == data_before
+
+
+def test_a_model_at_chance_level_is_exported_with_a_warning(tiny_data, tmp_path, monkeypatch, resumed):
+    from speechid.model import trainer
+
+    # The dev EER this run measures is what a model that cannot tell speakers apart scores.
+    monkeypatch.setattr(trainer, "all_pairs_eer", lambda embeddings, speakers: 0.5)
+    lines = []
+    result = tiny_train(tiny_data, str(tmp_path / "model"), epochs=1, steps_per_epoch=1, log=lines.append)
+    assert result["best_dev_eer"] == pytest.approx(0.5)
+    assert len(result["warnings"]) == 1 and "best dev EER is 50.0%, near chance (50%)" in result["warnings"][0]
+    assert f"warning: {result['warnings'][0]}" in lines
+    assert os.path.exists(tmp_path / "model" / "config.json")  # exported all the same: a warning, not a refusal
+    best = resumed[1]["best_dev_eer"]  # a real run: warned exactly when its EER is near chance
+    assert bool(resumed[1]["warnings"]) == (best >= trainer.CHANCE_EER)
