@@ -119,16 +119,19 @@ def _interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> None:
+    handlers = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(sig) is not signal.SIG_IGN:  # a background job ignores Ctrl-C: keep it so
-                signal.signal(sig, _interrupt)
+                handlers[sig] = signal.signal(sig, _interrupt)
     log_filter = None if os.environ.get("SPEECHID_DEBUG") else _NativeLogFilter()
     try:
         _main(argv)
     finally:
         if log_filter is not None:
             log_filter.close()
+        for sig, handler in handlers.items():  # main() called from Python (tests, notebooks) leaves them as found
+            signal.signal(sig, handler)
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -19,3 +19,32 @@ def tone(seconds: float = 1.0, rate: int = 16_000, freq: float = 220.0, amp: flo
 @pytest.fixture
 def make_tone():
     return tone
+
+
+def tree_digest(root) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``root`` (symlinks by their target text): two equal
+    digests mean nothing in the tree was added, removed or changed."""
+    import hashlib
+
+    root = str(root)
+    digest = {}
+    for folder, dirs, files in os.walk(root):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            path = os.path.join(folder, name)
+            data = os.readlink(path).encode() if os.path.islink(path) else open(path, "rb").read()
+            digest[os.path.relpath(path, root)] = hashlib.sha256(data).hexdigest()
+        for d in dirs:
+            if not os.listdir(os.path.join(folder, d)):
+                digest[os.path.relpath(os.path.join(folder, d), root) + "/"] = "empty folder"
+    return digest
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, list[str], str]:
+    """``speechid ARGS`` in this process: (exit code, non-blank stderr lines, stdout)."""
+    from speechid.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return e.value.code, [ln for ln in captured.err.splitlines() if ln.strip()], captured.out

@@ -1,7 +1,8 @@
 """`speechid embed`: clips -> unit embeddings in Parquet, with Beam RunInference.
 
 Validates paths and forwards keywords to ``speechid.pipelines.embed.embed_corpus``; every flag it does
-not know (``--runner``, ``--direct_num_workers``, ``--project``, ...) goes to Beam unchanged.
+not know (``--runner``, ``--direct_num_workers``, ``--project``, ...) goes to Beam unchanged, and one Beam
+does not know either is an error naming the closest valid flag.
 """
 
 import logging
@@ -15,7 +16,9 @@ from speechid.audio import INFERENCE_LIMITS
 @click.option("--model", "model_dir", required=True, help="Model directory (config.json + saved_model/).")
 @click.option("--input", "inputs", multiple=True, required=True,
               help="Common Voice archive glob, audio file glob, or prep TFRecords / prep output dir; repeatable.")
-@click.option("--output", required=True, help="Output folder for part-*.parquet, failures/ and manifest.json.")
+@click.option("--output", required=True,
+              help="Output folder for part-*.parquet, failures/ and manifest.json: new, empty, or an earlier embed "
+                   "output, replaced atomically.")
 @click.option("--input-kind", type=click.Choice(["auto", "archive", "audio", "tfrecord"]), default="auto",
               show_default=True)
 @click.option("--window", type=click.FloatRange(min=0.1), default=None, help="Window seconds [model's].")

@@ -15,6 +15,8 @@ import os
 
 import click
 
+from speechid import outputs
+
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
 _OUT = click.Path(file_okay=False, dir_okay=True, writable=True)
 
@@ -54,6 +56,7 @@ def build(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe)
 
     ops, model_id = None, None
     model_dir = model_dir or _embeddings_model(embeddings)
+    outputs.check_apart(output, [embeddings] + ([model_dir] if model_dir else []))  # replacing it would delete them
     if model_dir:
         config = read_config(model_dir)
         ops, model_id = operating_points(config, model_dir), config.get("model_id")
@@ -80,6 +83,7 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
     from speechid.indexing import dedup as run_dedup
     from speechid.indexing.dedup import DEFAULT_MAX_NEIGHBORS, SUMMARY_TXT
 
+    outputs.check_apart(output, [index_dir] + ([truth] if truth else []))  # replacing it would delete them
     truth_map = None
     if truth:
         from speechid.synth import read_truth

@@ -1,7 +1,8 @@
 """`speechid prep`: Common Voice archives -> TFRecords, tf.Transform analysis, failures and manifest.
 
 Validates what it can see here and forwards keywords to ``speechid.pipelines.prep.prepare``; every flag
-it does not know (``--runner``, ``--direct_num_workers``, ``--project``, ...) goes to Beam unchanged.
+it does not know (``--runner``, ``--direct_num_workers``, ``--project``, ...) goes to Beam unchanged, and
+one Beam does not know either is an error naming the closest valid flag.
 """
 
 import logging
@@ -52,7 +53,8 @@ def _splits(ctx, param, value: str) -> tuple[str, ...]:
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_extra_args=True))
 @click.option("--input", "inputs", multiple=True, required=True,
               help="A .tar/.tar.gz release, local or gs://; globs allowed; repeatable.")
-@click.option("--output", required=True, help="Output folder (local or gs://); replaced atomically.")
+@click.option("--output", required=True,
+              help="Output folder (local or gs://): new, empty, or an earlier prep output, replaced atomically.")
 @click.option("--sample-rate", default=16_000, show_default=True, type=click.IntRange(min=8000))
 @click.option("--splits", default=",".join(schema.SPLITS), show_default=True, callback=_splits,
               help="TSVs whose rows become records (train,dev,test,validated,invalidated,other).")

@@ -81,3 +81,23 @@ def no_network():
         yield attempts
     finally:
         socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo
+
+
+def small_release(path, speakers_per_split: int = 2, root: str = "cv/en", extra_rows: dict | None = None,
+                  extra_members: list | None = None, header: str = CV_HEADER) -> str:
+    """A tiny valid release: ``speakers_per_split`` speakers x 2 clips (0.6 s WAV) in each of train, dev and
+    test. ``extra_rows`` {split: [raw TSV lines as bytes]} are appended to a TSV; ``extra_members`` are more
+    (name, bytes) members at the end."""
+    members, n = [], 0
+    for split in ("train", "dev", "test"):
+        lines = []
+        for s in range(speakers_per_split):
+            for c in range(2):
+                name = f"{split}_{s}_{c}.wav"
+                members.append((f"{root}/clips/{name}", wav(0.6, freq=150 + 40 * n)))
+                lines.append(cv_row(f"{split}-speaker-{s}", name).encode("utf-8"))
+                n += 1
+        lines += (extra_rows or {}).get(split, [])
+        members.append((f"{root}/{split}.tsv", header.encode("utf-8") + b"\n" + b"\n".join(lines) + b"\n"))
+    return make_tar(path, members + list(extra_members or []))
+
