@@ -9,131 +9,21 @@ to share. Ids are shown by their first 16 characters; the full id is in the hove
 
 from __future__ import annotations
 
-import base64
 import glob
 import html
-import io
 import json
-import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from speechid.config import THRESHOLD
+from speechid.htmlpage import Raw, figures, finite, pct, png, short_id, table, write_html
 from speechid.operating_points import OperatingPoints
 
-SHORT_ID = 16
 TARGET = 0.9  # the precision/recall the advice aims for
 EXAMPLES_PER_REASON = 2
 
-_CSS = """
-body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;padding:0 1em;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:2.2em;border-bottom:1px solid #ddd}
-h3{font-size:1.05em;margin-top:1.4em}.sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left;
-vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}.figs img{max-width:540px;border:1px solid #eee}
-.figs.three img{max-width:365px}.figs.three figcaption{max-width:365px}
-figcaption{font-size:.9em;color:#555;max-width:540px}code{background:#f4f4f4;padding:0 .2em}
-.id{font-family:ui-monospace,monospace;border-bottom:1px dotted #999;cursor:help}
-.answer{display:flex;flex-wrap:wrap;gap:1em}.card{flex:1 1 420px;border:1px solid #ccc;border-radius:6px;
-padding:.8em 1.1em;background:#fafafa}.card h3{margin-top:0}.big{font-size:1.8em;font-weight:600}
-.card ul{padding-left:1.2em}.ok{border-left:6px solid #2a2}.warn{border-left:6px solid #e90}
-.bad{border-left:6px solid #d33}
-.bar{display:inline-block;height:.8em;background:#7aa7d8;vertical-align:middle}
-"""
-
-
-# -- HTML building blocks ------------------------------------------------------------------------------
-
-def short_id(value, n: int = SHORT_ID) -> str:
-    """An id as HTML: its first ``n`` characters, the whole id on hover."""
-    s = "" if value is None else str(value)
-    if len(s) <= n:
-        return html.escape(s)
-    return f'<span class="id" title="{html.escape(s)}">{html.escape(s[:n])}…</span>'
-
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(x)
-
-
-def pct(x, digits: int = 1) -> str:
-    return f"{100 * x:.{digits}f}%" if _finite(x) else "n/a"
-
-
-class Raw(str):
-    """A table cell that is already HTML (ids with hover text, bars)."""
-
-
-def _cell(v) -> str:
-    if isinstance(v, Raw):
-        return f"<td>{v}</td>"
-    if isinstance(v, bool):
-        return f"<td>{'yes' if v else 'no'}</td>"
-    if isinstance(v, float):
-        return f'<td class="num">{v:.4g}</td>'
-    if isinstance(v, int):
-        return f'<td class="num">{v:,}</td>'
-    return f"<td>{html.escape(str(v))}</td>"
-
-
-def table(rows: Iterable[Iterable], header: Iterable[str] | None = None) -> str:
-    out = ["<table>"]
-    if header:
-        out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
-    for r in rows:
-        out.append("<tr>" + "".join(_cell(c) for c in r) + "</tr>")
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def _img(data: bytes, caption: str) -> str:
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return (f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-def figures(items: Iterable[tuple[str | bytes, str]], css: str = "figs") -> str:
-    """(PNG path or PNG bytes, caption) pairs -> inline images; missing files are named, not hidden."""
-    out = [f'<div class="{css}">']
-    for src, caption in items:
-        if isinstance(src, bytes):
-            out.append(_img(src, caption))
-        elif os.path.exists(src):
-            with open(src, "rb") as f:
-                out.append(_img(f.read(), caption))
-        else:
-            out.append(f"<p>missing picture: <code>{html.escape(src)}</code></p>")
-    out.append("</div>")
-    return "\n".join(out)
-
-
-def write_html(path: str, title: str, sections: list[tuple[str, str]], subtitle: str = "") -> str:
-    """Write ``sections`` ((heading, html body) pairs) as one page at ``path``, atomically."""
-    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
-    sub = f'<p class="sub">{subtitle}</p>' if subtitle else ""
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{sub}\n{body}\n</body></html>\n"
-    )
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
-    return path
-
 
 # -- pictures drawn from the run's numbers -------------------------------------------------------------
-
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
 
 def _pyplot():
     import matplotlib
@@ -153,7 +43,7 @@ def training_curve_png(history: list[dict]) -> bytes:
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss", color="tab:blue")
     ax.set_xticks(epochs)
-    eers = [(h["epoch"], h["dev_eer"]) for h in history if _finite(h.get("dev_eer"))]
+    eers = [(h["epoch"], h["dev_eer"]) for h in history if finite(h.get("dev_eer"))]
     if eers:
         ax2 = ax.twinx()
         ax2.plot([e for e, _ in eers], [100 * v for _, v in eers], "s-", color="tab:red", label="dev EER")
@@ -165,7 +55,7 @@ def training_curve_png(history: list[dict]) -> bytes:
         ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=8)
     ax.set_title("Training: loss and dev EER per epoch")
     ax.grid(True, alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
 def merge_curve_png(curve: list[dict], marks: list[tuple[float, str, str]]) -> bytes:
@@ -186,7 +76,7 @@ def merge_curve_png(curve: list[dict], marks: list[tuple[float, str, str]]) -> b
     ax.set_title("Dedup: client_id merges vs planted aliases")
     ax.legend(fontsize=8, loc="center right")
     ax.grid(True, alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
 # -- reading the run -----------------------------------------------------------------------------------
@@ -412,6 +302,18 @@ def _query(q: dict | None) -> str:
     return head + table(rows, ("rank", "client_id", "distance", "verdict", "same true voice"))
 
 
+def _failure_example(e: dict) -> str:
+    """One failure record as "clip (TSV line): detail", the clip's full path on hover."""
+    where = str(e.get("path") or e.get("member") or e.get("clip_id") or e.get("archive") or "?")
+    name = os.path.basename(where.rstrip("/")) or where
+    out = f'<span class="id" title="{html.escape(where)}">{html.escape(name)}</span>'
+    if e.get("tsv"):
+        out += f" ({html.escape(os.path.basename(str(e['tsv'])))} line {int(e.get('line', 0))})"
+    if e.get("detail"):
+        out += ": " + html.escape(str(e["detail"])[:160])
+    return out
+
+
 def _pipeline(run: dict, prep: dict | None, embed: dict | None, prep_examples: dict, embed_examples: dict) -> str:
     out = []
     seconds = run.get("seconds", {})
@@ -433,9 +335,7 @@ def _pipeline(run: dict, prep: dict | None, embed: dict | None, prep_examples: d
     for stage, manifest, examples in (("prep", prep, prep_examples), ("embed", embed, embed_examples)):
         for reason, n in ((manifest or {}).get("failures") or {}).items():
             ex = examples.get(reason, [])
-            shown = "<br>".join(
-                f"{short_id(os.path.basename(str(e.get('member') or e.get('clip_id') or '')) or '?')}"
-                f"{': ' + html.escape(str(e['detail'])[:120]) if e.get('detail') else ''}" for e in ex)
+            shown = "<br>".join(_failure_example(e) for e in ex)
             rows.append((stage, reason, int(n), Raw(shown or "&mdash;")))
     out.append("<h3>Failures by reason (every clip and row that was not written, with examples)</h3>")
     out.append(table(rows, ("stage", "reason", "count", "examples (file: detail)")) if rows

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from speechid import report
+from speechid import htmlpage, report
 from speechid.config import THRESHOLD
 from speechid.demo import REPORT, rebuild_report, workdir_paths
 from speechid.errors import ConfigError
@@ -83,7 +83,8 @@ def fabricate_run(workdir) -> dict:
     with open(os.path.join(paths["data"], "failures", "failures-00000-of-00001.jsonl"), "w") as f:
         for member, reason in (("en/clips/bad_1.mp3", "corrupt"), ("en/clips/bad_2.mp3", "corrupt"),
                                ("en/clips/bad_3.mp3", "corrupt"), ("en/clips/tiny.mp3", "too_short")):
-            f.write(json.dumps({"archive": "x.tar.gz", "member": member, "reason": reason, "detail": "why"}) + "\n")
+            f.write(json.dumps({"archive": "x.tar.gz", "path": member, "reason": reason, "detail": "0 bytes",
+                                "tsv": "en/train.tsv", "line": 7}) + "\n")
     return paths
 
 
@@ -99,7 +100,7 @@ def page(tmp_path_factory):
 
 def _text(page: str) -> str:
     """The visible text (tags and data URIs dropped)."""
-    return re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]+"', "", page))
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]+"', "", page)))
 
 
 def test_the_answer_comes_first_and_names_the_thresholds(page):
@@ -127,7 +128,7 @@ def test_ids_are_short_with_the_full_id_on_hover(page):
         assert full[:16] + "…" in page
         # every occurrence of the full id is a title attribute
         assert page.count(full) == page.count(f'title="{full}"') > 0
-    assert "…" not in report.short_id("short-id")
+    assert "…" not in htmlpage.short_id("short-id")
 
 
 def test_stage_times_keep_pipeline_order_and_failures_show_examples(page):
@@ -137,7 +138,8 @@ def test_stage_times_keep_pipeline_order_and_failures_show_examples(page):
     assert positions == sorted(positions)
     failures = text[text.index("Failures by reason"):]
     assert "corrupt" in failures and "too_short" in failures
-    assert "bad_1.mp3" in failures and "tiny.mp3" in failures
+    assert "bad_1.mp3 (train.tsv line 7): 0 bytes" in failures and "tiny.mp3" in failures
+    assert 'title="en/clips/bad_1.mp3"' in page
     assert "bad_3.mp3" not in failures  # a few examples per reason, not every line
 
 
