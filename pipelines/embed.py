@@ -527,11 +527,9 @@ def embed_corpus(
         raise ConfigError(f"window {config.window_s} s and hop {config.hop_s} s must be positive")
     if not 1 <= min_batch_size <= max_batch_size:
         raise ConfigError(f"batch sizes: need 1 <= min ({min_batch_size}) <= max ({max_batch_size})")
-    apart = [model_dir]
-    outputs.check_output(output, COMMAND, apart)  # a wrong --output fails before the inputs are listed
     resolved = resolve_inputs(list(inputs), input_kind)
     sources = [(pattern, kind) for pattern, kind, _ in resolved]
-    apart += [path for _, _, paths in resolved for path in paths]
+    apart = [model_dir] + [path for _, _, paths in resolved for path in paths]
     staging = outputs.stage(output, COMMAND, apart)
     try:
         handler = make_model_handler(model_dir, min_batch_size, max_batch_size)

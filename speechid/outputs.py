@@ -42,7 +42,7 @@ STALE_REMOTE_S = 24 * 3600  # a staging folder another machine made is left alon
 
 def is_local(path: str) -> bool:
     """A local path (not gs://, s3://, ...)."""
-    return "://" not in path
+    return "://" not in os.fspath(path)
 
 
 def resolve(path: str) -> str:
@@ -130,8 +130,9 @@ def check_apart(output: str, inputs: Iterable[str], flag: str = "--output") -> N
 
     An input may be a file, a folder or a glob; a glob's files are all under its ``glob_root``.
     """
+    output = os.fspath(output)
     out = resolve(output)
-    for given in inputs:
+    for given in map(os.fspath, inputs):
         if is_local(given) != is_local(output):
             continue
         root = glob_root(given)
@@ -151,6 +152,7 @@ def check_output(
     ``replace=False`` (a command writing into its folder in place) skips the check for files the marker
     does not list: nothing will be deleted. ``flag`` is the option the messages name.
     """
+    output = os.fspath(output)
     check_apart(output, inputs, flag)
     path = resolve(output)
     if is_local(path):
@@ -188,6 +190,7 @@ def check_output(
 
 def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> str:
     """Check ``output`` (``check_output``), then create and mark a fresh staging folder beside it."""
+    output = os.fspath(output)
     path = check_output(output, command, inputs, flag=flag)
     staging = f"{path}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
     marker = {
@@ -214,6 +217,7 @@ def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--
 
 def publish(staging: str, output: str, command: str) -> None:
     """Move ``staging`` into place at ``output`` (see the module docstring), then clear stale staging."""
+    output = os.fspath(output)
     path = check_output(output, command)  # again: the folder may have changed while the job ran
     files = [f for f in list_files(staging) if f != MARKER]
     marker = {"command": command, "speechid_version": __version__, "created_unix": round(time.time(), 3),
@@ -289,6 +293,7 @@ def _still_running(marker: dict) -> bool:
 def claim(folder: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> str:
     """For a command that writes into ``folder`` in place: ``check_output`` without replacing, then make
     the folder and mark it as ``command``'s if it is new. Returns the resolved folder."""
+    folder = os.fspath(folder)
     path = check_output(folder, command, inputs, replace=False, flag=flag)
     if read_marker(path) is None:
         try:

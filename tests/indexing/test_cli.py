@@ -97,3 +97,19 @@ def test_bad_flag_values(tmp_path, embeddings, capsys):
     err = one_line_error(*run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
                                "--threshold", "0"], capsys)[::2])
     assert "threshold 0.0" in err
+
+
+def test_an_output_that_holds_the_input_is_refused_and_nothing_is_deleted(tmp_path, embeddings, capsys):
+    import shutil
+
+    from tests.conftest import tree_digest
+
+    idx = tmp_path / "idx"
+    assert run(["index", "build", "--embeddings", embeddings, "--output", str(idx)], capsys)[0] == 0
+    inside = str(shutil.move(embeddings, idx / "emb"))  # kept inside an index folder: a rebuild would delete them
+    before = tree_digest(tmp_path)
+    err = one_line_error(*run(["index", "build", "--embeddings", inside, "--output", str(idx)], capsys)[::2])
+    assert f"--output {idx} contains the input {inside}" in err
+    err = one_line_error(*run(["dedup", "--index", str(idx), "--output", str(idx)], capsys)[::2])
+    assert f"--output {idx} is the input {idx}" in err
+    assert tree_digest(tmp_path) == before

@@ -145,3 +145,24 @@ def test_decoded_audio_obeys_the_same_duration_limits_as_encoded():
         out = p | beam.Create(clips) | embed.EmbedClips(limits, KeyedModelHandler(FakeHandler()), "m")
         reasons = out[embed.FAILED] | beam.Map(lambda f: (f["clip_id"], f["reason"]))
         assert_that(reasons, equal_to([("long-rec", "too_long"), ("long.wav", "too_long")]))
+
+
+def test_one_duration_rule_for_embed_and_compare():
+    from speechid.encoder import ENCODER_LIMITS
+
+    # The rule has one home; the Encoder (compare, query) and every embed entry point apply it.
+    assert ENCODER_LIMITS == audio.INFERENCE_LIMITS
+    defaults = embed.EmbedConfig(sample_rate=RATE, window_s=1.0, hop_s=0.5)
+    args, _ = embed.parse_args(["--model", "m", "--input", "i", "--output", "o"])
+    assert (defaults.min_duration, defaults.max_duration) == (args.min_duration, args.max_duration) == (
+        audio.INFERENCE_LIMITS.min_duration, audio.INFERENCE_LIMITS.max_duration)
+    clips = [
+        embed.ClipSource("short.wav", "files", None, data=audio.encode(tone(0.2, RATE), RATE, "WAV")),
+        embed.ClipSource("short-rec", "recs", "s", audio=tone(0.2, RATE), sample_rate=RATE),
+        embed.ClipSource("ok.wav", "files", None, data=audio.encode(tone(0.6, RATE), RATE, "WAV")),
+    ]
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(clips) | embed.EmbedClips(defaults, KeyedModelHandler(FakeHandler()), "m")
+        reasons = out[embed.FAILED] | beam.Map(lambda f: (f["clip_id"], f["reason"]))
+        assert_that(reasons, equal_to([("short.wav", "too_short"), ("short-rec", "too_short")]), label="Failed")
+        assert_that(out["rows"] | beam.Map(lambda r: r["clip_id"]), equal_to(["ok.wav"]), label="Written")

@@ -154,3 +154,87 @@ def test_error_after_tensorflow_starts_is_still_one_line(model_dir, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"speechid compare: error: {bad}: corrupt (format not recognised)"]
+
+
+# -- bad inputs and outputs: one line naming it, exit 2, nothing outside the output changed ---------------------
+
+
+def _refused(args, root, capsys, *expected):
+    from tests.conftest import run_cli, tree_digest
+
+    before = tree_digest(root)
+    code, err, _ = run_cli(args, capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("speechid embed: error: "), err
+    for text in expected:
+        assert text in err[0], err[0]
+    assert ".tmp-" not in err[0] and tree_digest(root) == before
+    return err[0]
+
+
+def test_embed_refuses_outputs_it_must_not_write(model_dir, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.wav").write_bytes(audio.encode(tone(1.0), 16_000, "WAV"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    args = ["embed", "--model", model_dir, "--input", str(clips / "*.wav"), "--output"]
+    _refused(args + [str(mine)], tmp_path, capsys, f"--output {mine}: not empty and not written by `speechid embed`")
+    _refused(args + [str(clips)], tmp_path, capsys, f"--output {clips} contains the input {clips / '*.wav'}")
+    _refused(args + [os.path.join(model_dir, "emb")], tmp_path, capsys, "is inside the input")
+    _refused(args + ["/proc/speechid-x"], tmp_path, capsys, "--output /proc/speechid-x: cannot write there")
+    _refused(args + [str(tmp_path / "emb"), "--num-shard", "2"], tmp_path, capsys,
+             "unknown flag --num-shard", "did you mean --num-shards?")
+
+
+def test_embed_refuses_a_folder_an_empty_archive_or_a_pattern_matching_nothing(model_dir, tmp_path, capsys):
+    import tarfile
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.wav").write_bytes(audio.encode(tone(1.0), 16_000, "WAV"))
+    out = tmp_path / "emb"
+    from speechid.pipelines.embed import embed_corpus
+
+    embed_corpus(model_dir, [str(clips / "a.wav")], str(out))  # a previous good output that must survive
+    empty = tmp_path / "empty.tar"
+    tarfile.open(empty, "w").close()
+    args = ["embed", "--model", model_dir, "--output", str(out), "--input"]
+    _refused(args + [str(clips)], tmp_path, capsys, f"--input {clips}: a folder; give a glob of the clips in it")
+    _refused(args + [str(empty)], tmp_path, capsys, f"--input {empty}: an archive with no members")
+    _refused(args + [str(tmp_path / "nope" / "*.wav")], tmp_path, capsys, "nope/*.wav: no file matches")
+    # Clips that all fail: nothing embedded, nothing published, the previous output intact.
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "s.wav").write_bytes(audio.encode(tone(0.2), 16_000, "WAV"))
+    _refused(args + [str(tmp_path / "short" / "*.wav")], tmp_path, capsys,
+             "none of its 1 clips was embedded (too_short 1); nothing was written")
+
+
+def test_refused_members_and_unlisted_clips_are_counted_not_dropped(model_dir, tmp_path, capsys):
+    from tests.conftest import run_cli, tree_digest
+    from tests.pipelines.prep_helpers import cv_row, make_tar, tsv, wav
+
+    archive = make_tar(tmp_path / "r.tar.gz", [
+        ("cv/en/train.tsv", tsv(cv_row("alice", "a.wav"))),
+        ("cv/en/clips/a.wav", wav(1.0)),
+        ("cv/en/clips/unlisted.wav", wav(1.0, freq=300)),  # no TSV row: no speaker
+        ("../evil.wav", wav(1.0)),  # refused: outside the release
+        ("cv/en/clips/link.wav", "symlink", "a.wav"),  # refused: not a file
+        ("cv/en/README.txt", b"about this release"),
+    ])
+    out = tmp_path / "emb"
+    before = tree_digest(tmp_path)
+    code, err, stdout = run_cli(["embed", "--model", model_dir, "--input", archive, "--output", str(out)], capsys)
+    assert code == 0, err
+    assert "clips: 4 seen = 1 written + 2 failed + 1 skipped by policy" in stdout
+    m = _manifest(out)
+    assert (m["clips_seen"], m["clips_written"], m["clips_failed"], m["clips_skipped"]) == (4, 1, 2, 1)
+    assert m["reconciles"] and m["failures_by_reason"] == {"not_a_file": 1, "unsafe_path": 1}
+    assert m["skipped_by_reason"] == {"unlisted": 1} and m["other_members_ignored"] == 1
+    failures = [json.loads(x) for f in glob.glob(os.path.join(out, "failures", "*.jsonl")) for x in open(f)]
+    assert sorted((f["reason"], f["detail"]) for f in failures) == [
+        ("not_a_file", "member cv/en/clips/link.wav: link"), ("unsafe_path", "member ../evil.wav: '..' component")]
+    rows, _ = _table(out)
+    assert list(rows) == ["a.wav"] and rows["a.wav"]["speaker_id"] == "alice"
+    after = tree_digest(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("emb/")} == before  # only its own output is new

@@ -1,0 +1,91 @@
+"""What every Beam job shares (speechid.pipelines.jobs): the flag check and stopping a local job."""
+
+import _thread
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from speechid.errors import ConfigError
+from speechid.pipelines import embed, jobs, prep
+
+
+def test_beam_and_own_flags_pass_and_unknown_ones_name_the_closest():
+    jobs.check_pipeline_args(["--direct_num_workers", "2", "--direct_running_mode=multi_processing",
+                              "--runner", "DataflowRunner", "--project", "p", "--temp_location", "gs://b/t",
+                              "--save_main_session", "--experiments", "a", "--experiments=b"], prep.OWN_FLAGS)
+    cases = [
+        (["--num-shard", "3"], prep.OWN_FLAGS, "unknown flag --num-shard: neither speechid nor Beam knows it; "
+                                               "did you mean --num-shards?"),
+        (["--sample_rate=8000"], prep.OWN_FLAGS, "did you mean --sample-rate?"),
+        (["--max_batch_size", "9"], embed.OWN_FLAGS, "did you mean --max-batch-size?"),
+        (["--direct-num-workers", "2"], prep.OWN_FLAGS, "did you mean --direct_num_workers?"),
+        (["--temp_locaton", "gs://b"], (), "did you mean --temp_location?"),
+        (["--save_main_session", "yes"], (), "unexpected argument 'yes'"),
+        (["--direct_num_workers", "two"], (), "invalid int value: 'two'"),
+    ]
+    for args, own, message in cases:
+        with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("(", r"\(")):
+            jobs.check_pipeline_args(args, own)
+
+
+def _sleeper_tree() -> int:
+    """A child shell with a grandchild, as Beam's local workers are started (sh -c python ...)."""
+    p = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c 'import time; time.sleep(60)'; true"])
+    return p.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_an_interrupt_stops_the_job_and_every_process_it_started():
+    class BlockingPipeline:
+        """Stands for a local Beam job: starts worker processes, then waits for them."""
+
+        def __init__(self):
+            self.started = threading.Event()
+
+        def run(self):
+            self.shell = _sleeper_tree()
+            self.started.set()
+            return self
+
+        def wait_until_finish(self):
+            time.sleep(60)
+
+    p, seen = BlockingPipeline(), {}
+
+    def interrupt_once_the_workers_run():
+        p.started.wait(10)
+        for _ in range(100):  # the shell starts its python child
+            found = subprocess.run(["pgrep", "-P", str(p.shell)], capture_output=True, text=True).stdout.split()
+            if found:
+                seen["worker"] = int(found[0])
+                break
+            time.sleep(0.05)
+        _thread.interrupt_main()  # what Ctrl-C or the CLI's SIGTERM handler does
+
+    threading.Thread(target=interrupt_once_the_workers_run, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_and_wait(p)
+    assert time.monotonic() - t0 < 10
+    assert "worker" in seen and not _alive(p.shell)
+    for _ in range(50):  # the worker is not our child: init reaps it once it is gone
+        if not _alive(seen["worker"]):
+            break
+        time.sleep(0.1)
+    assert not _alive(seen["worker"])
