@@ -113,13 +113,16 @@ def best_on_curve(curve: list[dict], target: float = TARGET) -> dict | None:
     return max(ok, key=lambda c: (c["recall"], c["precision"]), default=None)
 
 
-def dedup_advice(score: Mapping | None, curve: list[dict], target: float = TARGET) -> list[str]:
-    """What to do about the merges' precision/recall at the default, as HTML list items."""
+def dedup_advice(score: Mapping | None, curve: list[dict], target: float = TARGET,
+                 dev_speakers: int | None = None) -> list[str]:
+    """What to do about the merges' precision/recall at the default, as HTML list items.
+
+    ``dev_speakers``: how many speakers the operating points were measured on (named when the advice
+    is to re-measure them)."""
     if not score or score.get("precision") is None and score.get("recall") is None:
         return ["No merge was proposed and the truth has no aliases: nothing to score."]
     p, r = score.get("precision"), score.get("recall")
     good_p, good_r = p is not None and p >= target, r is not None and r >= target
-    best = best_on_curve(curve, target)
     if good_p and good_r:
         return [f"Precision and recall are both at least {pct(target, 0)}: keep the default."]
     tips = []
@@ -129,16 +132,23 @@ def dedup_advice(score: Mapping | None, curve: list[dict], target: float = TARGE
     if not good_r:
         tips.append("Recall is low: aliases go unfound. A higher merge threshold finds more of them at some "
                     "cost in precision.")
+    best = best_on_curve(curve, target)
+    caveat = ("It is read off this corpus's planted aliases; on your own data, choose it from a labelled "
+              "sample.")
+    if best is not None and best["recall"] >= target:
+        tips.append(f"Set <code>--merge-threshold {best['threshold']:.2f}</code>: precision {pct(best['precision'])}, "
+                    f"recall {pct(best['recall'])} on this corpus. {caveat}")
+        return tips
     if best is not None:
-        tips.append(f"On this corpus the curve keeps precision &ge; {pct(target, 0)} up to "
-                    f"<code>--merge-threshold {best['threshold']:.2f}</code> (precision {pct(best['precision'])}, "
-                    f"recall {pct(best['recall'])}). It is read off this corpus's planted aliases; on your data, "
-                    "choose it from a labelled sample.")
+        tips.append(f"No single merge threshold gives both here: the highest recall at precision &ge; "
+                    f"{pct(target, 0)} is {pct(best['recall'])}, at <code>--merge-threshold "
+                    f"{best['threshold']:.2f}</code>. {caveat}")
     else:
-        tips.append(f"No single merge threshold reaches precision {pct(target, 0)} here: the model does not "
-                    "separate these voices well enough. Train longer or on more speakers (<code>speechid train "
-                    "--epochs</code>), and re-measure the operating points on labelled speakers of your own "
-                    "domain (<code>speechid calibrate</code>).")
+        tips.append(f"No single merge threshold reaches precision {pct(target, 0)} here.")
+    measured = f" (these were measured on {dev_speakers} dev speakers)" if dev_speakers else ""
+    tips.append("The model does not separate these voices well enough for corpus-scale merging: train longer or "
+                "on more speakers (<code>speechid train --epochs</code>), and re-measure the operating points on "
+                f"more labelled speakers of your own domain (<code>speechid calibrate</code>){measured}.")
     return tips
 
 
@@ -179,7 +189,9 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
     merge_ts = _merge_points(ops)
     rule = (", ".join(f"{tt:.3f} for {n}-clip groups" for n, tt in merge_ts[:4])
             if merge_ts else html.escape(str(dd.get("merge_rule", ""))))
-    advice = "".join(f"<li>{tip}</li>" for tip in dedup_advice(score, dd.get("merge_curve", [])))
+    dev_speakers = ops.measured_on.get("speakers") if ops else None
+    advice = "".join(f"<li>{tip}</li>" for tip in dedup_advice(score, dd.get("merge_curve", []),
+                                                                dev_speakers=dev_speakers))
     dedup_card = (
         f'<div class="card {cls}"><h3>Dedup: one voice under several client_ids</h3>'
         f'<div class="big">precision {pct(p, 0)} &middot; recall {pct(r, 0)}</div>'
@@ -215,14 +227,22 @@ def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str) -> 
         where = ops.measured_on
         out.append(f"<h3>Operating points measured on dev speakers ({where.get('speakers', '?')} speakers, "
                    f"{where.get('clips', '?')} clips), stored in the model's config.json</h3>")
+        names = list(dict.fromkeys(n for lp in (ops.clip, *ops.speaker) for n in lp.points))
+        first = ("seed", "far_1%", "far_0.1%", "eer")  # then the reference (at_0.83) and any others
+        names.sort(key=lambda n: (first.index(n) if n in first else len(first), n))
         prow = []
         for lp in (ops.clip, *ops.speaker):
-            level = "one clip vs one clip" if lp.level == "clip" else f"{lp.n} clips vs {lp.m} clips"
-            for name, pt in lp.points.items():
-                use = ("default: same person" if lp.level == "clip" and name == ops.default else
-                       "default: dedup merges" if lp.level == "speaker" and name == ops.merge else "")
-                prow.append((level, name, f"{pt.threshold:.3f}", pct(pt.far, 2), pct(pt.frr, 2), use))
-        out.append(table(prow, ("level", "point", "threshold", "FAR", "FRR", "used as")))
+            used = ops.default if lp.level == "clip" else ops.merge
+            row = ["one clip vs one clip" if lp.level == "clip" else f"{lp.n} clips vs {lp.m} clips"]
+            for name in names:
+                pt = lp.points.get(name)
+                cell = "&mdash;" if pt is None else (
+                    f"{pt.threshold:.3f}<br><small>FAR {pct(pt.far, 2)} &middot; FRR {pct(pt.frr, 2)}</small>")
+                row.append(Raw(f"<b>{cell}<br><small>default</small></b>" if name == used else cell))
+            prow.append(row)
+        out.append(table(prow, ("level", *names)))
+        out.append(f"<p>Bold: the defaults ({html.escape(ops.default)} for one clip against one clip; "
+                   f"{html.escape(ops.merge)} of the group size for dedup merges).</p>")
     return "\n".join(out)
 
 
@@ -232,7 +252,9 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
     curve = dd.get("merge_curve") or []
     if curve:
         marks = [(THRESHOLD, f"seed's {THRESHOLD:g}", "darkorange")]
-        marks += [(tt, f"default for {n}-clip groups", "red") for n, tt in _merge_points(ops)[:3]]
+        shades = ("#f08080", "#e03030", "#b01010", "#700000")  # lighter for smaller groups
+        marks += [(tt, f"default for {n}-clip groups", shades[min(i, len(shades) - 1)])
+                  for i, (n, tt) in enumerate(_merge_points(ops))]
         out.append(figures([(merge_curve_png(curve, marks),
                              "Precision/recall of client_id merges when one threshold decides every pair "
                              "(dotted: the 90% line). The default uses the speaker-level point for each "

@@ -153,8 +153,15 @@ def test_dedup_advice():
     assert "keep the default" in report.dedup_advice(_scores(0.95, 0.92), CURVE)[0]
     low_p = " ".join(report.dedup_advice(_scores(0.4, 1.0), CURVE))
     assert "Precision is low" in low_p and "--merge-threshold 0.60" in low_p
-    hopeless = " ".join(report.dedup_advice(_scores(0.4, 0.4), [{**c, "precision": 0.5} for c in CURVE]))
-    assert "speechid calibrate" in hopeless and "--merge-threshold" in hopeless
+    assert "No single merge threshold gives both" in low_p and "speechid calibrate" in low_p  # best recall 87.5%
+    fixable = [*CURVE[:2], {**CURVE[2], "recall": 0.95}, *CURVE[3:]]
+    fix = report.dedup_advice(_scores(0.4, 1.0), fixable)
+    assert "Set <code>--merge-threshold 0.60</code>: precision 95.0%, recall 95.0%" in fix[-1]
+    assert not any("speechid calibrate" in tip for tip in fix)
+    hopeless = " ".join(report.dedup_advice(_scores(0.4, 0.4), [{**c, "precision": 0.5} for c in CURVE],
+                                            dev_speakers=10))
+    assert "No single merge threshold reaches precision 90%" in hopeless
+    assert "speechid calibrate" in hopeless and "measured on 10 dev speakers" in hopeless
     assert report.best_on_curve(CURVE)["threshold"] == 0.6
 
 
