@@ -184,3 +184,17 @@ def test_report_only_cli(tmp_path):
     r = run(tmp_path / "run")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"report: {tmp_path / 'run' / REPORT}"
+
+
+def test_a_partial_or_uncalibrated_run_still_gets_a_page(tmp_path):
+    paths = fabricate_run(tmp_path / "run")
+    with open(paths["run"]) as f:
+        run = json.load(f)
+    del run["operating_points"], run["training_curve"]
+    _write_json(paths["run"], run)
+    with open(rebuild_report(str(tmp_path / "run")), encoding="utf-8") as f:
+        text = _text(f.read())
+    assert "given, not calibrated" in text and "No per-epoch record" in text
+    _write_json(str(tmp_path / "bare" / "demo.json"), {"seconds": {"synth": 1.0}})
+    with open(rebuild_report(str(tmp_path / "bare")), encoding="utf-8") as f:
+        assert "No failures" in f.read()
