@@ -248,14 +248,14 @@ def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str) -> 
 
 def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: list[dict],
            truth: Mapping[str, str]) -> str:
-    out = []
+    out, side = [], []  # side: beside the curve
     curve = dd.get("merge_curve") or []
     if curve:
         marks = [(THRESHOLD, f"seed's {THRESHOLD:g}", "darkorange")]
         shades = ("#f08080", "#e03030", "#b01010", "#700000")  # lighter for smaller groups
         marks += [(tt, f"default for {n}-clip groups", shades[min(i, len(shades) - 1)])
                   for i, (n, tt) in enumerate(_merge_points(ops))]
-        out.append(figures([(merge_curve_png(curve, marks),
+        side.append(figures([(merge_curve_png(curve, marks),
                              "Precision/recall of client_id merges when one threshold decides every pair "
                              "(dotted: the 90% line). The default uses the speaker-level point for each "
                              "pair's group size instead.")]))
@@ -267,16 +267,18 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
         for level, what in (("speakers", "client_id merges"), ("clips", "clip clusters")):
             v = sc.get(level)
             if v:
-                rows.append((name, what, pct(v["precision"]), pct(v["recall"]), v["correct_pairs"],
-                             v["predicted_pairs"], v["true_pairs"]))
+                rows.append((name, what, pct(v["precision"]), pct(v["recall"]),
+                             f"{v['correct_pairs']:,} / {v['predicted_pairs']:,} / {v['true_pairs']:,}"))
+    facts = []
     if rows:
-        out.append(table(rows, ("thresholds", "decision", "precision", "recall", "correct pairs", "proposed pairs",
-                                "true pairs")))
-    out.append(f"<p>{dd.get('clips', 0):,} clips under {dd.get('speakers', 0):,} client_ids; clip threshold "
+        facts.append(table(rows, ("thresholds", "decision", "precision", "recall", "pairs: correct / proposed / true")))
+    facts.append(f"<p>{dd.get('clips', 0):,} clips under {dd.get('speakers', 0):,} client_ids; clip threshold "
                f"{dd.get('threshold', 0):.3f} ({html.escape(str(dd.get('threshold_meaning', '')))}); "
                f"{dd.get('clip_clusters', 0):,} clip clusters of 2+ clips; {dd.get('merged_groups', 0)} merged "
                f"groups covering {dd.get('speakers_in_merged_groups', 0)} client_ids; "
                f"{dd.get('suspicious_clips', 0)} clips whose neighbours mostly carry another client_id.</p>")
+    side.append('<div style="flex:1 1 420px">' + "\n".join(facts) + "</div>")
+    out.append('<div class="figs">' + "\n".join(side) + "</div>")
     if pairs:
         out.append("<h3>Merge proposals (closest first)</h3>")
         prow = []
