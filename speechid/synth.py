@@ -30,7 +30,14 @@ import numpy as np
 from scipy import signal
 
 from speechid.audio import encode, resample
-from speechid.corpora.release import CV_HEADER, TSV_NAMES, tsv_bytes, write_small_tsv, write_tarball
+from speechid.corpora.release import (
+    CV_HEADER,
+    TSV_NAMES,
+    staged_output,
+    tsv_bytes,
+    write_small_tsv,
+    write_tarball,
+)
 
 RELEASE = "cv-corpus-synth"
 OUT_RATE = 48_000  # Common Voice ships 48 kHz MP3
@@ -293,7 +300,6 @@ def make_corpus(
         raise ValueError(f"aliases={aliases}: must be between 0 and speakers={speakers}")
     if aliases and clips_per_speaker < 2:
         raise ValueError("aliases need at least 2 clips per speaker (one under each client_id)")
-    os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     voices = distinct_voices(speakers, rng)
 
@@ -381,19 +387,17 @@ def make_corpus(
             clip_bytes[path] = clip_bytes[path][: len(clip_bytes[path]) // 2]
     clip_bytes.update(special)
 
-    tar_path = os.path.join(out_dir, f"{RELEASE}-{locale}.tar.gz")
     members = [(f"{prefix}/clips/{path}", clip_bytes[path]) for path in sorted(clip_bytes)]
     members += [(f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, rows[name])) for name in TSV_NAMES]
-    write_tarball(tar_path, members)
-
+    tar_name = f"{RELEASE}-{locale}.tar.gz"
+    with staged_output(out_dir, "synth") as staging:  # a fresh folder: no stale faults.tsv can survive
+        write_tarball(os.path.join(staging, tar_name), members)
+        write_small_tsv(os.path.join(staging, "aliases.tsv"), ("client_id", "true_speaker"), truth)
+        if plant_faults:
+            write_small_tsv(os.path.join(staging, "faults.tsv"), ("path", "expected"), faults)
+    tar_path = os.path.join(out_dir, tar_name)
     aliases_path = os.path.join(out_dir, "aliases.tsv")
-    write_small_tsv(aliases_path, ("client_id", "true_speaker"), truth)
-    faults_path = None
-    if plant_faults:
-        faults_path = os.path.join(out_dir, "faults.tsv")
-        write_small_tsv(faults_path, ("path", "expected"), faults)
-    elif os.path.exists(os.path.join(out_dir, "faults.tsv")):
-        os.remove(os.path.join(out_dir, "faults.tsv"))  # a stale one would describe another corpus
+    faults_path = os.path.join(out_dir, "faults.tsv") if plant_faults else None
 
     return SynthResult(
         tarball=tar_path,

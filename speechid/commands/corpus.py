@@ -73,7 +73,7 @@ def fotaq(out_dir, source, **kw):
     from speechid.corpora import fotaq as maker
 
     path = maker.resolve_source(source)
-    _write(maker.clips(path), out_dir, maker.RELEASE, sources=path, caveat=maker.CAVEAT, **kw)
+    _write(maker.clips(path), out_dir, maker.RELEASE, sources=[path], caveat=maker.CAVEAT, **kw)
 
 
 @corpus.command()
@@ -86,7 +86,7 @@ def drascula(out_dir, source, languages, **kw):
 
     wanted = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
     folders = maker.resolve_languages(source, wanted)
-    _write(maker.clips(source, list(folders)), out_dir, maker.RELEASE, sources=",".join(folders.values()),
+    _write(maker.clips(source, list(folders)), out_dir, maker.RELEASE, sources=list(folders.values()),
            caveat=maker.CAVEAT, **kw)
 
 
@@ -104,4 +104,5 @@ def folder(audio_dir, out_dir, speakers_tsv, name, locale, **kw):
     from speechid.corpora import folder as maker
 
     release = name or os.path.basename(os.path.normpath(audio_dir)) or "corpus"
-    _write(maker.clips(audio_dir, speakers_tsv, locale), out_dir, maker.clip_name(release), sources=audio_dir, **kw)
+    _write(maker.clips(audio_dir, speakers_tsv, locale), out_dir, maker.clip_name(release),
+           sources=[audio_dir, speakers_tsv], **kw)

@@ -29,12 +29,13 @@ import json
 import os
 import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from speechid import audio
+from speechid import audio, outputs
 from speechid.errors import AUDIO_REASONS, AudioError, ConfigError
 
 CV_HEADER = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment")
@@ -142,6 +143,20 @@ def write_tarball(path: str, members: Iterable[tuple[str, bytes]]) -> None:
             for name, data in members:
                 add_member(tar, name, data)
     os.replace(tmp, path)
+
+
+@contextmanager
+def staged_output(out_dir: str, command: str, inputs: Iterable[str] = ()) -> Iterator[str]:
+    """A staging folder for ``out_dir`` under the rules of ``speechid.outputs`` (a user's folder, another
+    command's output or a folder holding an input is refused before any work), published on success and
+    dropped on failure, so a corpus folder is never half-written and nothing a user put there is deleted."""
+    staging = outputs.stage(out_dir, command, inputs, flag="OUT_DIR")
+    try:
+        yield staging
+        outputs.publish(staging, out_dir, command)
+    except BaseException:
+        outputs.discard(staging)
+        raise
 
 
 def write_small_tsv(path: str, header: tuple, rows: Iterable) -> None:
@@ -255,19 +270,34 @@ def write_release(
     min_clips: int = 10,
     aliases: int = 0,
     limits: audio.Limits = audio.Limits(),
-    sources: str = "",
+    sources: Iterable[str] = (),
     caveat: str = "",
     progress: Callable[[str], None] = lambda text: None,
 ) -> ReleaseResult:
     """Measure, split and write ``clips`` as ``<out_dir>/<release>-<locale>.tar.gz`` (see the module doc).
 
     ``aliases`` held-out (test, then dev) speakers are recorded under two client_ids each, alternating
-    clip by clip, so dedup has planted ground truth. Raises ``ConfigError`` when no clip survives.
+    clip by clip, so dedup has planted ground truth. ``sources`` are the files or folders read: the output
+    may not contain or lie inside one. Raises ``ConfigError`` when no clip survives, ``OutputError`` when
+    ``out_dir`` is not for this command to write (before any work).
     """
+    sources = [os.fspath(x) for x in sources]
+    with staged_output(out_dir, "corpus", sources) as staging:
+        result = _write_release(staging, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases,
+                                limits, sources, caveat, progress)
+    names = ("speakers_tsv", "aliases_tsv", "failures_tsv")
+    moved = {k: getattr(result, k).replace(staging, out_dir, 1) for k in names}
+    archives = [a.replace(staging, out_dir, 1) for a in result.archives]
+    return ReleaseResult(out_dir, archives, manifest=result.manifest, **moved)
+
+
+def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases, limits, sources,
+                   caveat, progress) -> ReleaseResult:
     kept, failures, warned = _measure(clips, limits, progress)
     if not kept:
         reasons = Counter(f.reason for f in failures)
-        raise ConfigError(f"{sources or release}: no clip with a speaker decodes ({dict(reasons) or 'no sources'})")
+        where = ", ".join(sources) or release
+        raise ConfigError(f"{where}: no clip with a speaker decodes ({dict(reasons) or 'no sources'})")
     by_speaker: dict[str, list[_Measured]] = defaultdict(list)
     for m in kept:
         by_speaker[m.clip.speaker].append(m)
@@ -287,7 +317,6 @@ def write_release(
         raise ConfigError(f"--aliases {aliases}: only {len(held_out)} held-out speakers with 2+ clips")
     aliased = set(held_out[:aliases])
 
-    os.makedirs(out_dir, exist_ok=True)
     rows: dict[str, dict[str, list]] = defaultdict(lambda: {k: [] for k in TSV_NAMES})
     durations: dict[str, list] = defaultdict(list)
     truth: list[tuple[str, str]] = []
@@ -320,7 +349,7 @@ def write_release(
                 yield f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, rows[locale][name])
 
         path = os.path.join(out_dir, f"{release}-{locale}.tar.gz")
-        progress(f"writing {path}")
+        progress(f"writing {os.path.basename(path)}")
         write_tarball(path, members())
         archives.append(path)
 
@@ -361,7 +390,7 @@ def write_release(
             {"speaker": r[0], "clips": r[2], "seconds": r[3], "split": r[4], "source": r[5]} for r in speaker_rows
         ],
         "archives": [os.path.basename(a) for a in archives],
-        "source_paths": sources,
+        "source_paths": list(sources),
         "caveat": caveat,
     }
     manifest_path = os.path.join(out_dir, "corpus.json")

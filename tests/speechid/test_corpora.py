@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -274,3 +275,27 @@ def test_prep_reads_the_releases_unchanged(queen_release, drascula_root, tmp_pat
     assert "mpg123" not in capfd.readouterr().err
     records = list(schema.read_records(schema.record_pattern(out, "test")))
     assert {r.client_id for r in records} >= {client_id("fotaq/bob"), client_id("drascula-en/von_braun")}
+
+
+def test_corpus_output_never_replaces_what_it_did_not_write(queen_release, tmp_path):
+    from speechid.errors import OutputError
+    from tests.conftest import tree_digest
+
+    source, _, _ = queen_release
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    before = tree_digest(str(tmp_path))
+    with pytest.raises(OutputError, match="not written by"):
+        write_release(str(user), fotaq.RELEASE, fotaq.clips(source), min_clips=2)
+    with pytest.raises(OutputError, match="inside the input"):
+        write_release(os.path.join(os.path.dirname(source), "out2"), fotaq.RELEASE, fotaq.clips(source),
+                      min_clips=2, sources=[os.path.dirname(source)])
+    assert tree_digest(str(tmp_path)) == before
+    # its own output is replaced by a rerun, and only its files are there
+    again = write_release(str(tmp_path / "own"), fotaq.RELEASE, fotaq.clips(source), min_clips=2)
+    again = write_release(str(tmp_path / "own"), fotaq.RELEASE, fotaq.clips(source), min_clips=2)
+    assert sorted(os.listdir(tmp_path / "own")) == sorted(
+        [".speechid.json", "aliases.tsv", "corpus.json", "failures.tsv", "fotaq-en.tar.gz", "speakers.tsv"]
+    )
+    assert again.archives == [str(tmp_path / "own" / "fotaq-en.tar.gz")]
