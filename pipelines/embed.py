@@ -76,6 +76,7 @@ class EmbedConfig:
     hop_s: float
     min_duration: float | None = audio_lib.INFERENCE_LIMITS.min_duration
     max_duration: float | None = audio_lib.INFERENCE_LIMITS.max_duration
+    min_speech: float | None = audio_lib.INFERENCE_LIMITS.min_speech
 
 
 def detect_kind(pattern: str) -> str:
@@ -300,7 +301,9 @@ class DecodeAndWindow(beam.DoFn):
 
     def __init__(self, config: EmbedConfig):
         self._config = config
-        self._limits = audio_lib.Limits(min_duration=config.min_duration, max_duration=config.max_duration)
+        self._limits = audio_lib.Limits(
+            min_duration=config.min_duration, max_duration=config.max_duration, min_speech=config.min_speech
+        )
         self._decoded = beam.metrics.Metrics.counter("embed", "clips_decoded")
         self._failed = beam.metrics.Metrics.counter("embed", "clips_failed")
         self._windows = beam.metrics.Metrics.counter("embed", "windows")
@@ -326,6 +329,8 @@ class DecodeAndWindow(beam.DoFn):
                 audio_lib.check_duration(len(wave) / cfg.sample_rate, self._limits, clip.clip_id)
             else:
                 raise AudioError("empty", clip.clip_id, "no audio")
+            # The Encoder's rule too (parity): only the speech is embedded, a clip without enough is refused.
+            wave = audio_lib.trim_silence(wave, cfg.sample_rate, self._limits, clip.clip_id)
         except AudioError as e:
             self._failed.inc()
             self._progress.tick("clips_failed")

@@ -192,6 +192,8 @@ class DecodeClip(beam.DoFn):
             wave = audio.decode(
                 clip.data, self._config.sample_rate, self._config.limits, name=path, decoder_messages=messages
             )
+            # Refused, not trimmed: records keep the clip as released; embedding trims (speechid.audio).
+            audio.require_speech(wave, self._config.sample_rate, self._config.limits, path)
         except AudioError as e:
             reason, detail = e.reason, e.detail
         except Exception as e:  # noqa: BLE001  a decoder bug on one clip must not stop a million-clip job

@@ -26,6 +26,7 @@ from speechid.errors import AudioError
 DEFAULT_MIN_DURATION = 0.5  # seconds
 DEFAULT_MAX_DURATION = 30.0  # seconds; Common Voice clips are at most ~10 s
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MIN_SPEECH = 0.3  # seconds of voiced speech below which a clip gets no verdict and no embedding
 
 # Containers libsndfile does not decode: name them "unsupported" rather than "corrupt".
 _UNSUPPORTED_MAGIC = (
@@ -39,14 +40,18 @@ _BLOCK_FRAMES = 65_536
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds a clip must respect. ``None`` switches a bound off."""
+    """Bounds a clip must respect. ``None`` switches a bound off.
+
+    ``min_speech`` is checked on the decoded wave by ``require_speech`` / ``trim_silence``, not by ``decode``.
+    """
 
     min_duration: float | None = DEFAULT_MIN_DURATION
     max_duration: float | None = DEFAULT_MAX_DURATION
     max_bytes: int | None = DEFAULT_MAX_BYTES
+    min_speech: float | None = DEFAULT_MIN_SPEECH
 
 
-NO_LIMITS = Limits(min_duration=None, max_duration=None, max_bytes=None)
+NO_LIMITS = Limits(min_duration=None, max_duration=None, max_bytes=None, min_speech=None)
 # What a trained model accepts: the one rule for every way of embedding a clip (Encoder/compare/query and
 # the embed pipeline), so a clip one of them refuses is refused by all. Long recordings are windowed.
 INFERENCE_LIMITS = Limits(min_duration=DEFAULT_MIN_DURATION, max_duration=600.0)
@@ -207,6 +212,81 @@ def check_duration(duration: float, limits: Limits, name: str) -> None:
         raise AudioError("too_short", name, f"{duration:.2f} s < {limits.min_duration} s")
     if limits.max_duration is not None and duration > limits.max_duration:
         raise AudioError("too_long", name, f"{duration:.2f} s > {limits.max_duration} s")
+
+
+# --- speech or not ------------------------------------------------------------------------------------------
+# An energy VAD with two checks that steady noise cannot pass. Frames are 25 ms every 10 ms; energy is the
+# band 100-4000 Hz (voice: pitch harmonics and formants), so mains hum at 50 Hz carries almost none. A speech
+# frame is (1) louder than an absolute floor, (2) louder than the clip's own quiet frames by a margin:
+# speech rises and falls at the syllable rate while hum, fan noise or white noise stay level, and (3) has
+# harmonic structure: its band spectrum is far from flat (white noise has flatness ~0.56, voiced speech
+# well under 0.3). Unvoiced sounds fail (3); they are kept by the padding around the voiced span.
+_VAD_FRAME_S, _VAD_HOP_S = 0.025, 0.010
+_VAD_BAND_HZ = (100.0, 4000.0)
+_VAD_FLOOR_DBFS = -55.0  # band RMS a frame must exceed; digital silence and dither are far below
+_VAD_MARGIN_DB = 4.0  # above the clip's 10th-percentile frame
+_VAD_MAX_FLATNESS = 0.3
+_VAD_SMOOTH_FRAMES = 5
+_VAD_PAD_S = 0.2  # kept around the first and last speech frame: onsets, fricatives, release
+_VAD_CHUNK_FRAMES = 2048  # frames per FFT batch: a 10-minute recording never needs its whole spectrogram
+
+
+@dataclass(frozen=True)
+class SpeechSpan:
+    """Where the speech is in a wave: samples ``[start, end)`` (padded), and seconds of speech frames."""
+
+    start: int
+    end: int
+    speech_s: float
+
+
+def speech_span(wave: np.ndarray, sample_rate: int) -> SpeechSpan:
+    """Find the speech in mono ``wave`` (see the rules above); ``speech_s == 0`` when there is none."""
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    frame, hop = int(round(_VAD_FRAME_S * sample_rate)), max(1, int(round(_VAD_HOP_S * sample_rate)))
+    if len(wave) < frame:
+        return SpeechSpan(0, 0, 0.0)
+    nfft = 1 << (frame - 1).bit_length()
+    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
+    band = (freqs >= _VAD_BAND_HZ[0]) & (freqs <= min(_VAD_BAND_HZ[1], sample_rate / 2))
+    win = np.hanning(frame).astype(np.float32)
+    scale = 2.0 / (nfft * float(np.sum(win**2)))  # Parseval: a sine of amplitude A in band -> A^2 / 2
+    frames = np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop]
+    energy, flatness = np.empty(len(frames)), np.empty(len(frames))
+    for i in range(0, len(frames), _VAD_CHUNK_FRAMES):
+        power = np.abs(np.fft.rfft(frames[i : i + _VAD_CHUNK_FRAMES] * win, nfft))[:, band] ** 2 + 1e-20
+        mean = power.mean(axis=1)
+        energy[i : i + len(power)] = power.sum(axis=1) * scale
+        flatness[i : i + len(power)] = np.exp(np.log(power).mean(axis=1)) / mean
+    # Averaged over 50 ms: a hum's harmonics beat against the frame grid, which would read as modulation.
+    smooth = np.convolve(energy, np.ones(_VAD_SMOOTH_FRAMES) / _VAD_SMOOTH_FRAMES, mode="same")
+    energy_db = 10 * np.log10(smooth + 1e-12)
+    floor = np.percentile(energy_db, 10)
+    speech = (energy_db > _VAD_FLOOR_DBFS) & (energy_db > floor + _VAD_MARGIN_DB) & (flatness < _VAD_MAX_FLATNESS)
+    idx = np.flatnonzero(speech)
+    if not len(idx):
+        return SpeechSpan(0, 0, 0.0)
+    pad = int(round(_VAD_PAD_S * sample_rate))
+    end = len(wave) if idx[-1] == len(frames) - 1 else int(idx[-1]) * hop + frame
+    return SpeechSpan(max(0, int(idx[0]) * hop - pad), min(len(wave), end + pad), len(idx) * _VAD_HOP_S)
+
+
+def require_speech(wave: np.ndarray, sample_rate: int, limits: Limits, name: str) -> SpeechSpan:
+    """The clip's ``SpeechSpan``; ``AudioError("no_speech")`` when it holds less than ``limits.min_speech``
+    seconds of speech (silence, hum, steady noise, a click or a short burst). ``min_speech=None``: no check."""
+    span = speech_span(wave, sample_rate)
+    if limits.min_speech is not None and span.speech_s < limits.min_speech:
+        raise AudioError("no_speech", name, f"{span.speech_s:.2f} s of speech < {limits.min_speech} s")
+    return span
+
+
+def trim_silence(wave: np.ndarray, sample_rate: int, limits: Limits, name: str) -> np.ndarray:
+    """``wave`` without its leading and trailing non-speech, after ``require_speech``; the one rule for every
+    way of embedding a clip. With ``min_speech=None`` the wave comes back whole."""
+    if limits.min_speech is None:
+        return wave
+    span = require_speech(wave, sample_rate, limits, name)
+    return wave[span.start : span.end]
 
 
 def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:

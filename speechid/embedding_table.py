@@ -7,7 +7,7 @@ such as ``manifest.json`` and ``failures/``). Every shard has this schema (``arr
     source      string      where it came from (archive, glob root or TFRecord file)
     speaker_id  string?     Common Voice client_id; null when unknown (audio globs)
     split       string?     train/dev/test/...; null when unknown
-    duration_s  float32     decoded duration
+    duration_s  float32     duration embedded: the decoded clip less leading/trailing silence
     n_windows   int32       windows averaged into the embedding
     embedding   fixed_size_list<float32>[dim]   L2-normalised
     model_id    string      fingerprint of the model that embedded it (``config.json``'s model_id)

@@ -6,7 +6,9 @@
     >>> enc.embed(["a.mp3", "b.mp3"]).shape                    # (2, 128)
     >>> voice = enc.embed_speaker(["enrol1.mp3", "enrol2.mp3"])  # enrolment: mean, re-normalised
 
-Audio of any format, rate and channel count goes through ``speechid.audio.decode``; a clip is cut into the
+Audio of any format, rate and channel count goes through ``speechid.audio.decode`` and
+``speechid.audio.trim_silence`` (a clip with too little speech is refused with ``AudioError("no_speech")``,
+so it never gets a verdict); a clip is cut into the
 model's windows and the window embeddings are averaged (``speechid.model.windows``), exactly as the bulk
 embed pipeline does, so both give the same vectors.
 """
@@ -93,17 +95,23 @@ class Encoder:
 
     # -- audio in ---------------------------------------------------------------------------------------
     def load_audio(self, source: AudioInput, sample_rate: int | None = None, name: str | None = None) -> np.ndarray:
-        """One input -> mono float32 at the model rate. Arrays are taken at ``sample_rate`` (default: model's)."""
+        """One input -> its speech, mono float32 at the model rate, leading and trailing silence trimmed
+        (``speechid.audio.trim_silence``, as the embed pipeline does). Arrays are taken at ``sample_rate``
+        (default: model's). Raises ``AudioError("no_speech")`` for a clip with too little speech."""
         if isinstance(source, np.ndarray):
             wave = np.asarray(source, np.float32)
             if wave.ndim == 2:  # [frames, channels]
                 wave = wave.mean(axis=1)
             if wave.ndim != 1 or wave.size == 0:
                 raise ConfigError(f"{name or 'array'}: expected a non-empty mono waveform, got shape {source.shape}")
-            return audio_io.resample(wave, sample_rate or self.sample_rate, self.sample_rate)
-        if isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
-            return audio_io.decode(source, self.sample_rate, limits=self.limits, name=name)
-        raise ConfigError(f"cannot embed a {type(source).__name__}: give a path, bytes or a float waveform")
+            wave = audio_io.resample(wave, sample_rate or self.sample_rate, self.sample_rate)
+            name = name or "array"
+        elif isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
+            wave = audio_io.decode(source, self.sample_rate, limits=self.limits, name=name)
+            name = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<bytes>")
+        else:
+            raise ConfigError(f"cannot embed a {type(source).__name__}: give a path, bytes or a float waveform")
+        return audio_io.trim_silence(wave, self.sample_rate, self.limits, name)
 
     # -- embeddings -------------------------------------------------------------------------------------
     def embed_waveforms(self, waves: Sequence[np.ndarray]) -> np.ndarray:

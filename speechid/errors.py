@@ -35,6 +35,7 @@ AUDIO_REASONS = (
     "too_long",  # longer than the maximum duration
     "too_large",  # more bytes than the byte limit
     "unsupported",  # a recognised container that libsndfile cannot decode (MP4/AAC, ...)
+    "no_speech",  # decodes, but holds too little speech (silence, hum, steady noise, a short burst)
 )
 
 

@@ -10,10 +10,12 @@ import pytest  # noqa: E402
 
 
 def tone(seconds: float = 1.0, rate: int = 16_000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
-    """A harmonic tone, float32 mono."""
+    """A harmonic tone that rises and falls 4 times a second, float32 mono: speech to the voice-activity
+    check (``speechid.audio.speech_span``), which trims none of it (it is loud at both ends or within the
+    padding). A steady tone would be refused as hum."""
     t = np.arange(int(seconds * rate)) / rate
     x = sum(amp / k * np.sin(2 * np.pi * freq * k * t) for k in (1, 2, 3))
-    return x.astype(np.float32)
+    return (x * (1.0 + 0.8 * np.sin(2 * np.pi * 4.0 * t)) / 1.8).astype(np.float32)
 
 
 @pytest.fixture

@@ -166,3 +166,25 @@ def test_one_duration_rule_for_embed_and_compare():
         reasons = out[embed.FAILED] | beam.Map(lambda f: (f["clip_id"], f["reason"]))
         assert_that(reasons, equal_to([("short.wav", "too_short"), ("short-rec", "too_short")]), label="Failed")
         assert_that(out["rows"] | beam.Map(lambda r: r["clip_id"]), equal_to(["ok.wav"]), label="Written")
+
+
+def test_only_speech_is_embedded_and_a_clip_without_any_fails_no_speech():
+    quiet = np.zeros(RATE, np.float32)
+    padded = np.concatenate([quiet, tone(1.5, RATE, 180), quiet])  # 1 s of silence either side
+    trimmed = audio.trim_silence(padded, RATE, audio.INFERENCE_LIMITS, "padded")
+    assert 1.5 <= len(trimmed) / RATE < 2.0  # the tone and the padding around it, not the silence
+    rng = np.random.default_rng(0)
+    clips = [
+        embed.ClipSource("padded-rec", "recs", "s", audio=padded, sample_rate=RATE),
+        embed.ClipSource("silent-rec", "recs", "s", audio=np.zeros(2 * RATE, np.float32), sample_rate=RATE),
+        embed.ClipSource("noise.wav", "files", None,
+                         data=audio.encode(0.1 * rng.standard_normal(2 * RATE).astype(np.float32), RATE, "WAV")),
+    ]
+    vec, n_windows = expected_vector(trimmed)
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(clips) | embed.EmbedClips(CONFIG, KeyedModelHandler(FakeHandler()), "fake-model")
+        reasons = out[embed.FAILED] | beam.Map(lambda f: (f["clip_id"], f["reason"]))
+        assert_that(reasons, equal_to([("silent-rec", "no_speech"), ("noise.wav", "no_speech")]), label="Failed")
+        assert_that(out["rows"], _rows_close({"padded-rec": (vec, n_windows, "s")}), label="Rows")
+        durations = out["rows"] | beam.Map(lambda r: round(r["duration_s"], 4))
+        assert_that(durations, equal_to([round(len(trimmed) / RATE, 4)]), label="Duration")
