@@ -87,6 +87,14 @@ def test_commands_fail_in_one_line(tiny_model, tiny_data, tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
+def test_compare_gives_no_verdict_without_speech(tiny_model, tmp_path, capsys):
+    silent = tmp_path / "silent.wav"
+    silent.write_bytes(encode(np.zeros(32_000, np.float32), 16_000, "WAV"))
+    code, out, err = run(capsys, "compare", "--model", tiny_model[0], silent, silent)
+    assert code == 2 and out == "" and "Same person" not in err
+    assert len(err.strip().splitlines()) == 1 and f"{silent}: no_speech" in err, err
+
+
 def test_train_command_forwards_only_given_options(tiny_data, tmp_path, capsys, monkeypatch):
     import speechid.model.trainer as trainer
 

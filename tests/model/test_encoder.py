@@ -76,6 +76,13 @@ def test_bad_inputs_are_typed_errors(enc, tmp_path):
         enc.embed(b"this is not audio at all" * 20)
     with pytest.raises(AudioError, match="too_short"):
         enc.embed(encode(np.zeros(800, np.float32), 16_000, "WAV"))
+    silence = np.zeros(32_000, np.float32)
+    for source in (silence, encode(silence, 16_000, "WAV")):  # a waveform and a file alike
+        with pytest.raises(AudioError, match="no_speech") as e:
+            enc.embed(source)
+        assert e.value.reason == "no_speech"
+    with pytest.raises(AudioError, match="no_speech"):
+        enc.verdict(voice(1, 2.0, seed=1), silence)  # no verdict for a silent clip
     with pytest.raises(ConfigError):
         enc.embed(12345)
     with pytest.raises(ConfigError, match="not a model directory"):
