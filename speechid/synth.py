@@ -369,6 +369,8 @@ def make_corpus(
         planted("too_short", duration=0.2)
         planted("too_long", duration=35.0)
         planted("ok_converted", rate=44_100, channels=2)  # stereo 44.1 kHz: converted, not failed
+        hiss = 0.003 * np.random.default_rng(seed + 1).standard_normal(2 * _SYN_RATE).astype(np.float32)
+        planted("no_speech", _to_mp3(hiss))  # a silent recording: 2 s of faint room noise
         missing = f"common_voice_{locale}_{clip_base + 99_999}.mp3"
         rows["train"].append(row(cid, missing, voice))
         faults.append((missing, "missing_clip"))

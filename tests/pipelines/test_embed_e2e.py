@@ -58,11 +58,12 @@ def test_audio_glob_matches_encoder_and_routes_failures(model_dir, tmp_path):
     (src / "b.flac").write_bytes(audio.encode(tone(0.7, 16_000, 260), 16_000, "FLAC"))
     (src / "c.ogg").write_bytes(audio.encode(tone(1.3, 48_000, 320), 48_000, "OGG", "VORBIS"))
     (src / "broken.wav").write_bytes(b"RIFF nonsense")
+    (src / "silent.wav").write_bytes(audio.encode(np.zeros(32_000, np.float32), 16_000, "WAV"))
     out = str(tmp_path / "emb")
     manifest = run(["--model", model_dir, "--input", str(src / "*"), "--output", out, "--min-batch-size", "2",
                     "--max-batch-size", "4"])
-    assert manifest["clips_seen"] == 4 and manifest["clips_written"] == 3
-    assert manifest["failures_by_reason"] == {"corrupt": 1} and manifest["reconciles"]
+    assert manifest["clips_seen"] == 5 and manifest["clips_written"] == 3
+    assert manifest["failures_by_reason"] == {"corrupt": 1, "no_speech": 1} and manifest["reconciles"]
     rows, arrow_schema = _table(out)
     import pyarrow as pa
 
@@ -76,7 +77,8 @@ def test_audio_glob_matches_encoder_and_routes_failures(model_dir, tmp_path):
         assert row["model_id"] == enc.config["model_id"] and row["speaker_id"] is None
     assert rows[str(src / "a.wav")]["n_windows"] == 4  # 2.2 s in 1 s windows every 0.5 s, tail covered
     failures = [json.loads(x) for f in glob.glob(os.path.join(out, "failures", "*.jsonl")) for x in open(f)]
-    assert [(f["clip_id"], f["reason"]) for f in failures] == [(str(src / "broken.wav"), "corrupt")]
+    assert sorted((f["clip_id"], f["reason"]) for f in failures) == [
+        (str(src / "broken.wav"), "corrupt"), (str(src / "silent.wav"), "no_speech")]
 
 
 def test_archive_and_tfrecords_give_the_same_vectors(model_dir, corpus, tmp_path):

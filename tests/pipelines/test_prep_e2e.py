@@ -93,7 +93,7 @@ def test_planted_faults_land_in_failures_with_their_reason(corpora, first):
     _, out, _ = first
     with open(faulty.faults_tsv) as f:
         planted = list(csv.DictReader(f, delimiter="\t"))
-    assert len(planted) == 9
+    assert len(planted) == 10
     failed = {(os.path.basename(f["path"]), f["reason"]) for f in _failures(out)}
     written = {r.clip_id: r for split in schema.SPLITS for r in _records(out, split)}
     for fault in planted:
@@ -106,7 +106,7 @@ def test_planted_faults_land_in_failures_with_their_reason(corpora, first):
     dup = next(f["path"] for f in planted if f["expected"] == "duplicate")
     assert dup in written
     assert {f["archive"] for f in _failures(out)} == {faulty.tarball}
-    assert len(_failures(out)) == 8
+    assert len(_failures(out)) == 9
 
 
 def test_manifest_reconciles_with_the_files_written(corpora, first):
