@@ -1,6 +1,10 @@
 """Speaker-verification quality on real voices, side by side with a pretrained peer; prints JSON.
 
     python benchmarks/bench_quality.py --output bench-quality [--budget-minutes 30] [--train-corpora fotaq,synth]
+    python benchmarks/bench_quality.py --output bench-quality --steps 400 --augment none --loss triplet   # a lever
+
+The defaults are the recommended recipe (README, "Quality on real voices"): FOTAQ + synthetic train
+speakers, augmentation, triplet + AAM, P x K = 16 x 4 crops of 1.5 s.
 
 1. builds (or reuses, under OUTPUT/corpora) the FOTAQ and Drascula corpora from the Debian packages and
    a synthetic one, and preps the training corpora together (one speaker vocabulary) into OUTPUT/data;
@@ -169,10 +173,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--crop-seconds", type=float, default=1.5)
     ap.add_argument("--learning-rate", type=float, default=1e-3)
     ap.add_argument("--margin", type=float, default=1.0)
-    ap.add_argument("--loss", default="triplet", help="triplet, aam or triplet+aam.")
+    ap.add_argument("--loss", default="triplet+aam", help="triplet, aam or triplet+aam.")
     ap.add_argument("--aam-scale", type=float, default=30.0)
     ap.add_argument("--aam-margin", type=float, default=0.2)
-    ap.add_argument("--augment", default="none", help="Training augmentation: none or the trainer's preset name.")
+    ap.add_argument("--augment", default="standard", help="Training augmentation: none or the trainer's preset name.")
     ap.add_argument("--peer-python", default=os.path.join(os.path.dirname(HERE), ".venv-bench", "bin", "python"))
     ap.add_argument("--model", default=None, help="Score an existing model directory instead of training.")
     args = ap.parse_args(argv)

@@ -11,6 +11,8 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
+from speechid.config import THRESHOLD
+from speechid.operating_points import OperatingPoints
 from speechid.synth import read_truth
 
 
@@ -61,7 +63,10 @@ def test_prep_outputs_reconcile_and_name_every_planted_fault(chain):
 def test_model_directory_describes_itself(chain):
     w = chain["w"]
     config = json.loads((w / "model" / "config.json").read_text())
-    assert config["threshold"] == 0.83 and config["sample_rate"] == 16_000 and config["model_id"]
+    # the default threshold is the seed's operating point measured on dev speakers at export (0.83 without them)
+    ops = config.get("operating_points")
+    assert config["threshold"] == (OperatingPoints.from_dict(ops).threshold if ops else THRESHOLD)
+    assert config["sample_rate"] == 16_000 and config["model_id"]
     metrics = json.loads((w / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["eer"] <= 1.0 and 0 < metrics["trials"] <= 100  # capped by the pairs 2 speakers have
     assert {"sensitivity", "specificity", "min_dcf", "frr_at_target_far"} <= set(metrics)

@@ -177,7 +177,8 @@ def drascula_root(tmp_path_factory):
         files = {"VB1.ALS": 11_025, "VB2.ALS": 9000, "I2.ALS": 12_000, "I7.ALS": 8000, "12.ALS": 10_000,
                  "13.ALS": 9000, "D70.ALS": 9000, "D3.ALS": 9000, "D65.ALS": 9000, "S1.ALS": 9000}
         for name, n in files.items():
-            wave = 128 + 60 * np.sin(np.arange(n) * 0.05 * (1 + len(name))) + rng.normal(0, 3, n)
+            voiced = tone(n / 11_025 + 1e-6, 11_025, 90.0 + 15 * len(name), amp=0.4)[:n]  # speech-like: passes the VAD
+            wave = 128 + 127 * voiced + rng.normal(0, 1, len(voiced))
             (root / lang / name).write_bytes(_als(np.clip(wave, 0, 255)))
         (root / lang / "track1.ogg").write_bytes(b"OggS")
     return root
