@@ -260,7 +260,7 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         "embeddings": os.path.abspath(embeddings_dir),
         "faiss_version": faiss.__version__,
     }
-    with store.atomic_dir(output_dir, store.META_FILE) as tmp:
+    with store.atomic_dir(output_dir, "index build") as tmp:
         faiss.write_index(index, os.path.join(tmp, store.INDEX_FILE))
         pq.write_table(clips, os.path.join(tmp, store.CLIPS_FILE))
         pq.write_table(_speaker_table(sums, counts, speakers), os.path.join(tmp, store.SPEAKERS_FILE))

@@ -399,7 +399,7 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         if level != "clip":
             codes, speakers = speaker_codes(idx.clips.column("speaker_id"))
             summary["merge_curve"] = merge_curve(vectors, rg, codes, speakers, truth, CURVE_THRESHOLDS)
-    with store.atomic_dir(output_dir, SUMMARY_JSON) as tmp:
+    with store.atomic_dir(output_dir, "dedup") as tmp:
         if level in ("clip", "both"):
             pq.write_table(tables.clips, os.path.join(tmp, CLIPS_OUT))
             pq.write_table(tables.suspicious, os.path.join(tmp, SUSPICIOUS_OUT))

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
-from speechid import config
+from speechid import config, outputs
 from speechid.errors import ConfigError, SpeechIdError
 from speechid.operating_points import OperatingPoints
 
@@ -134,36 +132,13 @@ def check_model_id(index_model_id: str, model_id: str | None, where: str = "inde
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[str]:
-    """Yield a hidden temp directory beside ``path``; on success it replaces ``path``.
-
-    An existing ``path`` is replaced only if it holds ``marker`` (a previous output of the same kind) or
-    is empty, so a typo in --output never deletes someone's unrelated folder.
-    """
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise ConfigError(f"{path}: exists and is not a directory")
-        if os.listdir(path) and not os.path.exists(os.path.join(path, marker)):
-            raise ConfigError(f"{path}: exists, is not empty and has no {marker}; refusing to replace it")
-    parent, name = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
-    os.makedirs(tmp)
-    try:
-        yield tmp
-        old = None
-        if os.path.exists(path):
-            # A directory cannot be replaced by rename in one step: move the old one aside first, so the
-            # window without a complete directory at ``path`` is two renames long.
-            old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:12]}")
-            os.rename(path, old)
-        os.rename(tmp, path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+def atomic_dir(path: str | os.PathLike, command: str) -> Iterator[str]:
+    """Yield a staging folder beside ``path``; on success it replaces ``path``, under the rules every
+    speechid output follows (``speechid.outputs``): an existing folder is replaced only when it is empty or
+    ``command``'s own earlier output holding nothing else, so neither a typo in --output nor a file a user
+    added to an index folder is ever deleted."""
+    with outputs.staged(os.fspath(path), command) as staging:
+        yield staging
 
 
 def write_json(path: str, obj: dict) -> None:

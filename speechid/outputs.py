@@ -29,7 +29,8 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from speechid import __version__
 from speechid.errors import OutputError
@@ -213,6 +214,19 @@ def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--
     except Exception as e:  # noqa: BLE001  remote filesystems raise their own types (BeamIOError, ...)
         raise OutputError(f"{flag} {output}: cannot write there ({e})") from None
     return staging
+
+
+@contextmanager
+def staged(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> Iterator[str]:
+    """``stage`` a folder for ``output``, yield it, ``publish`` it on success and ``discard`` it on any
+    failure: for commands that write their whole result from this process."""
+    staging = stage(output, command, inputs, flag=flag)
+    try:
+        yield staging
+        publish(staging, output, command)
+    except BaseException:
+        discard(staging)
+        raise
 
 
 def publish(staging: str, output: str, command: str) -> None:

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal
 
+from speechid import outputs
 from speechid.audio import encode, resample
 from speechid.corpora.release import (
     CV_HEADER,
     TSV_NAMES,
-    staged_output,
     tsv_bytes,
     write_small_tsv,
     write_tarball,
@@ -392,7 +392,7 @@ def make_corpus(
     members = [(f"{prefix}/clips/{path}", clip_bytes[path]) for path in sorted(clip_bytes)]
     members += [(f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, rows[name])) for name in TSV_NAMES]
     tar_name = f"{RELEASE}-{locale}.tar.gz"
-    with staged_output(out_dir, "synth") as staging:  # a fresh folder: no stale faults.tsv can survive
+    with outputs.staged(out_dir, "synth", flag="OUT_DIR") as staging:  # a fresh folder: no stale faults.tsv can survive
         write_tarball(os.path.join(staging, tar_name), members)
         write_small_tsv(os.path.join(staging, "aliases.tsv"), ("client_id", "true_speaker"), truth)
         if plant_faults:

@@ -29,8 +29,7 @@ import json
 import os
 import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,20 +142,6 @@ def write_tarball(path: str, members: Iterable[tuple[str, bytes]]) -> None:
             for name, data in members:
                 add_member(tar, name, data)
     os.replace(tmp, path)
-
-
-@contextmanager
-def staged_output(out_dir: str, command: str, inputs: Iterable[str] = ()) -> Iterator[str]:
-    """A staging folder for ``out_dir`` under the rules of ``speechid.outputs`` (a user's folder, another
-    command's output or a folder holding an input is refused before any work), published on success and
-    dropped on failure, so a corpus folder is never half-written and nothing a user put there is deleted."""
-    staging = outputs.stage(out_dir, command, inputs, flag="OUT_DIR")
-    try:
-        yield staging
-        outputs.publish(staging, out_dir, command)
-    except BaseException:
-        outputs.discard(staging)
-        raise
 
 
 def write_small_tsv(path: str, header: tuple, rows: Iterable) -> None:
@@ -282,7 +267,7 @@ def write_release(
     ``out_dir`` is not for this command to write (before any work).
     """
     sources = [os.fspath(x) for x in sources]
-    with staged_output(out_dir, "corpus", sources) as staging:
+    with outputs.staged(out_dir, "corpus", sources, flag="OUT_DIR") as staging:
         result = _write_release(staging, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases,
                                 limits, sources, caveat, progress)
     names = ("speakers_tsv", "aliases_tsv", "failures_tsv")

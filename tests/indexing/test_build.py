@@ -94,3 +94,16 @@ def test_ip_metric_index_stores_spherical_ivf(tmp_path):
     assert index.metric_type == faiss.METRIC_INNER_PRODUCT
     centroids = index.quantizer.reconstruct_n(0, 4)
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_file_added_to_an_index_folder_is_never_deleted(tmp_path, voices):
+    from speechid.errors import OutputError
+
+    x, labels = voices
+    emb = write_embeddings(tmp_path / "emb", x[:60], labels[:60].astype(str))
+    build_index(emb, tmp_path / "idx")
+    (tmp_path / "idx" / "my-notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="my-notes.txt"):
+        build_index(emb, tmp_path / "idx")
+    assert (tmp_path / "idx" / "my-notes.txt").read_text() == "keep me"
+    assert json.loads((tmp_path / "idx" / "meta.json").read_text())["count"] == 60

@@ -127,8 +127,8 @@ def test_ivf_dedup_agrees_with_exact(aliased):
     found = np.isin(exact.graph.keys(), approx.graph.keys()).mean()
     assert found >= 0.95, found
     assert approx.scores["speakers"].recall == 1.0 and approx.scores["speakers"].precision == 1.0
-    assert sorted(os.listdir(root / "d-ivf")) == ["speaker_groups.parquet", "speaker_pairs.parquet",
-                                                  "summary.json", "summary.txt"]
+    assert sorted(os.listdir(root / "d-ivf")) == [".speechid.json", "speaker_groups.parquet",
+                                                  "speaker_pairs.parquet", "summary.json", "summary.txt"]
 
 
 def test_level_and_threshold_are_checked(aliased, tmp_path):
@@ -139,8 +139,8 @@ def test_level_and_threshold_are_checked(aliased, tmp_path):
         dedup(root / "flat", tmp_path / "x", threshold=-1)
     res = dedup(root / "flat", tmp_path / "tight", threshold=0.2, level="clip")
     assert res.summary["threshold"] == 0.2 and res.summary["pairs_under_threshold"] == 0
-    assert sorted(os.listdir(tmp_path / "tight")) == ["clips.parquet", "summary.json", "summary.txt",
-                                                      "suspicious.parquet"]
+    assert sorted(os.listdir(tmp_path / "tight")) == [".speechid.json", "clips.parquet", "summary.json",
+                                                      "summary.txt", "suspicious.parquet"]
 
 
 def test_pairwise_scores_match_brute_force():
