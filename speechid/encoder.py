@@ -26,7 +26,7 @@ from speechid.model.windows import embed_clips, pool_embeddings
 from speechid.operating_points import OperatingPoints, verdict_text
 
 # Inference accepts long recordings (a whole interview may be one enrolment clip); the byte cap stays.
-ENCODER_LIMITS = audio_io.Limits(min_duration=audio_io.DEFAULT_MIN_DURATION, max_duration=600.0)
+ENCODER_LIMITS = audio_io.INFERENCE_LIMITS  # the one duration and speech rule of embed and compare
 
 AudioInput = str | os.PathLike | bytes | np.ndarray
 
