@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
+from speechid import outputs
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
 
@@ -267,7 +269,11 @@ def evaluate(
     if not 0.0 < target_far < 1.0:
         raise ConfigError(f"target_far={target_far}: must be between 0 and 1")
     output_dir = output_dir or model_dir
-    os.makedirs(output_dir, exist_ok=True)
+    # A folder of its own is staged and published under the rules of speechid.outputs (refused up front
+    # when it is a user's folder or holds the model or data); the default writes into the model directory.
+    separate = os.path.abspath(output_dir) != os.path.abspath(model_dir)
+    if separate:
+        outputs.check_output(output_dir, "evaluate", [model_dir, data_dir])
 
     clips, speakers, _ = load_clips(data_dir, split, max_clips=max_clips, seed=seed)
     emb = encoder.embed_waveforms(clips)
@@ -287,10 +293,12 @@ def evaluate(
         }
     )
     title = f"{split}: EER {100 * metrics['eer']:.2f}%, {metrics['trials']} trials"
-    figures = plot_figures(dist[same], dist[~same], threshold, output_dir, title)
-    metrics["figures"] = [os.path.basename(p) for p in figures]
-    write_json(os.path.join(output_dir, METRICS_JSON), metrics)
-    if os.path.abspath(output_dir) != os.path.abspath(model_dir):
+    target = outputs.staged(output_dir, "evaluate", [model_dir, data_dir]) if separate else nullcontext(model_dir)
+    with target as folder:
+        figures = plot_figures(dist[same], dist[~same], threshold, folder, title)
+        metrics["figures"] = [os.path.basename(p) for p in figures]
+        write_json(os.path.join(folder, METRICS_JSON), metrics)
+    if separate:
         write_json(os.path.join(model_dir, METRICS_JSON), metrics)
     log(
         f"{split}: EER {100 * metrics['eer']:.2f}% | minDCF(0.01) {metrics['min_dcf']['0.01']:.3f} | "

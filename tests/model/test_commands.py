@@ -143,3 +143,20 @@ def test_help_defaults_match_the_library():
 def test_commands_are_listed(name, capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0 and name in out
+
+
+def test_evaluate_refuses_a_users_folder_and_replaces_its_own(tiny_model, tiny_data, tmp_path):
+    from speechid.errors import OutputError
+    from tests.conftest import tree_digest
+
+    model_dir, _ = tiny_model
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "metrics.json").write_text("my own numbers")
+    before = tree_digest(str(tmp_path))
+    with pytest.raises(OutputError, match="not written by"):
+        evaluate(model_dir, tiny_data, split="test", trials=100, output_dir=str(tmp_path / "mine"), log=lambda m: 0)
+    assert tree_digest(str(tmp_path)) == before
+    out = tmp_path / "eval"
+    for _ in range(2):  # the second run replaces its own output
+        evaluate(model_dir, tiny_data, split="test", trials=100, output_dir=str(out), log=lambda m: 0)
+    assert sorted(os.listdir(out)) == [".speechid.json", "boxplot.png", "det.png", "histograms.png", "metrics.json"]
