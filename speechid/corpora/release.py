@@ -103,6 +103,16 @@ class ReleaseResult:
             f"({m['hours']:.2f} h); {m['sources']} sources = {m['written']} written + {m['failed']} failed "
             f"({failed}); {m['decoder_warnings']} clips decoded with decoder warnings; "
             f"speaker table {self.speakers_tsv}, failures {self.failures_tsv}"
+        ) + self._empty_splits_note()
+
+    def _empty_splits_note(self) -> str:
+        empty = [s for s in SPLITS if not self.manifest["splits"][s]["clips"]]
+        if not empty:
+            return ""
+        kept = ",".join(s for s in SPLITS if s not in empty)
+        return (
+            f"\nnote: no {' or '.join(empty)} speakers (too few speakers with --min-clips clips); "
+            f"prep this release with --splits {kept}, or lower --min-clips"
         )
 
 

@@ -240,6 +240,16 @@ def test_folder_accounts_for_every_file_and_row(tmp_path):
     assert "mine/und/clips/ann__0.wav" in names
 
 
+def test_a_release_without_held_out_speakers_says_how_to_prep_it(tmp_path):
+    (tmp_path / "a").mkdir()
+    for k in range(3):
+        (tmp_path / "a" / f"{k}.wav").write_bytes(audio.encode(tone(1.0, 16_000, 200 + k), 16_000))
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("".join(f"{k}.wav\tann\n" for k in range(3)))
+    result = write_release(str(tmp_path / "out"), "x", folder.clips(str(tmp_path / "a"), str(tsv)))
+    assert "no dev or test speakers" in result.summary() and "--splits train" in result.summary()
+
+
 def test_folder_speaker_in_two_splits_is_refused(tmp_path):
     (tmp_path / "a.wav").write_bytes(audio.encode(tone(1.0, 16_000), 16_000))
     (tmp_path / "b.wav").write_bytes(audio.encode(tone(1.0, 16_000), 16_000))
