@@ -5,7 +5,8 @@ None when the source does not say who speaks), a file name, where it came from, 
 bytes. ``write_release`` then
 
 1. decodes every clip once (quietly: decoder frame errors are counted, not printed) to measure it; a clip
-   that does not decode, is too short or too long, or has no speaker goes to ``failures.tsv`` with a reason;
+   that does not decode, is too short or too long, holds too little speech (prep's ``no_speech`` rule), or
+   has no speaker goes to ``failures.tsv`` with a reason;
 2. splits the speakers, never the clips: train/dev/test are speaker-disjoint, chosen with a seed among the
    speakers with at least ``min_clips`` clips (the others train only), unless the caller names them;
 3. writes ``<release>-<locale>.tar.gz`` per locale: ``clip_durations.tsv``, then ``clips/``, then the
@@ -247,6 +248,7 @@ def _measure(clips: Iterable[SourceClip | SourceFailure], limits: audio.Limits, 
         messages: list[str] = []
         try:
             wave = audio.decode(data, audio.SAMPLE_RATE, limits, name=item.origin, decoder_messages=messages)
+            audio.require_speech(wave, audio.SAMPLE_RATE, limits, item.origin)  # prep's rule: no_speech fails here
         except AudioError as e:
             failures.append(SourceFailure(item.origin, e.reason, e.detail, item.speaker))
             continue

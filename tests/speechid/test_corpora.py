@@ -221,11 +221,12 @@ def test_folder_accounts_for_every_file_and_row(tmp_path):
             (audio_dir / spk / f"{k}.wav").write_bytes(audio.encode(tone(1.0, 16_000, freq + k), 16_000))
     (audio_dir / "stray.flac").write_bytes(audio.encode(tone(1.0, 16_000), 16_000, fmt="FLAC"))
     (audio_dir / "bo" / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
+    (audio_dir / "cy" / "silent.wav").write_bytes(audio.encode(np.zeros(16_000, np.float32), 16_000))
     (tmp_path / "outside.wav").write_bytes(audio.encode(tone(1.0, 16_000), 16_000))
     rows = ["path\tspeaker\tsplit"]
     rows += [f"{spk}/{k}.wav\t{spk}\t{split}" for spk, split in (("ann", "train"), ("bo", "dev"), ("cy", "test"))
              for k in range(3)]
-    rows += ["bo/bad.wav\tbo\tdev", "gone.wav\tann\ttrain", "../outside.wav\tann\ttrain", "only-a-path"]
+    rows += ["bo/bad.wav\tbo\tdev", "cy/silent.wav\tcy\ttest", "gone.wav\tann\ttrain", "../outside.wav\tann\ttrain", "only-a-path"]
     tsv = tmp_path / "speakers.tsv"
     tsv.write_text("\n".join(rows) + "\n")
     result = write_release(str(tmp_path / "out"), "mine", folder.clips(str(audio_dir), str(tsv)))
@@ -233,9 +234,9 @@ def test_folder_accounts_for_every_file_and_row(tmp_path):
     assert {s["speaker"]: (s["clips"], s["split"]) for s in m["speakers"]} == {
         "ann": (3, "train"), "bo": (3, "dev"), "cy": (3, "test")
     }
-    assert m["failed_by_reason"] == {"corrupt": 1, "malformed_row": 1, "missing": 1, "unlabelled": 1,
-                                     "unsafe_path": 1}
-    assert m["sources"] == 14 == m["written"] + m["failed"]
+    assert m["failed_by_reason"] == {"corrupt": 1, "malformed_row": 1, "missing": 1, "no_speech": 1,
+                                     "unlabelled": 1, "unsafe_path": 1}
+    assert m["sources"] == 15 == m["written"] + m["failed"]
     names, _ = _archive(result.archives[0])
     assert "mine/und/clips/ann__0.wav" in names
 
