@@ -226,7 +226,8 @@ def test_folder_accounts_for_every_file_and_row(tmp_path):
     rows = ["path\tspeaker\tsplit"]
     rows += [f"{spk}/{k}.wav\t{spk}\t{split}" for spk, split in (("ann", "train"), ("bo", "dev"), ("cy", "test"))
              for k in range(3)]
-    rows += ["bo/bad.wav\tbo\tdev", "cy/silent.wav\tcy\ttest", "gone.wav\tann\ttrain", "../outside.wav\tann\ttrain", "only-a-path"]
+    rows += ["bo/bad.wav\tbo\tdev", "cy/silent.wav\tcy\ttest", "gone.wav\tann\ttrain",
+             "../outside.wav\tann\ttrain", "only-a-path"]
     tsv = tmp_path / "speakers.tsv"
     tsv.write_text("\n".join(rows) + "\n")
     result = write_release(str(tmp_path / "out"), "mine", folder.clips(str(audio_dir), str(tsv)))
