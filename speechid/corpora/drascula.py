@@ -80,6 +80,12 @@ def resolve_languages(root: str | None, languages: list[str] | None) -> dict[str
     installed one, and at least one."""
     root = root or DEFAULT_ROOT
     wanted = languages or sorted(PACKAGES)
+    unknown = [lang for lang in wanted if lang not in PACKAGES]
+    if unknown:
+        raise ConfigError(
+            f"--languages {','.join(unknown)}: Drascula has voices in {' and '.join(sorted(PACKAGES))} only "
+            "(the German, French and Italian packages reuse the English audio)"
+        )
     found = {}
     for lang in wanted:
         folder = os.path.join(root, lang)

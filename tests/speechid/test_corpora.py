@@ -211,6 +211,8 @@ def test_drascula_missing_package_names_it(tmp_path):
         drascula.resolve_languages(str(tmp_path), ["es"])
     with pytest.raises(ConfigError, match="apt-get install drascula drascula-spanish"):
         drascula.resolve_languages(str(tmp_path), None)
+    with pytest.raises(ConfigError, match="reuse the English audio"):
+        drascula.resolve_languages(str(tmp_path), ["fr"])
 
 
 def test_folder_accounts_for_every_file_and_row(tmp_path):
