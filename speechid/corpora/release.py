@@ -31,7 +31,7 @@ import os
 import tarfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,15 +73,36 @@ class SourceFailure:
     detail: str = ""
     speaker: str = ""
 
+    def __post_init__(self):
+        if self.reason not in FAILURE_REASONS:
+            raise ValueError(f"unknown corpus failure reason {self.reason!r} ({self.origin})")
 
-@dataclass
+
+SPEAKERS_TSV, ALIASES_TSV, FAILURES_TSV, MANIFEST_JSON = "speakers.tsv", "aliases.tsv", "failures.tsv", "corpus.json"
+
+
+@dataclass(frozen=True)
 class ReleaseResult:
+    """A written release: its folder and its ``corpus.json``; every path is derived from those two."""
+
     out_dir: str
-    archives: list[str]
-    speakers_tsv: str
-    aliases_tsv: str
-    failures_tsv: str
-    manifest: dict = field(default_factory=dict)
+    manifest: dict
+
+    @property
+    def archives(self) -> list[str]:
+        return [os.path.join(self.out_dir, name) for name in self.manifest["archives"]]
+
+    @property
+    def speakers_tsv(self) -> str:
+        return os.path.join(self.out_dir, SPEAKERS_TSV)
+
+    @property
+    def aliases_tsv(self) -> str:
+        return os.path.join(self.out_dir, ALIASES_TSV)
+
+    @property
+    def failures_tsv(self) -> str:
+        return os.path.join(self.out_dir, FAILURES_TSV)
 
     def table(self) -> str:
         """The speaker table a person reads: characters, clips and hours per split."""
@@ -145,21 +166,21 @@ def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+# The writers below write in place: their callers write into a staging folder (``speechid.outputs.staged``),
+# which is what makes the result appear whole or not at all.
+
+
 def write_tarball(path: str, members: Iterable[tuple[str, bytes]]) -> None:
-    """(member name, bytes) pairs -> a deterministic ``.tar.gz`` at ``path``, published by rename."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+    """(member name, bytes) pairs -> a deterministic ``.tar.gz`` at ``path``."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for name, data in members:
                 add_member(tar, name, data)
-    os.replace(tmp, path)
 
 
 def write_small_tsv(path: str, header: tuple, rows: Iterable) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with open(path, "wb") as f:
         f.write(tsv_bytes(header, rows))
-    os.replace(tmp, path)
 
 
 def parse_speaker_choice(value: str | int | None) -> int | list[str] | None:
@@ -280,16 +301,14 @@ def write_release(
     """
     sources = [os.fspath(x) for x in sources]
     with outputs.staged(out_dir, "corpus", sources, flag="OUT_DIR") as staging:
-        result = _write_release(staging, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases,
-                                limits, sources, caveat, progress)
-    names = ("speakers_tsv", "aliases_tsv", "failures_tsv")
-    moved = {k: getattr(result, k).replace(staging, out_dir, 1) for k in names}
-    archives = [a.replace(staging, out_dir, 1) for a in result.archives]
-    return ReleaseResult(out_dir, archives, manifest=result.manifest, **moved)
+        manifest = _write_release(staging, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases,
+                                  limits, sources, caveat, progress)
+    return ReleaseResult(os.fspath(out_dir), manifest)
 
 
 def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases, limits, sources,
-                   caveat, progress) -> ReleaseResult:
+                   caveat, progress) -> dict:
+    """The work of ``write_release`` into ``out_dir`` (a staging folder); returns the manifest."""
     kept, failures, warned = _measure(clips, limits, progress)
     if not kept:
         reasons = Counter(f.reason for f in failures)
@@ -348,15 +367,13 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
         path = os.path.join(out_dir, f"{release}-{locale}.tar.gz")
         progress(f"writing {os.path.basename(path)}")
         write_tarball(path, members())
-        archives.append(path)
+        archives.append(os.path.basename(path))
 
-    speakers_tsv = os.path.join(out_dir, "speakers.tsv")
-    write_small_tsv(speakers_tsv, ("speaker", "client_ids", "clips", "seconds", "split", "source"), speaker_rows)
-    aliases_tsv = os.path.join(out_dir, "aliases.tsv")
-    write_small_tsv(aliases_tsv, ("client_id", "true_speaker"), truth)
-    failures_tsv = os.path.join(out_dir, "failures.tsv")
+    write_small_tsv(os.path.join(out_dir, SPEAKERS_TSV), ("speaker", "client_ids", "clips", "seconds", "split",
+                                                          "source"), speaker_rows)
+    write_small_tsv(os.path.join(out_dir, ALIASES_TSV), ("client_id", "true_speaker"), truth)
     write_small_tsv(
-        failures_tsv,
+        os.path.join(out_dir, FAILURES_TSV),
         ("source", "speaker", "reason", "detail"),
         [(f.origin, f.speaker, f.reason, " ".join(f.detail.split())) for f in failures],
     )
@@ -386,12 +403,10 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
         "speakers": [
             {"speaker": r[0], "clips": r[2], "seconds": r[3], "split": r[4], "source": r[5]} for r in speaker_rows
         ],
-        "archives": [os.path.basename(a) for a in archives],
+        "archives": archives,
         "source_paths": list(sources),
         "caveat": caveat,
     }
-    manifest_path = os.path.join(out_dir, "corpus.json")
-    with open(manifest_path + ".tmp", "w") as f:
+    with open(os.path.join(out_dir, MANIFEST_JSON), "w") as f:
         json.dump(manifest, f, indent=2)
-    os.replace(manifest_path + ".tmp", manifest_path)
-    return ReleaseResult(out_dir, archives, speakers_tsv, aliases_tsv, failures_tsv, manifest)
+    return manifest

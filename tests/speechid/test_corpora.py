@@ -314,3 +314,11 @@ def test_corpus_output_never_replaces_what_it_did_not_write(queen_release, tmp_p
         [".speechid.json", "aliases.tsv", "corpus.json", "failures.tsv", "fotaq-en.tar.gz", "speakers.tsv"]
     )
     assert again.archives == [str(tmp_path / "own" / "fotaq-en.tar.gz")]
+
+
+def test_a_failure_reason_outside_the_vocabulary_is_a_maker_bug():
+    from speechid.corpora.release import SourceFailure
+
+    assert SourceFailure("a.wav", "no_speech").reason == "no_speech"  # decoder reasons belong to it too
+    with pytest.raises(ValueError, match="unknown corpus failure reason 'lost'"):
+        SourceFailure("a.wav", "lost")
