@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from speechid import embedding_table as et
+from speechid import outputs
 from speechid.errors import ConfigError
 from speechid.indexing import store
 from speechid.operating_points import OperatingPoints
@@ -260,7 +261,7 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         "embeddings": os.path.abspath(embeddings_dir),
         "faiss_version": faiss.__version__,
     }
-    with store.atomic_dir(output_dir, "index build") as tmp:
+    with outputs.staged(os.fspath(output_dir), "index build") as tmp:  # never replaces what it did not write
         faiss.write_index(index, os.path.join(tmp, store.INDEX_FILE))
         pq.write_table(clips, os.path.join(tmp, store.CLIPS_FILE))
         pq.write_table(_speaker_table(sums, counts, speakers), os.path.join(tmp, store.SPEAKERS_FILE))

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from speechid import outputs
 from speechid.errors import ConfigError
 from speechid.indexing import graph as g
 from speechid.indexing import store
@@ -399,7 +400,7 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         if level != "clip":
             codes, speakers = speaker_codes(idx.clips.column("speaker_id"))
             summary["merge_curve"] = merge_curve(vectors, rg, codes, speakers, truth, CURVE_THRESHOLDS)
-    with store.atomic_dir(output_dir, "dedup") as tmp:
+    with outputs.staged(os.fspath(output_dir), "dedup") as tmp:  # never replaces what it did not write
         if level in ("clip", "both"):
             pq.write_table(tables.clips, os.path.join(tmp, CLIPS_OUT))
             pq.write_table(tables.suspicious, os.path.join(tmp, SUSPICIOUS_OUT))

@@ -8,9 +8,9 @@ Layout of an index directory (written by ``speechid.indexing.build``)::
     <index>/meta.json        format, dimension, count, kind, params, metric, model_id, operating_points (the
                              model's, copied at build with its model_id) and/or threshold (given at build)
 
-Directories appear atomically: everything is written into a hidden sibling, which is then renamed into
-place, so a crashed build never leaves a directory that looks complete. Rebuilding into the same path
-replaces the old index.
+Directories appear atomically and never replace what a user put there: ``build`` and ``dedup`` write
+through ``speechid.outputs.staged`` (a staging sibling renamed into place; a rebuild replaces only an
+index's own files).
 
 Scores: indexes use ``metric`` "l2" (FAISS returns squared Euclidean distances) or "ip" (inner products,
 i.e. cosine similarity on unit vectors). Everything we show a person is the Euclidean distance; the
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
-from speechid import config, outputs
+from speechid import config
 from speechid.errors import ConfigError, SpeechIdError
 from speechid.operating_points import OperatingPoints
 
@@ -129,16 +127,6 @@ def check_model_id(index_model_id: str, model_id: str | None, where: str = "inde
 
 
 # -- atomic directories ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_dir(path: str | os.PathLike, command: str) -> Iterator[str]:
-    """Yield a staging folder beside ``path``; on success it replaces ``path``, under the rules every
-    speechid output follows (``speechid.outputs``): an existing folder is replaced only when it is empty or
-    ``command``'s own earlier output holding nothing else, so neither a typo in --output nor a file a user
-    added to an index folder is ever deleted."""
-    with outputs.staged(os.fspath(path), command) as staging:
-        yield staging
 
 
 def write_json(path: str, obj: dict) -> None:
