@@ -103,13 +103,14 @@ class _NativeStderr:
 
     _lock = threading.Lock()
     _scratch = None
+    _scratch_pid = None  # a forked child must not share (and truncate) its parent's scratch file
 
     @classmethod
     @contextmanager
     def capture(cls, messages: list[str]):
         with cls._lock:
-            if cls._scratch is None:
-                cls._scratch = tempfile.TemporaryFile()
+            if cls._scratch is None or cls._scratch_pid != os.getpid():
+                cls._scratch, cls._scratch_pid = tempfile.TemporaryFile(), os.getpid()
             scratch = cls._scratch
             scratch.seek(0)
             scratch.truncate()

@@ -149,3 +149,21 @@ def test_decoder_messages_are_captured_not_printed(capfd):
     # fd 2 works again afterwards
     os.write(2, b"after-decode\n")
     assert "after-decode" in capfd.readouterr().err
+
+
+def test_a_forked_child_captures_into_its_own_scratch_file():
+    import multiprocessing
+
+    messages: list[str] = []
+    audio.decode(damaged_mp3(), 16_000, decoder_messages=messages)  # the parent has its scratch file now
+    parent_file = os.fstat(audio._NativeStderr._scratch.fileno()).st_ino
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child_messages, child_file = pool.apply(_decode_damaged_mp3_in_child)
+    assert child_messages == messages
+    assert child_file != parent_file  # an inherited file would be truncated under the parent's feet
+
+
+def _decode_damaged_mp3_in_child() -> tuple[list[str], int]:
+    messages: list[str] = []
+    audio.decode(damaged_mp3(), 16_000, decoder_messages=messages)
+    return messages, os.fstat(audio._NativeStderr._scratch.fileno()).st_ino
