@@ -28,7 +28,7 @@ from speechid import embedding_table as et
 from speechid.errors import ConfigError
 from speechid.indexing import store
 from speechid.indexing.build import apply_search_params
-from speechid.operating_points import OperatingPoints, verdict_text
+from speechid.operating_points import OperatingPoints, is_same, verdict_text, verdict_word
 
 BY = ("clip", "speaker")
 SMALL_BATCH = 16  # queries per call below which FAISS runs on one thread (see _one_thread_if_small)
@@ -73,11 +73,11 @@ class ClipMatch:
 
     @property
     def same(self) -> bool:
-        return self.distance < self.threshold
+        return is_same(self.distance, self.threshold)
 
     @property
     def verdict(self) -> str:
-        return "same" if self.same else "different"
+        return verdict_word(self.distance, self.threshold)
 
     @property
     def explanation(self) -> str:
@@ -102,11 +102,11 @@ class SpeakerMatch:
 
     @property
     def same(self) -> bool:
-        return self.distance < self.threshold
+        return is_same(self.distance, self.threshold)
 
     @property
     def verdict(self) -> str:
-        return "same" if self.same else "different"
+        return verdict_word(self.distance, self.threshold)
 
     @property
     def explanation(self) -> str:

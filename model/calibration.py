@@ -33,18 +33,18 @@ GROUP_SIZES = (2, 3, 5, 8)
 
 
 def level_points(level: str, n: int, m: int, same: np.ndarray, diff: np.ndarray,
-                 reference: float = THRESHOLD) -> LevelPoints:
+                 reference: float) -> LevelPoints:
     """The named points and the FAR/FRR curve of one level from its same/different distance lists."""
     same = np.asarray(same, np.float64)
     diff = np.asarray(diff, np.float64)
     points = {}
     for name, far in TARGET_FARS.items():
         frr, t = ev.frr_at_far(same, diff, far)
-        points[name] = OperatingPoint(name, t, float(np.mean(diff < t)), frr)
+        points[name] = OperatingPoint(name, t, ev.rates_at(same, diff, t)[0], frr)
     rate, t = ev.eer(same, diff)
     points["eer"] = OperatingPoint("eer", t, rate, rate)
     points[f"at_{reference:g}"] = OperatingPoint(f"at_{reference:g}", float(reference),
-                                                 float(np.mean(diff < reference)), float(np.mean(same >= reference)))
+                                                 *ev.rates_at(same, diff, reference))
     grid = np.arange(int(round(2.0 / CURVE_STEP)) + 1) * CURVE_STEP
     far = np.searchsorted(np.sort(diff), grid, side="left") / diff.size
     frr = 1.0 - np.searchsorted(np.sort(same), grid, side="left") / same.size
@@ -87,9 +87,11 @@ def group_distances(emb: np.ndarray, labels: np.ndarray, n: int, trials: int, se
     return np.sqrt(np.maximum(same, 0.0)), np.sqrt(np.maximum(diff, 0.0))
 
 
-def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, reference: float = THRESHOLD,
-            group_sizes=GROUP_SIZES, group_trials: int = 4000, seed: int = 0) -> OperatingPoints:
-    """Operating points of unit embeddings ``emb`` [n, D] labelled by ``speakers`` (speakers not trained on)."""
+def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, group_sizes=GROUP_SIZES,
+            group_trials: int = 4000, seed: int = 0) -> OperatingPoints:
+    """Operating points of unit embeddings ``emb`` [n, D] labelled by ``speakers`` (speakers not trained on).
+
+    Each level also records ``at_<seed's threshold>`` (``speechid.config.THRESHOLD``), for comparison."""
     emb = np.asarray(emb, np.float64)
     labels = np.unique(np.asarray(speakers), return_inverse=True)[1].reshape(-1)
     if len(emb) != labels.size:
@@ -98,12 +100,12 @@ def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, refer
     if same.size == 0 or diff.size == 0:
         raise ConfigError(f"calibration needs two speakers and a speaker with two clips; got {len(emb)} clips "
                           f"of {labels.max() + 1 if labels.size else 0} speakers")
-    clip = level_points("clip", 1, 1, same, diff, reference)
+    clip = level_points("clip", 1, 1, same, diff, reference=THRESHOLD)
     speaker = []
     for n in group_sizes:
         got = group_distances(emb, labels, n, group_trials, seed=seed + n)
         if got is not None:
-            speaker.append(level_points("speaker", n, n, *got, reference=reference))
+            speaker.append(level_points("speaker", n, n, *got, reference=THRESHOLD))
     info = {"clips": int(len(emb)), "speakers": int(labels.max() + 1), "seed": int(seed), **(measured_on or {})}
     # the stored form (rounded to 6 decimals), so the thresholds in use are exactly those config.json holds
     return OperatingPoints.from_dict(OperatingPoints(clip, tuple(speaker), info).to_dict())

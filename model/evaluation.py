@@ -27,13 +27,17 @@ import numpy as np
 from speechid import outputs
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
+from speechid.operating_points import is_same
 
 METRICS_JSON = "metrics.json"
 P_TARGETS = (0.01, 0.05)
 
 
 def error_rates(same: np.ndarray, diff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds, FRR, FAR) at every distinct cut: accept d < t, for t at each score and past the max."""
+    """(thresholds, FRR, FAR) at every distinct cut, for t at each score and past the max.
+
+    The sorted-search form of ``rates_at``: side="left" counts the scores strictly below t, the ones
+    ``is_same`` accepts."""
     same = np.asarray(same, np.float64)
     diff = np.asarray(diff, np.float64)
     if same.size == 0 or diff.size == 0:
@@ -73,9 +77,13 @@ def frr_at_far(same: np.ndarray, diff: np.ndarray, target_far: float) -> tuple[f
     return float(frr[i]), float(t[i])
 
 
-def verification_metrics(
-    same: np.ndarray, diff: np.ndarray, threshold: float = THRESHOLD, target_far: float = 0.01
-) -> dict:
+def rates_at(same: np.ndarray, diff: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(FAR, FRR) at one threshold: different-speaker trials accepted, same-speaker trials rejected."""
+    return (float(np.mean(is_same(np.asarray(diff, np.float64), threshold))),
+            float(np.mean(~is_same(np.asarray(same, np.float64), threshold))))
+
+
+def verification_metrics(same: np.ndarray, diff: np.ndarray, threshold: float, target_far: float = 0.01) -> dict:
     """Every figure of metrics.json that depends only on the two distance lists."""
     same = np.asarray(same, np.float64)
     diff = np.asarray(diff, np.float64)
@@ -87,8 +95,8 @@ def verification_metrics(
         "eer_threshold": e_t,
         "min_dcf": {f"{p:g}": min_dcf(same, diff, p) for p in P_TARGETS},
         "threshold": float(threshold),
-        "sensitivity": float(np.mean(same < threshold)),  # same-speaker trials accepted
-        "specificity": float(np.mean(diff >= threshold)),  # different-speaker trials rejected
+        "sensitivity": float(np.mean(is_same(same, threshold))),  # same-speaker trials accepted
+        "specificity": float(np.mean(~is_same(diff, threshold))),  # different-speaker trials rejected
         "target_far": float(target_far),
         "frr_at_target_far": frr_t,
         "threshold_at_target_far": t_far,
@@ -158,11 +166,11 @@ def _threshold_marks(threshold: float, reference: float | None) -> list[tuple[fl
 
 
 def plot_figures(same: np.ndarray, diff: np.ndarray, threshold: float, output_dir: str, title: str = "",
-                 reference: float | None = THRESHOLD) -> list[str]:
+                 reference: float | None = None) -> list[str]:
     """Boxplot, DET curve and histograms as PNGs in ``output_dir``; returns the paths.
 
-    Each picture marks ``threshold`` (the one decided at) and ``reference`` (the seed's 0.83, for
-    comparison; None to leave it out); the DET curve also marks the EER point."""
+    Each picture marks ``threshold`` (the one decided at) and, when given, ``reference`` (``evaluate`` gives
+    the seed's ``speechid.config.THRESHOLD``, for comparison); the DET curve also marks the EER point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,7 +215,7 @@ def plot_figures(same: np.ndarray, diff: np.ndarray, threshold: float, output_di
     ax.plot(norm.ppf([lo, 1 - lo]), norm.ppf([lo, 1 - lo]), color="grey", linestyle=":", linewidth=0.8)
     ax.plot(probit(e), probit(e), "o", color="black", label=f"EER {100 * e:.1f}% (at {e_t:.3f})")
     for t, label, colour in marks:
-        t_far, t_frr = float(np.mean(diff < t)), float(np.mean(same >= t))
+        t_far, t_frr = rates_at(same, diff, t)
         ax.plot(probit(t_far), probit(t_frr), "s", color=colour,
                 label=f"{label}: FAR {100 * t_far:.1f}%, FRR {100 * t_frr:.1f}%")
     ax.set_xlim(norm.ppf(0.0005), norm.ppf(0.9))
@@ -295,7 +303,7 @@ def evaluate(
     title = f"{split}: EER {100 * metrics['eer']:.2f}%, {metrics['trials']} trials"
     target = outputs.staged(output_dir, "evaluate", [model_dir, data_dir]) if separate else nullcontext(model_dir)
     with target as folder:
-        figures = plot_figures(dist[same], dist[~same], threshold, folder, title)
+        figures = plot_figures(dist[same], dist[~same], threshold, folder, title, reference=THRESHOLD)
         metrics["figures"] = [os.path.basename(p) for p in figures]
         write_json(os.path.join(folder, METRICS_JSON), metrics)
     if separate:

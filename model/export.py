@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,14 +37,17 @@ from speechid import __version__
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
 from speechid.model.features import FeatureConfig
-from speechid.model.network import NetworkConfig, build_embedder, trainable_parameters
 from speechid.model.windows import pool_embeddings, window_waveform  # noqa: F401  (the inference windowing)
 from speechid.operating_points import OperatingPoints
+
+if TYPE_CHECKING:  # the network imports TensorFlow; reading a config.json must not
+    from speechid.model.network import NetworkConfig
 
 CONFIG_JSON = "config.json"
 SAVED_MODEL_DIR = "saved_model"
 FORMAT_VERSION = 1
 _NOT_FINGERPRINTED = ("model_id", "threshold", "operating_points")
+REQUIRED_KEYS = ("sample_rate", "window_s", "hop_s", "embedding_dim", "threshold", "model_id")  # what readers use
 
 
 def model_fingerprint(weights: list[np.ndarray], config: dict) -> str:
@@ -68,7 +72,7 @@ def export_model(
     window_s: float,
     hop_s: float,
     data_fingerprint: str,
-    threshold: float = THRESHOLD,
+    threshold: float | None = None,
     training: dict | None = None,
     dev: tuple | None = None,
     seed: int = 0,
@@ -77,10 +81,13 @@ def export_model(
 
     ``dev``: (waveforms, speaker labels) of speakers not trained on; the serving model embeds them and the
     operating points measured on them (``speechid.model.calibration.measure``) go into config.json, their
-    default becoming the threshold. Without ``dev`` (no dev split), ``threshold`` (the seed's 0.83 unless
-    given) is written and no operating points: every reader then says the threshold is uncalibrated.
+    default becoming the threshold (``threshold`` is then not used). Without ``dev`` (no dev split),
+    ``threshold`` is written, or the seed's ``speechid.config.THRESHOLD`` when None, and no operating points:
+    every reader then says the threshold is uncalibrated.
     """
     import tensorflow as tf
+
+    from speechid.model.network import build_embedder, trainable_parameters
 
     os.makedirs(model_dir, exist_ok=True)
     policy = tf.keras.mixed_precision.global_policy()
@@ -98,6 +105,8 @@ def export_model(
         emb = embed_clips(lambda x: serving(x, training=False).numpy(), dev[0], features.sample_rate, window_s, hop_s)
         ops = measure(emb, dev[1], seed=seed, measured_on={"split": "dev", "data_fingerprint": data_fingerprint})
         threshold = ops.threshold
+    elif threshold is None:
+        threshold = THRESHOLD
 
     config = {
         "format_version": FORMAT_VERSION,
@@ -169,25 +178,32 @@ def operating_points(config: dict, where: str = CONFIG_JSON) -> OperatingPoints 
 
 
 def read_config(model_dir: str) -> dict:
-    """config.json of a model directory, checked for the keys every reader relies on."""
-    path = os.path.join(model_dir, CONFIG_JSON)
-    if not os.path.isdir(model_dir):
+    """config.json of a model directory (local or any filesystem Beam reads, gs:// included), checked for the
+    keys every reader relies on: the one reader of a model directory's description."""
+    from apache_beam.io.filesystems import FileSystems  # ~1 s to import; TensorFlow is not needed
+
+    path = FileSystems.join(model_dir, CONFIG_JSON)
+    if FileSystems.get_scheme(model_dir) is None and not os.path.isdir(model_dir):
         raise ConfigError(f"{model_dir}: model directory not found")
-    if not os.path.exists(path):
+    if not FileSystems.exists(path):
         raise ConfigError(f"{model_dir}: not a model directory (no {CONFIG_JSON}); train one with `speechid train`")
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        with FileSystems.open(path) as f:
+            config = json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: unreadable model config: {e}") from None
-    missing = [k for k in ("sample_rate", "window_s", "hop_s", "embedding_dim", "threshold") if k not in config]
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: unreadable model config: not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise ConfigError(f"{path}: missing {', '.join(missing)}")
     ops = operating_points(config, path)
     if ops is not None and abs(ops.threshold - float(config["threshold"])) > 1e-9:
         raise ConfigError(f"{path}: threshold {config['threshold']} is not the operating points' default "
                           f"{ops.threshold}; recalibrate with `speechid calibrate`")
-    if not os.path.isdir(os.path.join(model_dir, SAVED_MODEL_DIR)):
+    saved = FileSystems.join(model_dir, SAVED_MODEL_DIR)
+    # object stores have no folders: there the model's own file stands for saved_model/
+    if not (FileSystems.exists(saved) or FileSystems.exists(FileSystems.join(saved, "saved_model.pb"))):
         raise ConfigError(f"{model_dir}: no {SAVED_MODEL_DIR}/ beside {CONFIG_JSON}")
     return config
 

@@ -23,7 +23,7 @@ import numpy as np
 from speechid import audio as audio_io
 from speechid.errors import ConfigError
 from speechid.model.windows import embed_clips, pool_embeddings
-from speechid.operating_points import OperatingPoints, verdict_text
+from speechid.operating_points import OperatingPoints, is_same, verdict_text
 
 # Inference accepts long recordings (a whole interview may be one enrolment clip); the byte cap stays.
 ENCODER_LIMITS = audio_io.INFERENCE_LIMITS  # the one duration and speech rule of embed and compare
@@ -155,7 +155,7 @@ class Encoder:
         """(same person?, Euclidean distance): same when the distance is below ``threshold`` (default: the
         model's operating point, ``self.threshold``)."""
         d = self.distance(a, b, sample_rate)
-        return d < (self.threshold if threshold is None else float(threshold)), d
+        return is_same(d, self.threshold if threshold is None else float(threshold)), d
 
     def verdict(self, a, b, threshold: float | None = None, sample_rate: int | None = None) -> str:
         """The verdict in words, naming its threshold and what it means:

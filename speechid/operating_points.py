@@ -43,7 +43,7 @@ def _pct(x: float) -> str:
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A threshold (Euclidean; accept d < threshold) and its error rates on the dev trials."""
+    """A threshold (Euclidean; "same" as ``is_same`` decides) and its error rates on the dev trials."""
 
     name: str
     threshold: float
@@ -178,8 +178,21 @@ class OperatingPoints:
         return ops
 
 
+def is_same(distance, threshold):
+    """The one "same person" rule: the Euclidean distance is strictly below the threshold.
+
+    Scalars give a bool; arrays (of distances, thresholds or both) give a boolean array, element-wise."""
+    same = np.less(distance, threshold)
+    return bool(same) if np.ndim(same) == 0 else same
+
+
+def verdict_word(distance: float, threshold: float) -> str:
+    """"same" or "different": the verdict column of every output."""
+    return "same" if is_same(distance, threshold) else "different"
+
+
 def verdict_text(distance: float, threshold: float, meaning: str | None = None) -> str:
     """The one verdict format: "same: 0.612 < 0.741 (what the threshold means)"."""
-    same = distance < threshold
+    same = is_same(distance, threshold)
     why = meaning or "threshold given, not calibrated on this model"
-    return f"{'same' if same else 'different'}: {distance:.3f} {'<' if same else '>='} {threshold:.3f} ({why})"
+    return f"{verdict_word(distance, threshold)}: {distance:.3f} {'<' if same else '>='} {threshold:.3f} ({why})"

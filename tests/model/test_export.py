@@ -93,3 +93,64 @@ def test_config_describes_the_model(tiny_model):
     assert config["network"] == {**NetworkConfig(**TINY_NET).to_dict()}
     assert config["model_id"] == result["model_id"]
     assert not any(name.endswith((".tmp", ".old")) for name in os.listdir(model_dir))
+
+
+# -- the one reader of a model directory: model/export.read_config, through Beam's FileSystems ------------------
+
+def _model_dir(root, **config):
+    root.mkdir(parents=True)
+    body = {"sample_rate": 16000, "window_s": 2.0, "hop_s": 1.0, "embedding_dim": 16, "threshold": 0.83,
+            "model_id": "0123456789abcdef", **config}
+    (root / "config.json").write_text(json.dumps({k: v for k, v in body.items() if v is not None}))
+    (root / "saved_model").mkdir()
+    (root / "saved_model" / "saved_model.pb").write_bytes(b"")
+    return root
+
+
+def test_read_config_reads_any_beam_filesystem(tmp_path):
+    """A scheme other than the local disk (gs:// in production) is read through FileSystems: here a test
+    filesystem that maps ``sidtest://`` onto tmp_path and has no folders, as object stores have none."""
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    from speechid.model.export import read_config
+
+    prefix = "sidtest://"
+
+    class PrefixedFileSystem(LocalFileSystem):
+        @classmethod
+        def scheme(cls):
+            return "sidtest"
+
+        def exists(self, path):
+            local = path[len(prefix):]
+            return os.path.isfile(local)  # no folders: only objects exist
+
+        def open(self, path, *args, **kwargs):
+            return super().open(path[len(prefix):], *args, **kwargs)
+
+    _model_dir(tmp_path / "m")
+    config = read_config(prefix + str(tmp_path / "m"))
+    assert config["model_id"] == "0123456789abcdef" and config["embedding_dim"] == 16
+    import pytest
+
+    from speechid.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no config.json"):
+        read_config(prefix + str(tmp_path / "nothing"))
+    del PrefixedFileSystem
+
+
+def test_read_config_refuses_what_its_readers_would_trip_on(tmp_path):
+    import pytest
+
+    from speechid.errors import ConfigError
+    from speechid.model.export import read_config
+
+    with pytest.raises(ConfigError, match="missing model_id"):
+        read_config(str(_model_dir(tmp_path / "no_id", model_id=None)))
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        read_config(str(tmp_path / "list"))
+    with pytest.raises(ConfigError, match="model directory not found"):
+        read_config(str(tmp_path / "absent"))
