@@ -45,6 +45,7 @@ setup(
         "pyarrow<26",
         "soundfile>=0.13",
         "soxr>=0.5",
+        "indexed_gzip>=1.10,<2",
         "numpy",
         "scipy",
         "click>=8",

@@ -1,9 +1,16 @@
-"""Stream Common Voice archives into keyed TSV rows and keyed clip bytes, without extracting anything.
+"""Read Common Voice archives in two passes, without extracting them and without shuffling audio.
 
-One DoFn call reads one archive front to back with ``tarfile`` in stream mode (``'r|*'``: plain, gzip, bz2
-or xz, detected from the bytes) through Beam's ``FileSystems``, so the same code reads a local path or a
-``gs://`` object and never holds more than one member in memory. Member order does not matter: the
-prep pipeline joins rows to clips by key afterwards.
+Pass 1 (``ReadArchives``: one element per archive) streams the archive once, front to back, with
+``tarfile`` in stream mode through Beam's ``FileSystems`` (local or ``gs://``; plain, gzip, bz2 or xz). It
+parses the TSVs wherever they sit (older releases put them before ``clips/``, the current bundler after),
+records each clip member's place (``MemberRef``: range, ordinal, data offset, size) without keeping its
+bytes, and builds a gzip seek index (``seekable``) that it writes to a temporary folder.
+
+Between the passes, the prep pipeline joins rows to member places by key (small elements only). Pass 2
+(``ReadClipRanges``) groups the joined pairs by (archive, range): contiguous runs of members of 1-64 MiB,
+a few hundred per large archive. Each range is read by one worker straight from the archive (one seek,
+then forward reads), so every worker reads the same archive at once and decodes its clips where it read
+them. Memory stays flat however large the archive: no PCollection holds audio.
 
 Elements, all keyed by ``ClipKey = (archive, clip member path)``:
 
@@ -11,8 +18,8 @@ Elements, all keyed by ``ClipKey = (archive, clip member path)``:
   ``csv.QUOTE_NONE``: Common Voice sentences hold unbalanced quotes). Rows of TSVs not selected by
   ``--splits`` keep only their key and position: they are needed to count clips "not selected by
   policy", not to write records.
-- ``Clip``: the bytes of a member under ``.../clips/``; ``data`` is None when the member is larger than
-  the byte limit, so a hostile archive cannot make a worker allocate gigabytes.
+- ``MemberRef`` (pass 1) and ``Clip`` (pass 2: the bytes; ``data`` is None when the member is larger than
+  the byte limit, so a hostile archive cannot make a worker allocate gigabytes).
 - ``Failure``: a dead-letter entry (unsafe member names, malformed rows, unreadable archives, ...).
 - events ``(kind, key, value)``: small counts the manifest is computed from (see ``manifest.py``).
 """
@@ -35,6 +42,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from speechid import schema
+from speechid.pipelines import seekable
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "speechid.prep"
@@ -43,7 +51,7 @@ ClipKey = tuple[str, str]  # (archive path, member path of the clip inside it)
 Event = tuple[str, str, object]  # (kind, key, value): see manifest.CountEvents
 
 # Tagged outputs shared by the stages.
-ROWS, CLIPS, FAILURES, EVENTS = "rows", "clips", "failures", "events"
+ROWS, CLIPS, FAILURES, EVENTS, INDEXES, PAIRS = "rows", "clips", "failures", "events", "indexes", "pairs"
 
 # Reasons a row, clip or member goes to failures/ besides speechid.errors.AUDIO_REASONS.
 READ_REASONS = (
@@ -54,6 +62,7 @@ READ_REASONS = (
     "unusable_tsv",  # a selected TSV whose header lacks client_id or path (its rows fail as malformed_row)
     "archive_unreadable",  # not a tar archive (or an unknown compression)
     "archive_truncated",  # the stream ended or broke before the end-of-archive marker
+    "member_unreadable",  # a clip indexed in pass 1 could not be read again in pass 2 (archive changed?)
 )
 # Failures that stand for a whole input rather than a row or a clip: a run refuses to publish over them.
 INPUT_REASONS = ("archive_unreadable", "archive_truncated", "unusable_tsv")
@@ -272,12 +281,52 @@ def row_problem(header: list[str], fields: list[str]) -> tuple[str, str] | None:
     return None
 
 
-class StreamArchive(beam.DoFn):
-    """archive path -> rows (main output), clips, failures and events (tagged outputs)."""
+@dataclass(frozen=True)
+class MemberRef:
+    """Where a clip member's bytes lie in its archive's uncompressed tar stream, and which range reads them.
 
-    def __init__(self, splits: tuple[str, ...], max_clip_bytes: int | None, progress_interval: float = 30.0):
+    Pass 1 emits one per clip member instead of the bytes; only these small descriptors are joined to the
+    TSV rows and grouped by range, never the audio. ``ordinal`` is the member's position (a later
+    duplicate wins, as in tar extraction).
+    """
+
+    range_id: int
+    ordinal: int
+    offset: int
+    size: int
+
+
+class _RangePlanner:
+    """Numbers contiguous runs of members of about ``range_bytes`` uncompressed bytes, in archive order."""
+
+    def __init__(self, range_bytes: int):
+        self._bytes = range_bytes
+        self._start: int | None = None
+        self.range_id = 0
+
+    def place(self, offset: int, size: int) -> int:
+        if self._start is None:
+            self._start = offset
+        elif offset + size - self._start > self._bytes:
+            self.range_id += 1
+            self._start = offset
+        return self.range_id
+
+
+class IndexArchive(beam.DoFn):
+    """Pass 1: archive path -> rows (main output), clip places, failures, events and the seek index.
+
+    Streams the archive once, front to back (plain, gzip, bz2 or xz), without reading a clip's bytes into
+    Python: clip members become ``MemberRef`` elements on CLIPS, assigned to ranges of about
+    ``range_bytes``; TSVs are parsed into rows wherever they sit (before or after ``clips/``). The gzip
+    seek index goes to ``index_dir`` and ``(archive, ArchiveIndex)`` to INDEXES, for pass 2.
+    """
+
+    def __init__(self, splits: tuple[str, ...], index_dir: str, range_bytes: int | None = None,
+                 progress_interval: float = 30.0):
         self._splits = tuple(splits)
-        self._max_bytes = max_clip_bytes
+        self._index_dir = index_dir
+        self._range_bytes = range_bytes
         self._rows = Metrics.counter(NAMESPACE, "rows_read")
         self._clips = Metrics.counter(NAMESPACE, "clips_seen")
         self._rejected = Metrics.counter(NAMESPACE, "members_rejected")
@@ -286,29 +335,52 @@ class StreamArchive(beam.DoFn):
     def setup(self):
         from speechid.pipelines.jobs import Progress
 
-        self._progress = Progress("speechid prep read", self._progress_interval)
+        self._progress = Progress("speechid read (pass 1: index)", self._progress_interval)
 
     def process(self, archive: str):
         # Counted as we go, emitted after the loop: a stream that breaks midway still reports what it read.
         seen = {"clips": 0, "other_members": 0, "tsv_rows": {}}
         try:
-            with FileSystems.open(archive, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-                with tarfile.open(fileobj=raw, mode="r|*") as tar:
-                    yield from self._members(archive, tar, seen)
-        except tarfile.ReadError as e:
-            # The first block decides it: nothing was read (not a tar) or the stream broke later.
-            reason = "archive_truncated" if seen["clips"] or seen["other_members"] else "archive_unreadable"
-            yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, "", reason, str(e)))
-        except (EOFError, zlib.error, OSError) as e:
-            yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, "", "archive_truncated", str(e)))
-        _LOG.info("speechid prep read %s: %d clips, %d other members", archive, seen["clips"], seen["other_members"])
+            size = FileSystems.match([archive])[0].metadata_list[0].size_in_bytes
+        except Exception:  # noqa: BLE001  the size only sizes the ranges
+            size = 0
+        failure = None
+        try:
+            reader = seekable.IndexingReader(archive, seekable.plan(size, self._range_bytes)[1])
+        except OSError as e:
+            reader, failure = None, Failure(archive, "", "archive_unreadable", str(e))
+        if reader is not None:
+            with reader:
+                # bz2/xz cannot be entered midway: one range, read from the start.
+                range_bytes = seekable.plan(size, self._range_bytes)[0] if reader.kind != seekable.STREAM else 1 << 62
+                try:
+                    with tarfile.open(fileobj=reader.stream, mode="r|") as tar:
+                        yield from self._members(archive, tar, seen, _RangePlanner(range_bytes))
+                except tarfile.ReadError as e:
+                    # The first block decides it: nothing was read (not a tar) or the stream broke later.
+                    started = seen["clips"] or seen["other_members"] or seen["tsv_rows"]
+                    failure = Failure(archive, "", "archive_truncated" if started else "archive_unreadable", str(e))
+                except (EOFError, zlib.error, OSError) as e:
+                    failure = Failure(archive, "", "archive_truncated", str(e) or type(e).__name__)
+                # Saved after a break too: the members confirmed before it are still read in pass 2.
+                index = reader.save_index(seekable.index_path(self._index_dir, archive))
+                yield beam.pvalue.TaggedOutput(INDEXES, (archive, index))
+        if failure is not None:
+            yield beam.pvalue.TaggedOutput(FAILURES, failure)
+        _LOG.info("speechid read %s: %d clips, %d other members", archive, seen["clips"], seen["other_members"])
         for tsv, n in seen["tsv_rows"].items():
             yield beam.pvalue.TaggedOutput(EVENTS, ("tsv_rows", f"{archive}!{tsv}", n))
         yield beam.pvalue.TaggedOutput(EVENTS, ("clips_seen", archive, seen["clips"]))
         yield beam.pvalue.TaggedOutput(EVENTS, ("members_ignored", archive, seen["other_members"]))
 
-    def _members(self, archive: str, tar: tarfile.TarFile, seen: dict):
+    def _members(self, archive: str, tar: tarfile.TarFile, seen: dict, ranges: _RangePlanner):
+        # A clip is confirmed once the stream has moved past its last byte (tarfile checks that byte when it
+        # goes to the next header): a member cut by a broken stream is not a clip we have.
+        pending = None
         for ordinal, member in enumerate(tar):
+            if pending is not None:
+                yield from self._confirm(pending, seen)
+                pending = None
             name = member.name[2:] if member.name.startswith("./") else member.name
             if member.isdir():
                 continue
@@ -326,17 +398,19 @@ class StreamArchive(beam.DoFn):
             if split is not None:
                 yield from self._tsv(archive, name, split, tar.extractfile(member), seen["tsv_rows"])
             elif is_clip_member(name):
-                if self._max_bytes is not None and member.size > self._max_bytes:
-                    clip = Clip(None, member.size, ordinal)  # not read: the stream skips it
-                else:
-                    clip = Clip(tar.extractfile(member).read(), member.size, ordinal)
-                # Counted once read whole: a member cut by a broken stream is not a clip we have.
-                seen["clips"] += 1
-                self._clips.inc()
-                self._progress.tick("clips")
-                yield beam.pvalue.TaggedOutput(CLIPS, ((archive, name), clip))
+                ref = MemberRef(ranges.place(member.offset_data, member.size), ordinal, member.offset_data,
+                                member.size)
+                pending = ((archive, name), ref)
             else:
                 seen["other_members"] += 1
+        if pending is not None:
+            yield from self._confirm(pending, seen)
+
+    def _confirm(self, keyed_ref, seen: dict):
+        seen["clips"] += 1
+        self._clips.inc()
+        self._progress.tick("clips")
+        yield beam.pvalue.TaggedOutput(CLIPS, keyed_ref)
 
     def _tsv(self, archive: str, name: str, split: str, stream, counts: dict):
         selected = split in self._splits
@@ -354,20 +428,115 @@ class StreamArchive(beam.DoFn):
 
 
 class ReadArchives(beam.PTransform):
-    """PCollection of archive paths -> dict of PCollections: rows, clips, failures, events."""
+    """PCollection of archive paths -> dict of PCollections: rows, clips (``MemberRef``), failures, events,
+    indexes (pass 1; ``ReadClipRanges`` is pass 2).
+
+    ``index_dir`` is a temporary folder every worker can read (under the job's staging or temp location);
+    ``range_bytes`` None sizes ranges from each archive's size (``seekable.plan``).
+    """
 
     def __init__(
         self,
+        index_dir: str,
         splits: tuple[str, ...] = schema.SPLITS,
-        max_clip_bytes: int | None = None,
+        range_bytes: int | None = None,
         progress_interval: float = 30.0,
     ):
         super().__init__()
+        self._index_dir = index_dir
         self._splits = tuple(splits)
-        self._max_bytes = max_clip_bytes
+        self._range_bytes = range_bytes
         self._progress_interval = progress_interval
 
     def expand(self, archives):
-        fn = StreamArchive(self._splits, self._max_bytes, self._progress_interval)
-        out = archives | "StreamArchive" >> beam.ParDo(fn).with_outputs(CLIPS, FAILURES, EVENTS, main=ROWS)
-        return {ROWS: out[ROWS], CLIPS: out[CLIPS], FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
+        fn = IndexArchive(self._splits, self._index_dir, self._range_bytes, self._progress_interval)
+        out = archives | "IndexArchive" >> beam.ParDo(fn).with_outputs(CLIPS, FAILURES, EVENTS, INDEXES, main=ROWS)
+        return {ROWS: out[ROWS], CLIPS: out[CLIPS], FAILURES: out[FAILURES], EVENTS: out[EVENTS],
+                INDEXES: out[INDEXES]}
+
+
+_SKIP_LIMIT = 4 << 20  # a gap between two members larger than this is seeked over, not decompressed
+
+
+class ReadRange(beam.DoFn):
+    """((archive, range), [(row, MemberRef)]) -> (row, Clip) with the member's bytes, in archive order.
+
+    One seek to the range's first member, then forward reads only. Readers stay open per archive between
+    ranges (a gzip index is imported once per worker and archive, not once per range). A clip larger than
+    ``max_clip_bytes`` is not read (``Clip.data`` None: the decoder fails it as ``too_large``).
+    """
+
+    def __init__(self, max_clip_bytes: int | None, progress_interval: float = 30.0):
+        self._max_bytes = max_clip_bytes
+        self._progress_interval = progress_interval
+        self._read = Metrics.counter(NAMESPACE, "clips_read")
+
+    def setup(self):
+        from speechid.pipelines.jobs import Progress
+
+        self._readers: dict[str, seekable.RangeReader] = {}
+        self._progress = Progress("speechid read (pass 2: ranges)", self._progress_interval)
+
+    def _reader(self, archive: str, index: seekable.ArchiveIndex) -> seekable.RangeReader:
+        reader = self._readers.get(archive)
+        if reader is None:
+            for old in self._readers.values():  # one open archive per worker thread is enough
+                old.close()
+            self._readers = {archive: seekable.RangeReader(archive, index, _SKIP_LIMIT)}
+            reader = self._readers[archive]
+        return reader
+
+    def _drop(self, archive: str) -> None:
+        reader = self._readers.pop(archive, None)
+        if reader is not None:
+            reader.close()
+
+    def process(self, element, indexes):
+        (archive, _), pairs = element
+        index = indexes.get(archive, seekable.ArchiveIndex(seekable.PLAIN))
+        for row, ref in sorted(pairs, key=lambda pair: pair[1].offset):
+            if self._max_bytes is not None and ref.size > self._max_bytes:
+                yield row, Clip(None, ref.size, ref.ordinal)  # not read at all
+                continue
+            try:
+                data = self._reader(archive, index).read(ref.offset, ref.size)
+            except (EOFError, OSError, ValueError, zlib.error) as e:
+                self._drop(archive)
+                path = clip_member_path(row.tsv, row.get("path"))
+                detail = f"indexed in pass 1 but not readable again at byte {ref.offset}: {e}"
+                yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, path, "member_unreadable", detail,
+                                                                 row.split, row.tsv, row.line, rows=1, clips=1))
+                continue
+            self._read.inc()
+            self._progress.tick("clips")
+            yield row, Clip(data, ref.size, ref.ordinal)
+
+    def teardown(self):
+        for reader in getattr(self, "_readers", {}).values():
+            reader.close()
+
+
+class ReadClipRanges(beam.PTransform):
+    """{pairs: (TsvRow, MemberRef), indexes: (archive, ArchiveIndex)} -> {pairs: (TsvRow, Clip), failures}.
+
+    Pass 2. The pairs are grouped by (archive, range): only rows and member places are shuffled, and each
+    range is read by one worker straight from the archive (``seekable.RangeReader``), so one archive is
+    read by every worker at once and its clips are decoded where they are read (the next ParDo is fused).
+    """
+
+    def __init__(self, max_clip_bytes: int | None = None, progress_interval: float = 30.0):
+        super().__init__()
+        self._max_bytes = max_clip_bytes
+        self._progress_interval = progress_interval
+
+    def expand(self, inputs):
+        pairs, indexes = inputs[PAIRS], inputs[INDEXES]
+        out = (
+            pairs
+            | "KeyByRange" >> beam.Map(lambda pair: ((pair[0].archive, pair[1].range_id), pair))
+            | "GroupByRange" >> beam.GroupByKey()
+            | "ReadRange"
+            >> beam.ParDo(ReadRange(self._max_bytes, self._progress_interval), beam.pvalue.AsDict(indexes))
+            .with_outputs(FAILURES, main=PAIRS)
+        )
+        return {PAIRS: out[PAIRS], FAILURES: out[FAILURES]}

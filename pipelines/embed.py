@@ -237,7 +237,8 @@ _SKIP_EVENTS = {"clips_unlisted": "unlisted", "clips_not_selected": "not_selecte
 class ReadArchiveClips(beam.PTransform):
     """Common Voice archives -> {'clips': ClipSource with client_id and split from the TSVs, FAILED}.
 
-    Reuses the prep pipeline's streaming reader and join (an archive is never extracted or held whole).
+    Reuses the prep pipeline's two-pass reader and join (``archives``: an archive is never extracted or held
+    whole, every worker reads ranges of it, and no audio byte is shuffled).
     Every TSV is read, so each clip gets its speaker; a clip listed twice (train.tsv and validated.tsv)
     is one clip. Every clip member ends up embedded, failed (a duplicate or refused member, with its
     reason) or skipped by policy (``unlisted``: no TSV row names it, so it has no speaker); other
@@ -245,9 +246,10 @@ class ReadArchiveClips(beam.PTransform):
     archive or TSV that fails whole goes to ``inputs_failed``.
     """
 
-    def __init__(self, pattern: str):
+    def __init__(self, pattern: str, index_dir: str):
         super().__init__()
         self._pattern = pattern
+        self._index_dir = index_dir
 
     def expand(self, pbegin):
         from speechid.pipelines import archives, prep
@@ -255,13 +257,18 @@ class ReadArchiveClips(beam.PTransform):
         read = (
             pbegin
             | "ListArchives" >> beam.Create(prep.match_archives([self._pattern]))
-            | "ReadArchives" >> archives.ReadArchives(splits=schema.ALL_SPLITS)
+            | "ReadArchives" >> archives.ReadArchives(self._index_dir, splits=schema.ALL_SPLITS)
         )
         joined = {archives.ROWS: read[archives.ROWS], archives.CLIPS: read[archives.CLIPS]} | (
             "JoinRowsToClips" >> prep.JoinRowsToClips()
         )
-        clips = joined[prep.PAIRS] | "ToClip" >> beam.Map(_pair_to_clip)
-        everything = (read[archives.FAILURES], joined[archives.FAILURES]) | "FlattenFailures" >> beam.Flatten()
+        ranges = {archives.PAIRS: joined[archives.PAIRS], archives.INDEXES: read[archives.INDEXES]} | (
+            "ReadClipRanges" >> archives.ReadClipRanges()
+        )
+        clips = ranges[archives.PAIRS] | "ToClip" >> beam.Map(_pair_to_clip)
+        everything = (read[archives.FAILURES], joined[archives.FAILURES], ranges[archives.FAILURES]) | (
+            "FlattenFailures" >> beam.Flatten()
+        )
         failures = everything | "ClipLevel" >> beam.Filter(_member_level) | "ToDict" >> beam.Map(_archive_failure)
         whole = (
             everything
@@ -277,9 +284,9 @@ class ReadArchiveClips(beam.PTransform):
         return {"clips": clips, FAILED: failures, SKIPPED: skipped, INPUTS_FAILED: whole, IGNORED: ignored}
 
 
-def read_source(pattern: str, kind: str) -> beam.PTransform:
+def read_source(pattern: str, kind: str, index_dir: str = "") -> beam.PTransform:
     if kind == "archive":
-        return ReadArchiveClips(pattern)
+        return ReadArchiveClips(pattern, index_dir)
     if kind == "tfrecord":
         return ReadRecords(pattern)
     return ReadAudioFiles(pattern)
@@ -539,8 +546,10 @@ def embed_corpus(
     try:
         handler = make_model_handler(model_dir, min_batch_size, max_batch_size)
         p = jobs.make_pipeline(pipeline_args, test_pipeline)
+        index_dir = os.path.join(staging, "_seek_index")  # archives' pass 1 -> pass 2, removed before publishing
         reads = [
-            p | f"Read{i}{kind.title()}" >> read_source(pattern, kind) for i, (pattern, kind) in enumerate(sources)
+            p | f"Read{i}{kind.title()}" >> read_source(pattern, kind, FileSystems.join(index_dir, str(i)))
+            for i, (pattern, kind) in enumerate(sources)
         ]
 
         def gather(name):
@@ -581,6 +590,7 @@ def embed_corpus(
 
         tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))
         outputs.remove_tree(os.path.join(staging, jobs.COUNTS_DIR))  # internal: the manifest carries the counts
+        outputs.remove_tree(index_dir)
         manifest = _manifest(tallies, model_dir, model_cfg, sources, config)
         problem = publish_problem(manifest, [pattern for pattern, _ in sources])
         if problem:

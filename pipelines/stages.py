@@ -1,8 +1,9 @@
 """The prep pipeline's stages between reading and writing, each a composite that never touches files.
 
-``JoinRowsToClips`` joins TSV rows to clip bytes by (archive, clip member path) and applies the row and
-clip policy; ``DecodeClips`` turns (row, clip) pairs into serialized ``tf.train.Example`` records, one
-output per split, and failures; ``AnalyzeTrain`` runs the tf.Transform analysis over the train records.
+``JoinRowsToClips`` joins TSV rows to clip members (their places in the archive, ``MemberRef``, not
+their bytes) by (archive, clip member path) and applies the row and clip policy; ``DecodeClips`` turns
+(row, clip) pairs into serialized ``tf.train.Example`` records, one output per split, and failures;
+``AnalyzeTrain`` runs the tf.Transform analysis over the train records.
 ``PrepConfig`` holds what they need. ``speechid.pipelines.prep.PrepCorpus`` wires them together.
 """
 
@@ -25,6 +26,7 @@ from speechid.pipelines.archives import (
     FAILURES,
     INPUT_REASONS,
     NAMESPACE,
+    PAIRS,
     ROWS,
     Clip,
     Failure,
@@ -32,7 +34,6 @@ from speechid.pipelines.archives import (
     clip_member_path,
 )
 
-PAIRS = "pairs"
 ANALYSIS_BATCH = 32  # clips per tf.Transform analysis batch
 _SPLIT_RANK = {s: i for i, s in enumerate(schema.ALL_SPLITS)}
 
@@ -47,6 +48,7 @@ class PrepConfig:
     max_duration: float = audio.DEFAULT_MAX_DURATION
     max_clip_bytes: int = audio.DEFAULT_MAX_BYTES
     num_shards: int = 0  # 0: one shard per bundle, no shuffle of the records (see --num-shards)
+    range_bytes: int | None = None  # archive bytes per pass-2 range; None: sized per archive (seekable.plan)
     progress_interval: float = 30.0  # seconds between progress lines of a worker
     features: FeatureConfig = field(default=None)  # None: FeatureConfig at sample_rate
 
@@ -62,6 +64,8 @@ class PrepConfig:
             raise ConfigError(
                 f"--min-duration {self.min_duration} / --max-duration {self.max_duration}: need 0 <= min < max"
             )
+        if self.range_bytes is not None and self.range_bytes <= 0:
+            raise ConfigError(f"range_bytes {self.range_bytes}: must be > 0 (or None to size ranges per archive)")
         if self.max_clip_bytes <= 0 or self.num_shards < 0:
             raise ConfigError("--max-clip-bytes must be > 0 and --num-shards >= 0")
         if self.features is None:
@@ -112,7 +116,8 @@ class MatchClip(beam.DoFn):
     tar extraction; rows of unselected TSVs are counted as skipped by policy; of the selected rows the
     first by (split, TSV, line) is kept and the others fail as ``duplicate``; a kept row with no clip
     fails as ``missing_clip``; a clip no selected row lists is counted as not selected or unlisted.
-    Only the kept clip's bytes are referenced past this point.
+    Only the kept member is read past this point (``archives.ReadClipRanges``). Works on anything with an
+    ``ordinal``: ``MemberRef`` in the pipelines, ``Clip`` in tests.
     """
 
     def process(self, element):
@@ -156,7 +161,9 @@ class MatchClip(beam.DoFn):
 
 
 class JoinRowsToClips(beam.PTransform):
-    """{rows: (key, TsvRow), clips: (key, Clip)} -> {pairs: (TsvRow, Clip), failures, events}."""
+    """{rows: (key, TsvRow), clips: (key, MemberRef)} -> {pairs: (TsvRow, MemberRef), failures, events}.
+
+    Only rows and member places are shuffled (CoGroupByKey on small elements), never audio bytes."""
 
     def expand(self, keyed):
         out = (

@@ -108,7 +108,7 @@ def test_read_archives_streams_members_in_any_order(tmp_path):
         ],
     )
     with local_pipeline() as p:
-        out = p | beam.Create([archive]) | ReadArchives(("train",), max_clip_bytes=60_000)
+        out = p | beam.Create([archive]) | ReadArchives(str(tmp_path / "index"), ("train",))
         assert_that(
             out[ROWS] | "RowKeys" >> beam.Map(lambda kv: (kv[0][1], kv[1].split, kv[1].selected)),
             equal_to(
@@ -121,11 +121,11 @@ def test_read_archives_streams_members_in_any_order(tmp_path):
             label="Rows",
         )
         assert_that(
-            out[CLIPS] | "ClipInfo" >> beam.Map(lambda kv: (kv[0], kv[1].data is None, kv[1].size)),
+            out[CLIPS] | "ClipInfo" >> beam.Map(lambda kv: (kv[0], kv[1].ordinal, kv[1].size)),
             equal_to(
                 [
-                    ((archive, f"{ROOT}/clips/a.mp3"), False, len(clip)),
-                    ((archive, f"{ROOT}/clips/big.mp3"), True, 70_000),
+                    ((archive, f"{ROOT}/clips/a.mp3"), 1, len(clip)),
+                    ((archive, f"{ROOT}/clips/big.mp3"), 2, 70_000),
                 ]
             ),
             label="Clips",
@@ -167,7 +167,7 @@ def test_unreadable_and_truncated_archives_fail_without_losing_what_was_read(tmp
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) // 2])
     with local_pipeline() as p:
-        out = p | beam.Create([str(bad), str(cut)]) | ReadArchives(("train",))
+        out = p | beam.Create([str(bad), str(cut)]) | ReadArchives(str(tmp_path / "index"), ("train",))
         assert_that(
             out[FAILURES] | beam.Map(lambda f: (f.archive.rsplit("/", 1)[1], f.reason)),
             equal_to([("notes.tar.gz", "archive_unreadable"), ("cut.tar.gz", "archive_truncated")]),

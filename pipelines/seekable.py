@@ -1,0 +1,195 @@
+"""Read a tar archive twice without holding it: once front to back to index it, then by ranges from any worker.
+
+A ``.tar.gz`` is one deflate stream: reading member N normally means decompressing everything before it.
+Pass 1 (``IndexingReader``) decompresses the archive once and, as it goes, records seek points every
+``spacing`` bytes of uncompressed data (``indexed_gzip``'s zran index: each point keeps the 32 KiB window
+deflate needs to restart there). The index is written to a file beside the job's other temporary output;
+any worker can then import it and start decompressing at the point just before the range it was given
+(``open_at``), so the archive is read in parallel and no clip's bytes travel through a shuffle.
+
+Plain ``.tar`` needs no index (the member offsets are file offsets). ``.tar.bz2`` and ``.tar.xz`` cannot be
+entered midway: they are read as one range from the start.
+
+Every file is opened through Beam's ``FileSystems``, so local paths and ``gs://`` objects alike work; both
+are seekable.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import io
+import lzma
+from dataclasses import dataclass
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+GZIP, PLAIN, STREAM = "gzip", "plain", "stream"  # how an archive is entered at an offset
+_MIB = 1 << 20
+MIN_RANGE_BYTES, MAX_RANGE_BYTES = 1 * _MIB, 64 * _MIB
+RANGES_PER_ARCHIVE = 256  # aim: enough ranges to keep every worker busy, few enough to seek rarely
+MIN_SPACING, MAX_SPACING = 1 * _MIB, 32 * _MIB
+
+
+@dataclass(frozen=True)
+class ArchiveIndex:
+    """How pass 2 enters an archive: its compression kind and, for gzip, where its seek index lies."""
+
+    kind: str
+    index_path: str = ""
+
+
+def compression_kind(head: bytes) -> str:
+    """GZIP, PLAIN or STREAM (bz2, xz) from an archive's first bytes."""
+    if head.startswith(b"\x1f\x8b"):
+        return GZIP
+    if head.startswith(b"BZh") or head.startswith(b"\xfd7zXZ\x00"):
+        return STREAM
+    return PLAIN
+
+
+def plan(archive_bytes: int, range_bytes: int | None = None) -> tuple[int, int]:
+    """(range size, seek-point spacing) in uncompressed bytes for an archive of ``archive_bytes``.
+
+    Ranges are about 1/256 of the archive, between 1 and 64 MiB: a few hundred per release archive, each
+    read sequentially after one seek (random seeks into deflate data are slow). The index keeps a point
+    every half range, between 1 and 32 MiB, so a range starts at most half a range after the point it
+    restarts from; at 32 MiB spacing a 40 GB archive's index is about 40 MB.
+    """
+    if range_bytes is None:
+        range_bytes = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, archive_bytes // RANGES_PER_ARCHIVE))
+    spacing = min(MAX_SPACING, max(MIN_SPACING, range_bytes // 2))
+    return max(1, range_bytes), spacing
+
+
+def index_path(index_dir: str, archive: str) -> str:
+    """Where pass 1 writes the seek index of ``archive`` (one file per archive, named by its path's hash)."""
+    return FileSystems.join(index_dir, hashlib.sha256(archive.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+                            + ".gzidx")
+
+
+def _open_raw(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+class IndexingReader:
+    """Pass 1: the archive's uncompressed bytes, front to back, recording seek points as it goes.
+
+    Use as a context manager; ``stream`` is what ``tarfile.open(fileobj=..., mode='r|')`` reads.
+    ``save_index(dest)`` writes the gzip index (nothing for other kinds) and returns the ArchiveIndex.
+    """
+
+    def __init__(self, archive: str, spacing: int):
+        self.archive = archive
+        self._raw = _open_raw(archive)
+        self.kind = compression_kind(self._raw.peek(6)[:6] if hasattr(self._raw, "peek") else b"")
+        if self.kind == PLAIN and not hasattr(self._raw, "peek"):  # no peek (some object stores): read and rewind
+            head = self._raw.read(6)
+            self._raw.seek(0)
+            self.kind = compression_kind(head)
+        self._gz = None
+        if self.kind == GZIP:
+            import indexed_gzip
+
+            self._gz = indexed_gzip.IndexedGzipFile(fileobj=self._raw, spacing=spacing, drop_handles=False,
+                                                    buffer_size=4 * _MIB)
+            self.stream = self._gz
+        elif self.kind == STREAM:
+            self.stream = _decompressor(self._raw)
+        else:
+            self.stream = self._raw
+
+    def save_index(self, dest: str) -> ArchiveIndex:
+        if self._gz is None:
+            return ArchiveIndex(self.kind)
+        with FileSystems.create(dest, mime_type="application/octet-stream",
+                                compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            self._gz.export_index(fileobj=out)
+        return ArchiveIndex(GZIP, dest)
+
+    def close(self):
+        for f in (self._gz, self.stream, self._raw):
+            if f is not None:
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001, S110  closing after a broken stream may raise again
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _decompressor(raw):
+    head = raw.read(6)
+    raw.seek(0)
+    return bz2.BZ2File(raw) if head.startswith(b"BZh") else lzma.LZMAFile(raw)
+
+
+class RangeReader:
+    """Pass 2: reads members of one archive's uncompressed tar stream, a range at a time.
+
+    Within a range, offsets increase: the reader seeks once (a gzip restarts at the seek point before the
+    offset) and then moves forward, decompressing past the bytes between members; a gap larger than
+    ``skip_limit`` or an offset behind the current one is a seek. A bz2/xz stream cannot seek: it only
+    moves forward (its archive is one range) and starts again from the top to go back.
+    """
+
+    def __init__(self, archive: str, index: ArchiveIndex, skip_limit: int = 4 * _MIB):
+        self._raw = _open_raw(archive)
+        self._gz = None
+        if index.kind == GZIP:
+            import indexed_gzip
+
+            self._gz = indexed_gzip.IndexedGzipFile(fileobj=self._raw, drop_handles=False, buffer_size=4 * _MIB)
+            with _open_raw(index.index_path) as f:
+                self._gz.import_index(fileobj=io.BytesIO(f.read()))
+            self._stream = self._gz
+        elif index.kind == STREAM:
+            self._stream = _decompressor(self._raw)
+        else:
+            self._stream = self._raw
+        self._kind = index.kind
+        self._skip_limit = 0 if index.kind == PLAIN else skip_limit
+        self._pos = 0
+
+    def read(self, offset: int, size: int) -> bytes:
+        gap = offset - self._pos
+        if 0 <= gap <= self._skip_limit or (self._kind == STREAM and gap >= 0):
+            self._skip(gap)
+        elif self._kind == STREAM:  # behind us (a retried range): start the stream again
+            self._stream.close()
+            self._raw.seek(0)
+            self._stream = _decompressor(self._raw)
+            self._pos = 0
+            self._skip(offset)
+        else:
+            self._stream.seek(offset)
+        data = self._stream.read(size)
+        if len(data) != size:
+            raise EOFError(f"{size} bytes expected at offset {offset}, {len(data)} read")
+        self._pos = offset + size
+        return data
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            chunk = self._stream.read(min(n, 4 * _MIB))
+            if not chunk:
+                raise EOFError("the archive ends before the member")
+            n -= len(chunk)
+
+    def close(self):
+        for f in (self._gz, self._stream, self._raw):
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001, S110
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
