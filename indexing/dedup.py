@@ -39,11 +39,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from speechid import outputs
+from speechid.embedding_table import short_id
 from speechid.errors import ConfigError
 from speechid.indexing import graph as g
 from speechid.indexing import store
 from speechid.indexing.build import add_by_code, speaker_codes
 from speechid.indexing.query import SpeakerIndex
+from speechid.operating_points import is_same
 
 LEVELS = ("clip", "speaker", "both")
 SUMMARY_JSON = "summary.json"
@@ -239,7 +241,7 @@ def _speaker_merges(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray,
     groups = g.average_linkage(sums, counts, a, b, merge_rule) if n_spk else np.zeros(0, np.int64)
     merged = groups[a] == groups[b]
     pair_t = _pair_thresholds(merge_rule, counts[a], counts[b])
-    show = (rms < pair_t) | merged
+    show = is_same(rms, pair_t) | merged
     sel = np.flatnonzero(show)[np.argsort(centroid_d[show], kind="stable")]
     pairs = pa.table({
         "speaker_a": speakers.take(pa.array(a[sel])), "speaker_b": speakers.take(pa.array(b[sel])),
@@ -415,7 +417,10 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
 
 
 def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairScores], top: int = 5) -> str:
-    """The short readable report: counts, biggest clusters, top merge proposals, suspicious clips."""
+    """The short readable report: counts, biggest clusters, top merge proposals, suspicious clips.
+
+    Speaker ids are shortened to their first characters (``embedding_table.short_id``); summary.json and the
+    Parquet tables keep them whole."""
     s = summary
     lines = [
         f"speechid dedup: {s['clips']} clips, {s['speakers']} speaker ids, index {s['kind']} (model {s['model_id']})",
@@ -439,7 +444,8 @@ def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairSc
             members = clips.filter(pc.equal(clips.column("cluster"), int(cl[row])))
             spk = members.column("speaker_id").value_counts().to_pylist()
             spk.sort(key=lambda d: -d["counts"])
-            who = ", ".join(f"{d['values']} ({d['counts']})" for d in spk[:3]) + (" ..." if len(spk) > 3 else "")
+            who = ", ".join(f"{short_id(d['values'])} ({d['counts']})" for d in spk[:3])
+            who += " ..." if len(spk) > 3 else ""
             lines.append(f"  cluster {cl[row]}: {sizes[row]} clips; speaker ids {who}")
     merge_t = s.get("merge_threshold")
     lines += ["", f"speaker merges: {s['speaker_pairs_proposed']} proposed pairs; {s['merged_groups']} merged groups "
@@ -449,15 +455,17 @@ def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairSc
     pairs = tables.speaker_pairs.slice(0, top).to_pylist()
     for p in pairs:
         lines.append(
-            f"  {p['speaker_a']} + {p['speaker_b']}: centroid distance {p['centroid_distance']:.3f}, "
+            f"  {short_id(p['speaker_a'])} + {short_id(p['speaker_b'])}: "
+            f"centroid distance {p['centroid_distance']:.3f}, "
             f"{p['cross_pairs']} cross pairs (mean {p['mean_cross_distance']:.3f}), "
             f"RMS over all cross pairs {p['rms_cross_distance']:.3f} vs {p['merge_threshold']:.3f}, "
             f"{'merged' if p['merged'] else 'not merged'}"
         )
     lines += ["", f"suspicious labels: {s['suspicious_clips']} clips whose neighbours mostly carry other speaker ids"]
     for p in tables.suspicious.slice(0, top).to_pylist():
-        lines.append(f"  {p['clip_id']}: labelled {p['speaker_id']}, {p['other_label_neighbors']}/"
-                     f"{p['labelled_neighbors']} neighbours carry other ids (mostly {p['top_other_speaker']})")
+        lines.append(f"  {p['clip_id']}: labelled {short_id(p['speaker_id'])}, {p['other_label_neighbors']}/"
+                     f"{p['labelled_neighbors']} neighbours carry other ids "
+                     f"(mostly {short_id(p['top_other_speaker'])})")
     if scores:
         lines += ["", "against the ground truth (pairwise):"]
         lines += [f"  {k}: {v}" for k, v in scores.items()]

@@ -40,6 +40,17 @@ NULLABLE = ("speaker_id", "split")
 METADATA_COLUMNS = tuple(c for c in COLUMNS if c != EMBEDDING)
 DEFAULT_BATCH = 65_536
 UNIT_TOLERANCE = 1e-3  # |norm - 1|: float32 averaging + renormalising stays far inside this
+SHORT_ID = 16  # characters of a speaker_id (a Common Voice client_id is 128 hex digits) shown to people
+
+
+def short_id(value: str | None, n: int = SHORT_ID) -> str:
+    """An id for a person to read: its first ``n`` characters and "…" when longer ("-" for none).
+
+    Text for people only (console, summary.txt); every file meant for programs keeps the full id."""
+    if value is None:
+        return "-"
+    s = str(value)
+    return s if len(s) <= n else s[:n] + "…"
 
 
 class EmbeddingTableError(SpeechIdError):

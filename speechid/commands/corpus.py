@@ -14,10 +14,10 @@ def _common(fn):
         click.argument("out_dir", type=click.Path(file_okay=False)),
         click.option("--seed", default=0, show_default=True, type=int, help="Seed of the speaker split."),
         click.option("--dev-speakers", default=None,
-                     help="How many dev speakers (default: 15% of those with --min-clips clips), "
-                     "or their labels, comma-separated."),
+                     show_default="15% of those with --min-clips clips",
+                     help="How many dev speakers, or their labels, comma-separated."),
         click.option("--test-speakers", default=None,
-                     help="How many test speakers (default 20%), or their labels, comma-separated."),
+                     show_default="20%", help="How many test speakers, or their labels, comma-separated."),
         click.option("--min-clips", default=10, show_default=True, type=click.IntRange(min=1),
                      help="Speakers with fewer clips go to train only."),
         click.option("--aliases", default=0, show_default=True, type=click.IntRange(min=0),
@@ -67,7 +67,8 @@ def corpus():
 
 @corpus.command()
 @_common
-@click.option("--source", default=None, help="queen.1c or its folder [default: the Debian package's path].")
+@click.option("--source", default=None, show_default="the Debian package's path",
+              help="queen.1c or its folder.")
 def fotaq(out_dir, source, **kw):
     """Flight of the Amazon Queen's voice acting (apt-get install flight-of-the-amazon-queen)."""
     from speechid.corpora import fotaq as maker
@@ -78,8 +79,10 @@ def fotaq(out_dir, source, **kw):
 
 @corpus.command()
 @_common
-@click.option("--source", default=None, help="Folder holding en/ and es/ [default: the Debian packages' path].")
-@click.option("--languages", default=None, help="Comma-separated, of en, es [default: every installed one].")
+@click.option("--source", default=None, show_default="the Debian packages' path",
+              help="Folder holding en/ and es/.")
+@click.option("--languages", default=None, show_default="every installed one",
+              help="Comma-separated, of en, es.")
 def drascula(out_dir, source, languages, **kw):
     """Drascula's voice acting, English and Spanish (apt-get install drascula drascula-spanish)."""
     from speechid.corpora import drascula as maker
@@ -95,7 +98,7 @@ def drascula(out_dir, source, languages, **kw):
 @_common
 @click.option("--speakers", "speakers_tsv", required=True, type=click.Path(dir_okay=False),
               help="TSV of path<TAB>speaker[<TAB>split], paths relative to AUDIO_DIR.")
-@click.option("--name", default=None, help="Release name [default: AUDIO_DIR's folder name].")
+@click.option("--name", default=None, show_default="AUDIO_DIR's folder name", help="Release name.")
 @click.option("--locale", default="und", show_default=True, help="Language code written to the TSVs.")
 def folder(audio_dir, out_dir, speakers_tsv, name, locale, **kw):
     """Any folder of audio with a path/speaker TSV."""

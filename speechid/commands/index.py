@@ -16,6 +16,8 @@ import os
 import click
 
 from speechid import outputs
+from speechid.commands import format_table
+from speechid.embedding_table import SHORT_ID, short_id
 
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
 _OUT = click.Path(file_okay=False, dir_okay=True, writable=True)
@@ -40,15 +42,17 @@ def _embeddings_model(embeddings: str) -> str | None:
 @click.option("--embeddings", required=True, type=_DIR, help="Directory of part-*.parquet from `speechid embed`.")
 @click.option("--output", required=True, type=_OUT, help="Index directory to write (replaced if it is an index).")
 @click.option("--model", "model_dir", type=_DIR, default=None,
-              help="Model whose operating points the index carries [the one named in the embeddings' manifest].")
+              show_default="the one named in the embeddings' manifest",
+              help="Model whose operating points the index carries.")
 @click.option("--kind", type=click.Choice(["auto", "flat", "ivf", "hnsw"]), default="auto", show_default=True,
               help="auto: exact up to 200k vectors, IVF-Flat above.")
 @click.option("--metric", type=click.Choice(["l2", "ip"]), default="l2", show_default=True,
               help="FAISS metric; results are Euclidean either way.")
-@click.option("--threshold", type=float, default=None,
-              help="Euclidean 'same person' threshold for this index instead of the model's operating point.")
-@click.option("--nlist", type=int, default=None, help="IVF cells (default ~4 sqrt(N)).")
-@click.option("--nprobe", type=int, default=None, help="IVF cells scanned per query (default ~1% of cells, >= 16).")
+@click.option("--threshold", type=float, default=None, show_default="the model's seed operating point",
+              help="Euclidean 'same person' threshold for this index.")
+@click.option("--nlist", type=int, default=None, show_default="~4 sqrt(N)", help="IVF cells.")
+@click.option("--nprobe", type=int, default=None, show_default="~1% of cells, >= 16",
+              help="IVF cells scanned per query.")
 def build(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe):
     """Index every embedding of EMBEDDINGS into OUTPUT."""
     from speechid.indexing import build_index
@@ -68,16 +72,18 @@ def build(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe)
 @click.command("dedup")
 @click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index build`).")
 @click.option("--output", required=True, type=_OUT, help="Directory for the Parquet tables and summary.")
-@click.option("--threshold", type=float, default=None,
-              help="Clip-level Euclidean threshold [the index's: the model's seed operating point].")
+@click.option("--threshold", type=float, default=None, show_default="the index's: the model's seed operating point",
+              help="Clip-level Euclidean threshold.")
 @click.option("--merge-threshold", type=float, default=None,
-              help="Speaker-level threshold for client_id merges (RMS over cross pairs) [the model's speaker-level "
-                   "point for each pair's clip counts].")
-@click.option("--level", type=click.Choice(["clip", "speaker", "both"]), default="both", show_default=True)
+              show_default="the model's speaker-level point for each pair's clip counts",
+              help="Speaker-level threshold for client_id merges (RMS over cross pairs).")
+@click.option("--level", type=click.Choice(["clip", "speaker", "both"]), default="both", show_default=True,
+              help="Clip clusters, client_id merges, or both.")
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False), default=None,
               help="aliases.tsv (client_id, true_speaker) to report pairwise precision/recall.")
-@click.option("--max-neighbors", type=int, default=None, help="Neighbours kept per clip (default 1000).")
-@click.option("--nprobe", type=int, default=None, help="IVF cells scanned by the range search (default: the index's).")
+@click.option("--max-neighbors", type=int, default=None, show_default="1000", help="Neighbours kept per clip.")
+@click.option("--nprobe", type=int, default=None, show_default="the index's",
+              help="IVF cells scanned by the range search.")
 def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neighbors, nprobe):
     """Find client_ids that are one voice and clips whose label looks wrong."""
     from speechid.indexing import dedup as run_dedup
@@ -98,35 +104,26 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
         click.echo(f.read(), nl=False)
 
 
-def model_config_id(model_dir: str) -> str | None:
-    """model_id from ``<model_dir>/config.json`` without loading the model (None if it states none)."""
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.exists(path):
-        return None  # Encoder.load gives the model part's own error for a directory that is not a model
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f).get("model_id")
-    except (OSError, ValueError):
-        return None
-
-
 @click.command("query")
 @click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index build`).")
 @click.option("--model", "model_dir", required=True, type=_DIR, help="Model directory the index was embedded with.")
 @click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per clip.")
 @click.option("--by", type=click.Choice(["clip", "speaker"]), default="clip", show_default=True)
-@click.option("--threshold", type=float, default=None, help="Euclidean threshold (default: the index's).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text.")
-def query(index_dir, model_dir, clips, k, by, threshold, as_json):
+@click.option("--threshold", type=float, default=None, show_default="the index's", help="Euclidean threshold.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text (always full ids).")
+@click.option("--full-ids", is_flag=True,
+              help=f"Print whole speaker ids instead of their first {SHORT_ID} characters.")
+def query(index_dir, model_dir, clips, k, by, threshold, as_json, full_ids):
     """Nearest clips or speakers of each CLIP, with Euclidean distance and same/different verdict."""
     from speechid.indexing import SpeakerIndex
     from speechid.indexing.store import check_model_id, read_meta
+    from speechid.model.export import read_config
 
     meta = read_meta(index_dir)
     # Refuse a model of another model_id before importing TensorFlow and loading weights (seconds);
     # query_file checks the loaded encoder again.
-    check_model_id(meta["model_id"], model_config_id(model_dir), index_dir)
+    check_model_id(meta["model_id"], read_config(model_dir)["model_id"], index_dir)
     import speechid
 
     encoder = speechid.Encoder.load(model_dir)
@@ -138,7 +135,7 @@ def query(index_dir, model_dir, clips, k, by, threshold, as_json):
     for r in results:
         click.echo(f"{r.query}  (nearest {by}s; Euclidean distance, same person below {r.threshold:.3f}: "
                    f"{r.meaning or 'given, not calibrated'})")
-        for m in r.matches:
-            who = m.clip_id if by == "clip" else f"{m.n_clips} clips"
-            click.echo(f"  {m.rank:>2}  {m.speaker_id or '-':<24} {who:<32} {m.distance:.4f}  "
-                       f"{m.verdict} ({m.distance:.3f} {'<' if m.same else '>='} {m.threshold:.3f})")
+        rows = [(m.rank, (m.speaker_id or "-") if full_ids else short_id(m.speaker_id),
+                 m.clip_id if by == "clip" else m.n_clips, f"{m.distance:.4f}", m.verdict) for m in r.matches]
+        head = ("rank", "speaker_id", "clip_id" if by == "clip" else "clips", "distance", "verdict")
+        click.echo("\n".join(format_table(head, rows, right=(0, 3) if by == "clip" else (0, 2, 3), indent="  ")))

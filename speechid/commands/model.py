@@ -1,20 +1,29 @@
 """`speechid train`, `speechid evaluate`, `speechid compare`: thin shells over speechid.model and Encoder.
 
 Options left unset fall through to the library's defaults (``speechid.model.trainer.train`` and
-``speechid.model.evaluation.evaluate`` own them; the bracketed defaults in the help repeat them and a test
-keeps the two in step).
+``speechid.model.evaluation.evaluate`` own them; the defaults the help shows repeat them and a test keeps
+the two in step).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import sys
 
 import click
+import numpy as np
+
+from speechid.commands import format_table
 
 
 def _given(**kwargs) -> dict:
-    return {k: v for k, v in kwargs.items() if v is not None}
+    """The options the user gave: the library applies its own defaults to the rest (the ones shown in the
+    help repeat them; a test keeps the two in step)."""
+    ctx = click.get_current_context()
+    return {k: v for k, v in kwargs.items()
+            if v is not None and ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
 
 
 def _data_dir(path: str) -> str:
@@ -39,22 +48,32 @@ def _data_dir(path: str) -> str:
     type=click.Path(file_okay=False),
     help="Where checkpoints, logs, saved_model/ and config.json go.",
 )
-@click.option("--epochs", type=click.IntRange(min=0), help="[30]")
-@click.option("--steps-per-epoch", type=click.IntRange(min=1), help="[200]")
-@click.option("--speakers-per-batch", type=click.IntRange(min=2), help="P speakers per batch [32]")
-@click.option("--clips-per-speaker", type=click.IntRange(min=2), help="K clips per speaker [4]")
-@click.option("--crop-seconds", type=click.FloatRange(min=0.05), help="Training crop = inference window [3.0]")
-@click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), help="Adam [0.001]")
-@click.option("--margin", type=click.FloatRange(min=0.0, min_open=True), help="Triplet margin [1.0]")
+@click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--speakers-per-batch", type=click.IntRange(min=2), default=32, show_default=True,
+              help="P: speakers drawn into each training batch of P x K crops.")
+@click.option("--clips-per-speaker", type=click.IntRange(min=2), default=4, show_default=True,
+              help="K: crops of each drawn speaker in one training batch (triplets are mined among them); not the "
+                   "corpus size, which `speechid synth --clips-per-speaker` sets.")
+@click.option("--crop-seconds", type=click.FloatRange(min=0.05), help="Training crop = inference window",
+              default=3.0, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=0.001, show_default=True,
+              help="Adam")
+@click.option("--margin", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
+              help="Triplet margin")
 @click.option("--loss", type=click.Choice(["triplet", "aam", "triplet+aam"]),
-              help="Triplet semi-hard (the seed's), additive angular margin softmax, or both [triplet]")
-@click.option("--aam-scale", type=click.FloatRange(min=0.0, min_open=True), help="AAM scale s [30]")
-@click.option("--aam-margin", type=click.FloatRange(min=0.0), help="AAM angular margin m, radians [0.2]")
+              default="triplet", show_default=True,
+              help="Triplet semi-hard (the seed's), additive angular margin softmax, or both")
+@click.option("--aam-scale", type=click.FloatRange(min=0.0, min_open=True), default=30.0, show_default=True,
+              help="AAM scale s")
+@click.option("--aam-margin", type=click.FloatRange(min=0.0), default=0.2, show_default=True,
+              help="AAM angular margin m, radians")
 @click.option("--augment", type=click.Choice(["none", "standard"]),
-              help="On-the-fly noise/babble/reverb/band-limit/gain augmentation preset [none]")
+              default="none", show_default=True,
+              help="On-the-fly noise/babble/reverb/band-limit/gain augmentation preset")
 @click.option("--time-budget-minutes", type=click.FloatRange(min=0.0, min_open=True),
-              help="Stop after the epoch that crosses this wall time [no limit]")
-@click.option("--seed", type=int, help="[0]")
+              help="Stop after the epoch that crosses this wall time", show_default="no limit")
+@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in --model-dir.")
 def train(
     data_dir,
@@ -114,20 +133,21 @@ def train(
 @click.option(
     "--threshold",
     type=click.FloatRange(min=0.0, min_open=True),
-    help="Euclidean 'same person' threshold [the model's config.json]",
+    help="Euclidean 'same person' threshold", show_default="the model's config.json",
 )
 @click.option(
     "--target-far",
     type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
-    help="Report the FRR at this false acceptance rate [0.01]",
+    help="Report the FRR at this false acceptance rate", default=0.01, show_default=True,
 )
-@click.option("--trials", type=click.IntRange(min=2), help="Balanced same/different trials [20000]")
-@click.option("--seed", type=int, help="[0]")
+@click.option("--trials", type=click.IntRange(min=2), default=20_000, show_default=True,
+              help="Balanced same/different trials")
+@click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--output",
     "output_dir",
     type=click.Path(file_okay=False),
-    help="Folder for metrics.json and the PNGs [the model folder]",
+    help="Folder for metrics.json and the PNGs", show_default="the model folder",
 )
 def evaluate(model_dir, data_dir, split, threshold, target_far, trials, seed, output_dir):
     """EER, minDCF, FRR at a target FAR and pictures, on seeded same/different speaker trials."""
@@ -147,22 +167,49 @@ def evaluate(model_dir, data_dir, split, threshold, target_far, trials, seed, ou
 @click.option(
     "--threshold",
     type=click.FloatRange(min=0.0, min_open=True),
-    help="Euclidean 'same person' threshold [the model's config.json]",
+    help="Euclidean 'same person' threshold", show_default="the model's config.json",
 )
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (pairs and failed files) instead of a table.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def compare(model_dir, threshold, files):
-    """Every pair of FILES: "Same person" or "Different people", with the Euclidean distance."""
+def compare(model_dir, threshold, as_json, files):
+    """Every pair of FILES: Euclidean distance and verdict (same / different), one row per pair.
+
+    A file that cannot be used (corrupt, no speech, too long) is reported on its own line on stderr and
+    left out of the pairs; the other pairs are still compared, and the exit code is then 2."""
     if len(files) < 2:
         raise click.BadParameter("give at least two audio files", param_hint="FILES")
     from speechid.encoder import Encoder
+    from speechid.errors import SpeechIdError
+    from speechid.operating_points import verdict_word
 
     encoder = Encoder.load(model_dir)
-    emb = encoder.embed(list(files))
-    for (i, a), (j, b) in itertools.combinations(enumerate(files), 2):
-        d = float(((emb[i] - emb[j]) ** 2).sum() ** 0.5)
-        t = encoder.threshold if threshold is None else threshold
-        verdict = "Same person" if d < t else "Different people"
-        click.echo(f"{a}  {b}  {verdict}  (Euclidean distance {d:.4f}; {encoder.verdict_for(d, threshold)})")
+    waves, failed = {}, {}
+    for f in dict.fromkeys(files):  # a file given twice is read once
+        try:
+            waves[f] = encoder.load_audio(f)
+        except (SpeechIdError, OSError) as e:
+            failed[f] = " ".join(str(e).split())
+    emb = dict(zip(waves, encoder.embed_waveforms(list(waves.values())), strict=True)) if waves else {}
+    t = encoder.threshold if threshold is None else float(threshold)
+    pairs = []
+    for a, b in itertools.combinations(files, 2):
+        if a in emb and b in emb:
+            d = float(np.linalg.norm(emb[a] - emb[b]))
+            pairs.append({"a": a, "b": b, "euclidean_distance": round(d, 6), "verdict": verdict_word(d, t),
+                          "explanation": encoder.verdict_for(d, threshold)})
+    if as_json:
+        click.echo(json.dumps({
+            "model": model_dir, "model_id": encoder.config.get("model_id"), "distance": "euclidean",
+            "threshold": t, "threshold_meaning": encoder.describe(t), "pairs": pairs,
+            "failed": [{"file": f, "error": why} for f, why in failed.items()]}, indent=2))
+    elif pairs:
+        click.echo(f"Euclidean distance; same person below {t:.3f} ({encoder.describe(t)})")
+        rows = [(p["a"], p["b"], f"{p['euclidean_distance']:.4f}", p["verdict"]) for p in pairs]
+        click.echo("\n".join(format_table(("a", "b", "distance", "verdict"), rows, right=(2,))))
+    for why in failed.values():
+        click.echo(f"speechid compare: error: {why}", err=True)
+    if failed:
+        sys.exit(2)  # the CLI's exit code for bad input (click's ctx.exit returns it unseen outside standalone mode)
 
 
 @click.command()

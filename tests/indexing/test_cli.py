@@ -113,3 +113,65 @@ def test_an_output_that_holds_the_input_is_refused_and_nothing_is_deleted(tmp_pa
     err = one_line_error(*run(["dedup", "--index", str(idx), "--output", str(idx)], capsys)[::2])
     assert f"--output {idx} is the input {idx}" in err
     assert tree_digest(tmp_path) == before
+
+
+# -- ids for people: client_ids are 128 hex digits; the console and summary.txt show 16 of them --------------------
+
+def _long_id_index(tmp_path, capsys):
+    import hashlib
+
+    x, voice = synthetic.clustered_unit_vectors(6, 6, dim=16, seed=4)
+    client = {v: hashlib.sha512(f"voice{v}".encode()).hexdigest() for v in set(voice.tolist())}
+    ids = np.array([client[v] for v in voice], dtype=object)
+    ids[np.flatnonzero(voice == 1)[3:]] = hashlib.sha512(b"alias").hexdigest()  # one voice under two ids
+    emb = write_embeddings(tmp_path / "emb", x, ids)
+    assert run(["index", "build", "--embeddings", emb, "--output", str(tmp_path / "idx"), "--threshold", "0.83"],
+               capsys)[0] == 0
+    model = tmp_path / "model"
+    (model / "saved_model").mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps({
+        "sample_rate": 16000, "window_s": 2.0, "hop_s": 1.0, "embedding_dim": 16, "threshold": 0.83,
+        "model_id": "model-a"}))
+    return x, ids, model
+
+
+def test_dedup_summary_txt_shows_short_ids_and_the_tables_keep_them_whole(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    _, ids, _ = _long_id_index(tmp_path, capsys)
+    code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd")], capsys)
+    assert code == 0, err
+    text = (tmp_path / "dd" / "summary.txt").read_text()
+    assert text == out and "merged" in text
+    assert not any(i in text for i in set(ids)) and any(f"{i[:16]}…" in text for i in set(ids))
+    pairs = pq.read_table(tmp_path / "dd" / "speaker_pairs.parquet").to_pylist()
+    assert pairs and all(len(p["speaker_a"]) == 128 for p in pairs)
+
+
+def test_query_prints_an_aligned_table_with_short_ids_unless_full_ids(tmp_path, capsys, monkeypatch):
+    from speechid.encoder import Encoder
+
+    x, ids, model = _long_id_index(tmp_path, capsys)
+
+    class FakeEncoder:  # the query command's part is the table; embedding is the Encoder's own tests' part
+        config = {"model_id": "model-a"}
+
+        def embed(self, path):
+            return x[0]
+
+    monkeypatch.setattr(Encoder, "load", classmethod(lambda cls, model_dir, **kw: FakeEncoder()))
+    clip = tmp_path / "who.wav"
+    clip.write_bytes(b"")
+    argv = ["query", "--index", str(tmp_path / "idx"), "--model", str(model), str(clip), "-k", "3"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    head, columns, *rows = out.splitlines()
+    assert head.startswith(f"{clip}  (nearest clips; Euclidean distance, same person below 0.830")
+    assert columns.split() == ["rank", "speaker_id", "clip_id", "distance", "verdict"] and len(rows) == 3
+    assert rows[0].split() == ["1", f"{ids[0][:16]}…", "clip00000.mp3", "0.0000", "same"]
+    assert len({r.index(" clip") for r in [columns] + rows}) == 1  # the columns line up
+    code, out, err = run(argv + ["--full-ids"], capsys)
+    assert code == 0 and out.splitlines()[2].split()[1] == ids[0]
+    code, out, err = run(argv + ["--by", "speaker"], capsys)
+    assert code == 0 and out.splitlines()[1].split() == ["rank", "speaker_id", "clips", "distance", "verdict"]
+    assert all(len(r.split()[1]) == 17 for r in out.splitlines()[2:])

@@ -47,25 +47,51 @@ def test_train_then_evaluate_writes_metrics_and_pictures(tiny_model, tiny_data, 
     assert again["eer"] == metrics["eer"]  # seeded
 
 
-def test_compare_prints_every_pair(tiny_model, tmp_path, capsys):
+def _clips(tmp_path):
     paths = []
     for name, spk, seed in (("a1", 1, 1), ("a2", 1, 2), ("b", 6, 1)):
         path = tmp_path / f"{name}.wav"
         path.write_bytes(encode(voice(spk, 2.0, seed=seed), 16_000, "WAV"))
         paths.append(path)
+    return paths
+
+
+def test_compare_prints_an_aligned_table_of_every_pair(tiny_model, tmp_path, capsys):
+    paths = _clips(tmp_path)
     code, out, err = run(capsys, "compare", "--model", tiny_model[0], *paths)
     assert code == 0, err
-    lines = out.strip().splitlines()
-    assert len(lines) == 3
+    head, columns, *rows = out.strip().splitlines()
     enc = speechid.Encoder.load(tiny_model[0])
+    assert head.startswith(f"Euclidean distance; same person below {enc.threshold:.3f} (")
+    assert columns.split() == ["a", "b", "distance", "verdict"] and len(rows) == 3
+    assert len({line.index(" distance") + len(" distance") for line in [columns]} |
+               {row.index(row.split()[2]) + len(row.split()[2]) for row in rows}) == 1  # distances right-aligned
     emb = enc.embed(paths)
-    for line, (i, j) in zip(lines, [(0, 1), (0, 2), (1, 2)], strict=True):
+    for row, (i, j) in zip(rows, [(0, 1), (0, 2), (1, 2)], strict=True):
         d = float(np.linalg.norm(emb[i] - emb[j]))
-        assert str(paths[i]) in line and str(paths[j]) in line
-        assert f"Euclidean distance {d:.4f}" in line
-        assert ("Same person" if d < enc.threshold else "Different people") in line
+        assert row.split() == [str(paths[i]), str(paths[j]), f"{d:.4f}", "same" if d < enc.threshold else "different"]
     code, out, _ = run(capsys, "compare", "--model", tiny_model[0], "--threshold", "10", paths[0], paths[2])
-    assert code == 0 and "Same person" in out
+    assert code == 0 and out.strip().splitlines()[-1].split()[-1] == "same"
+
+
+def test_compare_reports_a_bad_file_and_still_compares_the_others(tiny_model, tmp_path, capsys):
+    paths = _clips(tmp_path)
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\x00garbage" * 100)
+    code, out, err = run(capsys, "compare", "--model", tiny_model[0], paths[0], bad, paths[1], paths[2])
+    assert code == 2
+    assert err.strip().splitlines() == [f"speechid compare: error: {bad}: corrupt (format not recognised)"]
+    rows = out.strip().splitlines()[2:]
+    assert [r.split()[:2] for r in rows] == [[str(a), str(b)] for a, b in
+                                            [(paths[0], paths[1]), (paths[0], paths[2]), (paths[1], paths[2])]]
+    code, out, err = run(capsys, "compare", "--json", "--model", tiny_model[0], paths[0], bad, paths[1])
+    doc = json.loads(out)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert doc["distance"] == "euclidean" and doc["threshold"] == speechid.Encoder.load(tiny_model[0]).threshold
+    assert [(p["a"], p["b"]) for p in doc["pairs"]] == [(str(paths[0]), str(paths[1]))]
+    assert doc["pairs"][0]["verdict"] in ("same", "different")
+    assert doc["pairs"][0]["explanation"].startswith(doc["pairs"][0]["verdict"] + ": ")
+    assert doc["failed"] == [{"file": str(bad), "error": f"{bad}: corrupt (format not recognised)"}]
 
 
 def test_commands_fail_in_one_line(tiny_model, tiny_data, tmp_path, capsys):
@@ -124,6 +150,11 @@ def test_train_command_forwards_only_given_options(tiny_data, tmp_path, capsys, 
     assert "best dev EER 10.00%" in out
 
 
+def _has_default(param) -> bool:
+    """A value click would use when the option is not given (click 8.2+ marks "none" with a sentinel)."""
+    return isinstance(param.default, (int, float, str)) and not isinstance(param.default, bool)
+
+
 def test_help_defaults_match_the_library():
     from speechid.commands import model as commands
     from speechid.model.evaluation import evaluate as evaluate_fn
@@ -132,11 +163,28 @@ def test_help_defaults_match_the_library():
     for command, fn in ((commands.train, train_fn), (commands.evaluate, evaluate_fn)):
         defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
         for param in command.params:
-            if param.name in defaults and param.help and param.help.endswith("]") and param.default is None:
-                shown = param.help.rsplit("[", 1)[1].rstrip("]")
-                if shown.startswith("the "):
-                    continue
-                assert shown == str(defaults[param.name]), (command.name, param.name)
+            if param.name in defaults and _has_default(param):
+                assert param.show_default is True, (command.name, param.name)  # shown one way: click's
+                assert param.default == defaults[param.name], (command.name, param.name)
+
+
+def test_every_default_is_shown_by_click():
+    """No default written into a help text ("[30]", "(default ...)"): click's show_default shows each one."""
+    import re
+
+    from speechid.cli import COMMANDS, LazyGroup, cli
+
+    group = LazyGroup()
+    for name in ("synth", "corpus", "train", "evaluate", "compare", "calibrate", "index", "dedup", "query"):
+        command = group.get_command(None, name)
+        commands = list(command.commands.values()) if hasattr(command, "commands") else [command]
+        for c in commands:
+            for param in c.params:
+                text = getattr(param, "help", None) or ""
+                assert not re.search(r"\[[^\]]*\]\s*$|\(default|\[default", text), (name, param.name, text)
+                if _has_default(param) and not getattr(param, "is_flag", False):
+                    assert param.show_default, (name, param.name)
+    assert cli and COMMANDS
 
 
 @pytest.mark.parametrize("name", ["train", "evaluate", "compare"])
