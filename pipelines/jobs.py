@@ -13,6 +13,9 @@ of a warning Beam logs while it runs with defaults.
 Outputs: a job writes everything into a staging folder and publishes it at the end, both through
 ``speechid.outputs`` (the one guard every command that writes a folder uses).
 
+Console: local worker processes' log records reach the console through the runner as protobuf dumps;
+``WorkerLogFilter`` keeps only their errors, as plain lines (all of them with SPEECHID_DEBUG=1).
+
 Counts: Beam metrics are not reliable on every runner, so manifests are built from the job's own output:
 ``count_by`` turns labelled PCollections into (group, key, count) lines written beside the data.
 """
@@ -92,8 +95,50 @@ def make_pipeline(beam_args: list[str], test_pipeline=None) -> beam.Pipeline:
     if runner in _LOCAL_RUNNERS:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+        quiet_worker_logs()
         return beam.Pipeline(runner=FnApiRunner(), options=options)
     return beam.Pipeline(options=options)
+
+
+# Local worker processes (multi_processing) send their log records to the runner, which logs each one under
+# this logger as "Worker: <the LogEntry proto on one line>" (BeamFnLoggingServicer).
+WORKER_LOG_RELAY = "apache_beam.runners.portability.local_job_service"
+
+
+class WorkerLogFilter(logging.Filter):
+    """Drops relayed worker records below ERROR and turns an ERROR's protobuf dump into its message.
+
+    What workers say below ERROR (Keras's "No training configuration found in save file", "Resource module
+    is not available") tells a user nothing and alarms; an error keeps its message and where it came from.
+    SPEECHID_DEBUG=1 keeps every record as Beam logs it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Worker: %s" or len(record.args or ()) != 1 or os.environ.get("SPEECHID_DEBUG"):
+            return True
+        if record.levelno < logging.ERROR:
+            return False
+        record.msg, record.args = "worker: %s", (_worker_message(str(record.args[0])),)
+        return True
+
+
+def _worker_message(dump: str) -> str:
+    """The message (and its source location) of a LogEntry printed by text_format on one line."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from google.protobuf import text_format
+
+    try:
+        entry = text_format.Parse(dump, beam_fn_api_pb2.LogEntry())
+    except text_format.ParseError:
+        return " ".join(dump.split())
+    message = " ".join(entry.message.split()) or " ".join(entry.trace.split()[-1:])
+    return f"{message} ({entry.log_location})" if entry.log_location else message
+
+
+def quiet_worker_logs() -> None:
+    """Install ``WorkerLogFilter`` on the runner's relay logger (once per process)."""
+    relay = logging.getLogger(WORKER_LOG_RELAY)
+    if not any(isinstance(f, WorkerLogFilter) for f in relay.filters):
+        relay.addFilter(WorkerLogFilter())
 
 
 def run_and_wait(p: beam.Pipeline):

@@ -89,3 +89,44 @@ def test_an_interrupt_stops_the_job_and_every_process_it_started():
             break
         time.sleep(0.1)
     assert not _alive(seen["worker"])
+
+
+def _relay(*entries):
+    """Send LogEntry protos through the runner's logging servicer, as a local worker process does."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
+
+    BeamFnLoggingServicer().Logging([beam_fn_api_pb2.LogEntry.List(log_entries=list(entries))])
+
+
+def _entry(severity, message, where=""):
+    from apache_beam.portability.api import beam_fn_api_pb2
+
+    e = beam_fn_api_pb2.LogEntry(severity=getattr(beam_fn_api_pb2.LogEntry.Severity, severity), message=message,
+                                 log_location=where, thread="12")
+    e.timestamp.seconds = 1_700_000_000
+    return e
+
+
+def test_relayed_worker_logs_keep_only_errors_as_plain_lines(caplog, monkeypatch):
+    import logging
+
+    monkeypatch.delenv("SPEECHID_DEBUG", raising=False)
+    jobs.make_pipeline(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])  # installs it
+    warn = _entry("WARN", "No training configuration found in save file, so the model was *not* compiled.")
+    info = _entry("INFO", "Resource module is not available for current platform")
+    error = _entry("ERROR", 'decoder failed on "a.mp3"\nTraceback (most recent call last): ...', "embed.py:42")
+    with caplog.at_level(logging.INFO):
+        _relay(warn, info, error)
+    relayed = [r for r in caplog.records if r.name == jobs.WORKER_LOG_RELAY]
+    assert [r.levelno for r in relayed] == [logging.ERROR]
+    text = relayed[0].getMessage()
+    assert text == 'worker: decoder failed on "a.mp3" Traceback (most recent call last): ... (embed.py:42)'
+    assert "severity" not in text and "timestamp" not in text
+
+    caplog.clear()
+    monkeypatch.setenv("SPEECHID_DEBUG", "1")  # everything, as Beam logs it
+    with caplog.at_level(logging.INFO):
+        _relay(warn, info, error)
+    relayed = [r for r in caplog.records if r.name == jobs.WORKER_LOG_RELAY]
+    assert len(relayed) == 3 and all(r.getMessage().startswith("Worker: severity:") for r in relayed)
