@@ -47,6 +47,7 @@ import speechid  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is im
 from speechid import audio as audio_lib
 from speechid import outputs, schema
 from speechid.errors import AudioError, ConfigError, InputError
+from speechid.model.export import read_config
 
 FAILED = "failed"
 KINDS = ("archive", "audio", "tfrecord")
@@ -423,14 +424,6 @@ class EmbedClips(beam.PTransform):
         return {"rows": rows, FAILED: windows[FAILED]}
 
 
-def load_model_config(model_dir: str) -> dict:
-    path = os.path.join(model_dir, "config.json")
-    if not FileSystems.exists(path):
-        raise ConfigError(f"{model_dir}: not a speechid model directory (no config.json)")
-    with FileSystems.open(path) as f:
-        return json.loads(f.read().decode("utf-8"))
-
-
 def make_model_handler(model_dir: str, min_batch_size: int, max_batch_size: int):
     from apache_beam.ml.inference.base import KeyedModelHandler
     from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
@@ -527,7 +520,7 @@ def embed_corpus(
 
     pipeline_args = list(pipeline_args or [])
     jobs.check_pipeline_args(pipeline_args, OWN_FLAGS)
-    model_cfg = load_model_config(model_dir)
+    model_cfg = read_config(model_dir)
     config = EmbedConfig(
         sample_rate=int(model_cfg["sample_rate"]),
         window_s=float(window_s or model_cfg["window_s"]),
