@@ -64,7 +64,7 @@ def repeat_archive(src: str, dest: str, times: int, target_bytes: int = 0, wav: 
     """Write ``dest``: the clips of ``src`` ``times`` times under new names (``<stem>-rK<ext>``), clips first
     and TSVs after (the current Common Voice bundler's order), each TSV row repeated for every copy.
 
-    With ``target_bytes``, copies are added until the archive holds at least that many bytes of clips;
+    With ``target_bytes``, copies are added until the archive file is at least that large;
     ``wav`` re-encodes each clip once as 48 kHz 16-bit stereo WAV first (large clips: a 10 GB archive in
     a few thousand clips). Written with gzip level 1, cached by name.
     """
@@ -90,21 +90,21 @@ def repeat_archive(src: str, dest: str, times: int, target_bytes: int = 0, wav: 
                  for w in [audio.decode(data, 48_000, audio.NO_LIMITS)]}
         to_wav = lambda p: p.rsplit(".", 1)[0] + ".wav"  # noqa: E731
         tsvs = {n: [lines[0]] + [_rename_row(lines[0], row, to_wav) for row in lines[1:]] for n, lines in tsvs.items()}
-    per_copy = sum(len(d) for d in clips.values())
-    if target_bytes:
-        times = max(times, -(-target_bytes // per_copy))
 
     def copy_name(path: str, k: int) -> str:
         stem, dot, ext = path.rpartition(".")
         return f"{stem}-r{k}{dot}{ext}"
 
     tmp = dest + ".tmp"
-    with tarfile.open(tmp, "w:gz", compresslevel=1) as out:
-        for k in range(times):
+    with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as out:
+        k = 0
+        while k < times or raw.tell() < target_bytes:  # the archive's own size, compressed
             for name, data in clips.items():
                 info = tarfile.TarInfo(copy_name(name, k))
                 info.size = len(data)
                 out.addfile(info, io.BytesIO(data))
+            k += 1
+        times = k
         for name, lines in tsvs.items():
             body = [lines[0]] + [_rename_row(lines[0], row, lambda p, k=k: copy_name(p, k))
                                  for k in range(times) for row in lines[1:]]
