@@ -33,7 +33,6 @@ Run it:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -78,6 +77,14 @@ class EmbedConfig:
     min_duration: float | None = audio_lib.INFERENCE_LIMITS.min_duration
     max_duration: float | None = audio_lib.INFERENCE_LIMITS.max_duration
     min_speech: float | None = audio_lib.INFERENCE_LIMITS.min_speech
+
+    def __post_init__(self):
+        if self.hop_s <= 0 or self.window_s <= 0:
+            raise ConfigError(f"--window {self.window_s} / --hop {self.hop_s}: seconds, both must be positive")
+        low, high = self.min_duration or 0.0, self.max_duration
+        if low < 0 or (high is not None and not low < high):
+            raise ConfigError(f"--min-duration {self.min_duration} / --max-duration {self.max_duration}: "
+                              "need 0 <= min < max")
 
 
 def detect_kind(pattern: str) -> str:
@@ -443,30 +450,40 @@ def make_model_handler(model_dir: str, min_batch_size: int, max_batch_size: int)
 COMMAND = "embed"  # the name its output folders are marked with (speechid.outputs)
 
 
-def _parser() -> argparse.ArgumentParser:
+def flag_parser():
+    """embed's own flags, defined once (``speechid embed`` forwards its arguments to ``run``)."""
+    from speechid.pipelines import jobs
+
     limits = audio_lib.INFERENCE_LIMITS
-    p = argparse.ArgumentParser(prog="speechid embed", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("--model", required=True, help="Model directory (config.json + saved_model/).")
-    p.add_argument("--input", action="append", required=True, help="Archive glob, audio glob or TFRecords; repeat.")
-    p.add_argument("--output", required=True, help="Output directory for Parquet shards and manifest.json.")
-    p.add_argument("--input-kind", choices=("auto",) + KINDS, default="auto")
-    p.add_argument("--window", type=float, default=None, help="Window seconds (default: the model's).")
-    p.add_argument("--hop", type=float, default=None, help="Hop seconds (default: the model's).")
-    p.add_argument("--min-batch-size", type=int, default=8)
-    p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--min-duration", type=float, default=limits.min_duration, help="Refuse shorter clips.")
-    p.add_argument("--max-duration", type=float, default=limits.max_duration, help="Refuse longer clips.")
-    p.add_argument("--num-shards", type=int, default=0, help="Parquet shards (0: let the runner choose).")
+    p = jobs.JobFlags("speechid embed", "Embed clips in bulk with Beam RunInference: Parquet of unit embeddings, "
+                                        "failures/ and manifest.json.")
+    p.add_argument("--model", required=True, help="model directory (config.json + saved_model/), local or gs://")
+    p.add_argument("--input", action="append", required=True,
+                   help="Common Voice archive glob, audio file glob, or prep TFRecords / prep output folder; "
+                        "repeatable")
+    p.add_argument("--output", required=True, help="output folder for part-*.parquet, failures/ and manifest.json: "
+                                                   "new, empty, or an earlier embed output, replaced atomically")
+    p.add_argument("--input-kind", choices=("auto",) + KINDS, default="auto",
+                   help="what --input holds; auto: from the pattern")
+    p.add_argument("--window", type=float, default=None, help="window seconds (default: the model's)")
+    p.add_argument("--hop", type=float, default=None, help="hop seconds (default: the model's)")
+    p.add_argument("--min-batch-size", type=int, default=8, help="windows per inference batch, at least")
+    p.add_argument("--max-batch-size", type=int, default=64, help="windows per inference batch, at most")
+    p.add_argument("--min-duration", type=float, default=limits.min_duration,
+                   help="seconds; shorter clips fail (the same rule as `speechid compare`)")
+    p.add_argument("--max-duration", type=float, default=limits.max_duration, help="seconds; longer clips fail")
+    p.add_argument("--num-shards", type=int, default=0, help="Parquet shards; 0 lets the runner decide")
     p.add_argument("--inference-accelerator", default=None,
-                   help="Resource hint for the inference step, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'.")
+                   help="resource hint for the inference step only, "
+                        "e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'")
     return p
 
 
-OWN_FLAGS = tuple(f for action in _parser()._actions for f in action.option_strings if f.startswith("--"))
+OWN_FLAGS = flag_parser().own_flags()
 
 
 def parse_args(argv: list[str] | None):
-    return _parser().parse_known_args(argv)
+    return flag_parser().parse_known_args(argv)
 
 
 def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
@@ -528,10 +545,9 @@ def embed_corpus(
         min_duration=min_duration,
         max_duration=max_duration,
     )
-    if config.hop_s <= 0 or config.window_s <= 0:
-        raise ConfigError(f"window {config.window_s} s and hop {config.hop_s} s must be positive")
     if not 1 <= min_batch_size <= max_batch_size:
-        raise ConfigError(f"batch sizes: need 1 <= min ({min_batch_size}) <= max ({max_batch_size})")
+        raise ConfigError(f"--min-batch-size {min_batch_size} / --max-batch-size {max_batch_size}: "
+                          "need 1 <= min <= max")
     resolved = resolve_inputs(list(inputs), input_kind)
     sources = [(pattern, kind) for pattern, kind, _ in resolved]
     apart = [model_dir] + [path for _, _, paths in resolved for path in paths]
@@ -584,7 +600,7 @@ def embed_corpus(
         tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))
         outputs.remove_tree(os.path.join(staging, jobs.COUNTS_DIR))  # internal: the manifest carries the counts
         outputs.remove_tree(index_dir)
-        manifest = _manifest(tallies, model_dir, model_cfg, sources, config)
+        manifest = _manifest(tallies, model_dir, model_cfg, sources, config, output)
         problem = publish_problem(manifest, [pattern for pattern, _ in sources])
         if problem:
             raise InputError(problem)
@@ -602,7 +618,8 @@ def embed_corpus(
     return manifest
 
 
-def _manifest(tallies: dict, model_dir: str, model_cfg: dict, sources: list, config: EmbedConfig) -> dict:
+def _manifest(tallies: dict, model_dir: str, model_cfg: dict, sources: list, config: EmbedConfig, output: str
+              ) -> dict:
     def group(name):
         return {key: n for (g, key), n in sorted(tallies.items()) if g == name}
 
@@ -611,6 +628,7 @@ def _manifest(tallies: dict, model_dir: str, model_cfg: dict, sources: list, con
     failed, skipped = group("failed"), group("skipped")
     return {
         "model": model_dir,
+        "output": output,
         "model_id": model_cfg["model_id"],
         "inputs": [{"pattern": pattern, "kind": kind} for pattern, kind in sources],
         "window_s": config.window_s,

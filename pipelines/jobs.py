@@ -6,15 +6,18 @@ Beam's FnApiRunner directly: the same engine DirectRunner uses for batch, honour
 ``--direct_num_workers`` and ``--direct_running_mode`` (in_memory, multi_threading, multi_processing).
 Any other runner (Dataflow, Flink, Spark, Prism by name) is passed through untouched.
 
-Flags: our flags are parsed first, and ``check_pipeline_args`` refuses what is left unless Beam's
-``PipelineOptions`` know it, so a typo (``--num-shard``) is an error naming the closest valid flag instead
-of a warning Beam logs while it runs with defaults.
+Flags: each job defines its own flags once, with ``JobFlags`` (Beam's idiom: ``run(argv)`` parses them
+with ``parse_known_args``; the ``speechid`` command forwards its arguments to the same ``run``). What is
+left goes to Beam, and ``check_pipeline_args`` refuses it unless Beam's ``PipelineOptions`` know it, so a
+typo (``--num-shard``) is an error naming the closest valid flag instead of a warning Beam logs while it
+runs with defaults.
 
 Outputs: a job writes everything into a staging folder and publishes it at the end, both through
 ``speechid.outputs`` (the one guard every command that writes a folder uses).
 
 Console: local worker processes' log records reach the console through the runner as protobuf dumps;
-``WorkerLogFilter`` keeps only their errors, as plain lines (all of them with SPEECHID_DEBUG=1).
+``WorkerLogFilter`` keeps only their errors and speechid's own progress lines, as plain lines (all of
+them, as Beam logs them, with SPEECHID_DEBUG=1).
 
 Counts: Beam metrics are not reliable on every runner, so manifests are built from the job's own output:
 ``count_by`` turns labelled PCollections into (group, key, count) lines written beside the data.
@@ -22,6 +25,7 @@ Counts: Beam metrics are not reliable on every runner, so manifests are built fr
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import functools
@@ -68,6 +72,35 @@ def _beam_parser():
     return parser
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """``(default: X)`` after a flag's help, where it has a default to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS, False) and not action.required and action.option_strings:
+            text += f" (default: {action.default})"
+        return text
+
+
+class JobFlags(argparse.ArgumentParser):
+    """A Beam job's own flags, defined once: ``python -m speechid.pipelines.<job>`` and ``speechid <job>``
+    both parse them here. Defaults are shown in ``--help``; a bad value is a ``ConfigError`` (one line on
+    the console), and every flag not defined here is left for Beam (``parse_known_args``)."""
+
+    def __init__(self, prog: str, description: str):
+        super().__init__(prog=prog, description=description, allow_abbrev=False,
+                         formatter_class=_DefaultsShown,
+                         epilog="Every other flag goes to Beam (e.g. --direct_running_mode multi_processing "
+                                "--direct_num_workers 2, or --runner DataflowRunner --project ... --region ... "
+                                "--temp_location gs://...); one Beam does not know either is an error.")
+
+    def error(self, message: str):
+        raise ConfigError(message)
+
+    def own_flags(self) -> tuple[str, ...]:
+        return tuple(f for action in self._actions for f in action.option_strings if f.startswith("--"))
+
+
 def check_pipeline_args(args: Sequence[str], own_flags: Sequence[str] = ()) -> None:
     """Refuse arguments that neither the job (``own_flags``, already parsed out) nor Beam knows.
 
@@ -106,22 +139,28 @@ WORKER_LOG_RELAY = "apache_beam.runners.portability.local_job_service"
 
 
 class WorkerLogFilter(logging.Filter):
-    """Drops relayed worker records below ERROR and turns an ERROR's protobuf dump into its message.
+    """Keeps a relayed worker record only if it is an error or one of speechid's progress lines, as plain text.
 
     What workers say below ERROR (Keras's "No training configuration found in save file", "Resource module
-    is not available") tells a user nothing and alarms; an error keeps its message and where it came from.
+    is not available") tells a user nothing and alarms; an error keeps its message and where it came from,
+    and a progress line (``Progress``: its text starts with "speechid") is shown as the worker wrote it.
     SPEECHID_DEBUG=1 keeps every record as Beam logs it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != "Worker: %s" or len(record.args or ()) != 1 or os.environ.get("SPEECHID_DEBUG"):
             return True
-        if record.levelno < logging.ERROR:
-            return False
-        record.msg, record.args = "worker: %s", (_worker_message(str(record.args[0])),)
-        return True
+        dump = str(record.args[0])
+        if record.levelno >= logging.ERROR:
+            record.msg, record.args = "worker: %s", (_worker_message(dump),)
+            return True
+        text = _worker_message(dump, with_location=False)
+        if text.startswith("speechid"):
+            record.msg, record.args = "%s", (text,)
+            return True
+        return False
 
 
-def _worker_message(dump: str) -> str:
+def _worker_message(dump: str, with_location: bool = True) -> str:
     """The message (and its source location) of a LogEntry printed by text_format on one line."""
     from apache_beam.portability.api import beam_fn_api_pb2
     from google.protobuf import text_format
@@ -131,7 +170,7 @@ def _worker_message(dump: str) -> str:
     except text_format.ParseError:
         return " ".join(dump.split())
     message = " ".join(entry.message.split()) or " ".join(entry.trace.split()[-1:])
-    return f"{message} ({entry.log_location})" if entry.log_location else message
+    return f"{message} ({entry.log_location})" if entry.log_location and with_location else message
 
 
 def quiet_worker_logs() -> None:

@@ -273,26 +273,33 @@ def prepare(
     return PrepResult(output=output, manifest=manifest, metrics=metrics)
 
 
+def flag_parser() -> jobs.JobFlags:
+    """prep's own flags, defined once (``speechid prep`` forwards its arguments to ``run``)."""
+    p = jobs.JobFlags("speechid prep", "Prepare Common Voice archives for training: TFRecords per split, "
+                                       "tf.Transform statistics, failures/ and manifest.json.")
+    p.add_argument("--input", action="append", required=True,
+                   help="a .tar/.tar.gz release, local or gs://; globs allowed; repeatable")
+    p.add_argument("--output", required=True,
+                   help="output folder (local or gs://): new, empty, or an earlier prep output, replaced atomically")
+    p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="Hz of the records (>= 8000)")
+    p.add_argument("--splits", default=",".join(schema.SPLITS),
+                   help=f"TSVs whose rows become records (from {','.join(schema.ALL_SPLITS)})")
+    p.add_argument("--min-duration", type=float, default=audio.DEFAULT_MIN_DURATION, help="seconds; shorter clips fail")
+    p.add_argument("--max-duration", type=float, default=audio.DEFAULT_MAX_DURATION, help="seconds; longer clips fail")
+    p.add_argument("--max-clip-bytes", type=int, default=audio.DEFAULT_MAX_BYTES,
+                   help="a larger clip member is not read (fails as too_large)")
+    p.add_argument("--num-shards", type=int, default=0,
+                   help="shards per split; 0 lets the runner decide (no extra shuffle of the records)")
+    p.add_argument("--progress-interval", type=float, default=30.0, help="seconds between a worker's progress lines")
+    return p
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Our flags first; everything else is returned for PipelineOptions (Beam's split-argv idiom)."""
-    return _parser().parse_known_args(argv)
+    return flag_parser().parse_known_args(argv)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m speechid.pipelines.prep", allow_abbrev=False)
-    parser.add_argument("--input", action="append", required=True, help="archive path or glob; repeatable")
-    parser.add_argument("--output", required=True, help="output folder (local or gs://)")
-    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE)
-    parser.add_argument("--splits", default=",".join(schema.SPLITS), help="TSVs whose rows become records")
-    parser.add_argument("--min-duration", type=float, default=audio.DEFAULT_MIN_DURATION)
-    parser.add_argument("--max-duration", type=float, default=audio.DEFAULT_MAX_DURATION)
-    parser.add_argument("--max-clip-bytes", type=int, default=audio.DEFAULT_MAX_BYTES)
-    parser.add_argument("--num-shards", type=int, default=0, help="shards per split; 0: one per bundle")
-    parser.add_argument("--progress-interval", type=float, default=30.0)
-    return parser
-
-
-OWN_FLAGS = tuple(f for action in _parser()._actions for f in action.option_strings if f.startswith("--"))
+OWN_FLAGS = flag_parser().own_flags()
 
 
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> PrepResult:

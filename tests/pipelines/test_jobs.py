@@ -108,25 +108,29 @@ def _entry(severity, message, where=""):
     return e
 
 
-def test_relayed_worker_logs_keep_only_errors_as_plain_lines(caplog, monkeypatch):
+def test_relayed_worker_logs_keep_only_errors_and_progress_as_plain_lines(caplog, monkeypatch):
     import logging
 
     monkeypatch.delenv("SPEECHID_DEBUG", raising=False)
+    # An earlier interrupt test silences apache_beam's loggers process-wide (run_and_wait does on Ctrl-C).
+    monkeypatch.setattr(logging.getLogger(jobs.WORKER_LOG_RELAY), "level", logging.INFO)
     jobs.make_pipeline(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])  # installs it
     warn = _entry("WARN", "No training configuration found in save file, so the model was *not* compiled.")
     info = _entry("INFO", "Resource module is not available for current platform")
     error = _entry("ERROR", 'decoder failed on "a.mp3"\nTraceback (most recent call last): ...', "embed.py:42")
+    progress = _entry("INFO", "speechid prep decode [pid 7, 2 s]: written 101", "jobs.py:380")
     with caplog.at_level(logging.INFO):
-        _relay(warn, info, error)
+        _relay(warn, info, error, progress)
     relayed = [r for r in caplog.records if r.name == jobs.WORKER_LOG_RELAY]
-    assert [r.levelno for r in relayed] == [logging.ERROR]
+    assert [r.levelno for r in relayed] == [logging.ERROR, logging.INFO]
     text = relayed[0].getMessage()
     assert text == 'worker: decoder failed on "a.mp3" Traceback (most recent call last): ... (embed.py:42)'
     assert "severity" not in text and "timestamp" not in text
+    assert relayed[1].getMessage() == "speechid prep decode [pid 7, 2 s]: written 101"
 
     caplog.clear()
     monkeypatch.setenv("SPEECHID_DEBUG", "1")  # everything, as Beam logs it
     with caplog.at_level(logging.INFO):
-        _relay(warn, info, error)
+        _relay(warn, info, error, progress)
     relayed = [r for r in caplog.records if r.name == jobs.WORKER_LOG_RELAY]
-    assert len(relayed) == 3 and all(r.getMessage().startswith("Worker: severity:") for r in relayed)
+    assert len(relayed) == 4 and all(r.getMessage().startswith("Worker: severity:") for r in relayed)

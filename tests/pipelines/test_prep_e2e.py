@@ -251,20 +251,3 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1, err
     assert not os.path.exists(tmp_path / "o")
-
-
-def test_worker_progress_lines_are_relayed_as_their_own_text():
-    import logging
-
-    from speechid.commands.prep import _WorkerProgress
-
-    def record(level, text):
-        return logging.LogRecord("relay", level, __file__, 1, "Worker: %s", (text,), None)
-
-    progress = record(logging.INFO, 'severity: INFO message: "speechid prep decode [pid 7, 2 s]: written 101" x: "y"')
-    assert (
-        _WorkerProgress().filter(progress) and progress.getMessage() == "speechid prep decode [pid 7, 2 s]: written 101"
-    )
-    assert not _WorkerProgress().filter(record(logging.INFO, 'message: "Creating state cache"'))
-    assert not _WorkerProgress().filter(record(logging.WARNING, 'message: "No semi_persistent_directory found"'))
-    assert _WorkerProgress().filter(record(logging.ERROR, 'message: "a real problem"'))
