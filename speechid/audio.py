@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 import soundfile as sf
 import soxr
 
@@ -249,13 +250,16 @@ def speech_span(wave: np.ndarray, sample_rate: int) -> SpeechSpan:
         return SpeechSpan(0, 0, 0.0)
     nfft = 1 << (frame - 1).bit_length()
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
-    band = (freqs >= _VAD_BAND_HZ[0]) & (freqs <= min(_VAD_BAND_HZ[1], sample_rate / 2))
+    bins = np.flatnonzero((freqs >= _VAD_BAND_HZ[0]) & (freqs <= min(_VAD_BAND_HZ[1], sample_rate / 2)))
+    band = slice(int(bins[0]), int(bins[-1]) + 1)
     win = np.hanning(frame).astype(np.float32)
     scale = 2.0 / (nfft * float(np.sum(win**2)))  # Parseval: a sine of amplitude A in band -> A^2 / 2
     frames = np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop]
     energy, flatness = np.empty(len(frames)), np.empty(len(frames))
     for i in range(0, len(frames), _VAD_CHUNK_FRAMES):
-        power = np.abs(np.fft.rfft(frames[i : i + _VAD_CHUNK_FRAMES] * win, nfft))[:, band] ** 2 + 1e-20
+        # scipy's FFT keeps float32 (numpy's computes in float64): half the time for the same decisions.
+        spec = scipy.fft.rfft(frames[i : i + _VAD_CHUNK_FRAMES] * win, nfft, axis=1)[:, band]
+        power = spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2 + 1e-20
         mean = power.mean(axis=1)
         energy[i : i + len(power)] = power.sum(axis=1) * scale
         flatness[i : i + len(power)] = np.exp(np.log(power).mean(axis=1)) / mean
