@@ -38,6 +38,7 @@ from speechid.model.features import FeatureConfig
 from speechid.model.losses import aam_softmax_loss, triplet_semihard_loss
 from speechid.model.network import NetworkConfig, build_embedder, trainable_parameters
 from speechid.model.windows import embed_clips
+from speechid.progress import Meter, duration_text
 
 LOSSES = ("triplet", "aam", "triplet+aam")
 CHECKPOINT_DIR = "checkpoints"
@@ -139,6 +140,7 @@ def train(
     time_budget_s: float | None = None,
     stats=None,
     log: Callable[[str], None] = print,
+    progress_interval: float = 30.0,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """Train (or continue training) a model on ``data_dir`` and export it to ``model_dir``.
@@ -294,6 +296,8 @@ def train(
         f"per step, {steps_per_epoch} steps/epoch, {replicas} replica(s){', mixed float16' if mixed else ''}"
     )
     last_loss, last_eer, train_time, epochs_run = float("nan"), float("nan"), 0.0, []
+    steps = Meter(max(0, epochs - start_epoch + 1) * steps_per_epoch, progress_interval)
+    run_start = time.time()
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.time()
         data = pk_batches(
@@ -309,8 +313,11 @@ def train(
         )
         dist = strategy.experimental_distribute_dataset(data)
         losses = []
-        for _, (x, y) in zip(range(steps_per_epoch), dist, strict=False):
+        for step, (x, y) in zip(range(1, steps_per_epoch + 1), dist, strict=False):
             losses.append(float(train_step(x, y)))
+            if steps.add():  # a line every progress_interval seconds: epochs may take many minutes
+                log(f"epoch {epoch}/{epochs} step {step}/{steps_per_epoch}  loss {np.mean(losses):.4f}  "
+                    f"{steps.text('steps of the run')}")
         train_time += time.time() - t0
         last_loss = float(np.mean(losses))
         if dev is not None:
@@ -337,7 +344,11 @@ def train(
             if dev is not None
             else "no dev split"
         )
-        log(f"epoch {epoch}/{epochs}  loss {last_loss:.4f}  {eer_text}  {time.time() - t0:.1f} s")
+        left = (epochs - epoch) * (time.time() - run_start) / len(epochs_run)
+        if time_budget_s is not None:
+            left = min(left, max(0.0, time_budget_s - (time.time() - start)))
+        log(f"epoch {epoch}/{epochs}  loss {last_loss:.4f}  {eer_text}  {time.time() - t0:.1f} s"
+            + (f"  (~{duration_text(left)} left)" if epoch < epochs else ""))
         if on_epoch_end is not None:
             on_epoch_end(epoch, {"loss": last_loss, "dev_eer": last_eer, "improved": improved})
         if time_budget_s is not None and time.time() - start >= time_budget_s:

@@ -43,6 +43,7 @@ from apache_beam.metrics import Metrics
 
 from speechid import schema
 from speechid.pipelines import seekable
+from speechid.progress import Meter
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "speechid.prep"
@@ -332,11 +333,6 @@ class IndexArchive(beam.DoFn):
         self._rejected = Metrics.counter(NAMESPACE, "members_rejected")
         self._progress_interval = progress_interval
 
-    def setup(self):
-        from speechid.pipelines.jobs import Progress
-
-        self._progress = Progress("speechid read (pass 1: index)", self._progress_interval)
-
     def process(self, archive: str):
         # Counted as we go, emitted after the loop: a stream that breaks midway still reports what it read.
         seen = {"clips": 0, "other_members": 0, "tsv_rows": {}}
@@ -350,6 +346,8 @@ class IndexArchive(beam.DoFn):
         except OSError as e:
             reader, failure = None, Failure(archive, "", "archive_unreadable", str(e))
         if reader is not None:
+            self._meter = Meter(size / 1e9 if size else None, self._progress_interval)
+            self._where = (archive, reader)
             with reader:
                 # bz2/xz cannot be entered midway: one range, read from the start.
                 range_bytes = seekable.plan(size, self._range_bytes)[0] if reader.kind != seekable.STREAM else 1 << 62
@@ -409,8 +407,16 @@ class IndexArchive(beam.DoFn):
     def _confirm(self, keyed_ref, seen: dict):
         seen["clips"] += 1
         self._clips.inc()
-        self._progress.tick("clips")
+        self._report(seen)
         yield beam.pvalue.TaggedOutput(CLIPS, keyed_ref)
+
+    def _report(self, seen: dict) -> None:
+        """Pass 1 of a large archive takes minutes on one core: its bytes read, rate and time left."""
+        archive, reader = self._where
+        read_gb = reader.position() / 1e9
+        if self._meter.add(read_gb - self._meter.done):
+            _LOG.info("speechid read, pass 1 (index) %s: %s; %d clips, %d TSV rows", posixpath.basename(archive),
+                      self._meter.text("GB", "{:,.2f}"), seen["clips"], sum(seen["tsv_rows"].values()))
 
     def _tsv(self, archive: str, name: str, split: str, stream, counts: dict):
         selected = split in self._splits
@@ -418,7 +424,6 @@ class IndexArchive(beam.DoFn):
         for item in parse_tsv(stream, archive, name, split, selected):
             counts[name] += 1
             self._rows.inc()
-            self._progress.tick("rows")
             if item is None:
                 yield beam.pvalue.TaggedOutput(EVENTS, ("rows_skipped_by_policy", split, 1))
             elif isinstance(item, Failure):
@@ -466,16 +471,12 @@ class ReadRange(beam.DoFn):
     ``max_clip_bytes`` is not read (``Clip.data`` None: the decoder fails it as ``too_large``).
     """
 
-    def __init__(self, max_clip_bytes: int | None, progress_interval: float = 30.0):
+    def __init__(self, max_clip_bytes: int | None):
         self._max_bytes = max_clip_bytes
-        self._progress_interval = progress_interval
         self._read = Metrics.counter(NAMESPACE, "clips_read")
 
     def setup(self):
-        from speechid.pipelines.jobs import Progress
-
         self._readers: dict[str, seekable.RangeReader] = {}
-        self._progress = Progress("speechid read (pass 2: ranges)", self._progress_interval)
 
     def _reader(self, archive: str, index: seekable.ArchiveIndex) -> seekable.RangeReader:
         reader = self._readers.get(archive)
@@ -508,7 +509,6 @@ class ReadRange(beam.DoFn):
                                                                  row.split, row.tsv, row.line, rows=1, clips=1))
                 continue
             self._read.inc()
-            self._progress.tick("clips")
             yield row, Clip(data, ref.size, ref.ordinal)
 
     def teardown(self):
@@ -524,10 +524,9 @@ class ReadClipRanges(beam.PTransform):
     read by every worker at once and its clips are decoded where they are read (the next ParDo is fused).
     """
 
-    def __init__(self, max_clip_bytes: int | None = None, progress_interval: float = 30.0):
+    def __init__(self, max_clip_bytes: int | None = None):
         super().__init__()
         self._max_bytes = max_clip_bytes
-        self._progress_interval = progress_interval
 
     def expand(self, inputs):
         pairs, indexes = inputs[PAIRS], inputs[INDEXES]
@@ -536,7 +535,7 @@ class ReadClipRanges(beam.PTransform):
             | "KeyByRange" >> beam.Map(lambda pair: ((pair[0].archive, pair[1].range_id), pair))
             | "GroupByRange" >> beam.GroupByKey()
             | "ReadRange"
-            >> beam.ParDo(ReadRange(self._max_bytes, self._progress_interval), beam.pvalue.AsDict(indexes))
+            >> beam.ParDo(ReadRange(self._max_bytes), beam.pvalue.AsDict(indexes))
             .with_outputs(FAILURES, main=PAIRS)
         )
         return {PAIRS: out[PAIRS], FAILURES: out[FAILURES]}

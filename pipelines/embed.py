@@ -327,7 +327,7 @@ class DecodeAndWindow(beam.DoFn):
     def setup(self):
         from speechid.pipelines.jobs import Progress
 
-        self._progress = Progress("embed")
+        self._progress = Progress("speechid embed (decode, window)", 30.0)
 
     def process(self, clip: ClipSource):
         from speechid.model.windows import window_waveform

@@ -98,9 +98,10 @@ class PrepCorpus(beam.PTransform):
         joined = read | "JoinRowsToClips" >> JoinRowsToClips()
         # Ranges are spread over the workers by the GroupByKey; decoding is fused with reading the range.
         clips = {PAIRS: joined[PAIRS], INDEXES: read[INDEXES]} | "ReadClipRanges" >> ReadClipRanges(
-            self._config.max_clip_bytes, self._config.progress_interval
+            self._config.max_clip_bytes
         )
-        decoded = clips[PAIRS] | "DecodeClips" >> DecodeClips(self._config)
+        expected = joined[PAIRS] | "CountClipsToDecode" >> beam.combiners.Count.Globally()  # for progress lines
+        decoded = clips[PAIRS] | "DecodeClips" >> DecodeClips(self._config, expected)
         failures = (read[FAILURES], joined[FAILURES], clips[FAILURES], decoded[FAILURES]) | "AllFailures" >> (
             beam.Flatten()
         )
@@ -192,6 +193,7 @@ def prepare(
         num_shards=num_shards,
         range_bytes=range_bytes,
         progress_interval=progress_interval,
+        workers=jobs.local_worker_count(list(pipeline_args)) if test_pipeline is None else None,
     )
     jobs.check_pipeline_args(pipeline_args, OWN_FLAGS)
     archives = match_archives(inputs)

@@ -100,6 +100,13 @@ class IndexingReader:
         else:
             self.stream = self._raw
 
+    def position(self) -> int:
+        """Bytes of the archive file read so far (compressed bytes for gzip, bz2 and xz)."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
     def save_index(self, dest: str) -> ArchiveIndex:
         if self._gz is None:
             return ArchiveIndex(self.kind)

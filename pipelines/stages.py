@@ -50,6 +50,7 @@ class PrepConfig:
     num_shards: int = 0  # 0: one shard per bundle, no shuffle of the records (see --num-shards)
     range_bytes: int | None = None  # archive bytes per pass-2 range; None: sized per archive (seekable.plan)
     progress_interval: float = 30.0  # seconds between progress lines of a worker
+    workers: int | None = None  # local workers sharing the clips (progress lines' time left); None: unknown
     features: FeatureConfig = field(default=None)  # None: FeatureConfig at sample_rate
 
     def __post_init__(self):
@@ -187,9 +188,13 @@ class DecodeClip(beam.DoFn):
 
     def setup(self):
         pin_malloc_thresholds()
-        self._progress = jobs.Progress("speechid prep decode", self._config.progress_interval)
+        self._progress = jobs.Progress("speechid prep, pass 2 (read ranges, decode)", self._config.progress_interval)
+        self._share_known = False
 
-    def process(self, pair):
+    def process(self, pair, expected=None):
+        if not self._share_known and expected is not None and self._config.workers:
+            self._progress.set_total(expected / self._config.workers)  # this worker's share, roughly
+            self._share_known = True
         row, clip = pair
         path = clip_member_path(row.tsv, row.get("path"))
         try:
@@ -240,15 +245,21 @@ class DecodeClip(beam.DoFn):
 
 
 class DecodeClips(beam.PTransform):
-    """(TsvRow, Clip) pairs -> {<split>: serialized Examples for each selected split, failures, events}."""
+    """(TsvRow, Clip) pairs -> {<split>: serialized Examples for each selected split, failures, events}.
 
-    def __init__(self, config: PrepConfig):
+    ``expected``: an optional one-element PCollection, how many pairs the job decodes (progress lines)."""
+
+    def __init__(self, config: PrepConfig, expected=None):
         super().__init__()
         self._config = config
+        self._expected = expected
 
     def expand(self, pairs):
         splits = self._config.splits
-        out = pairs | "DecodeClip" >> beam.ParDo(DecodeClip(self._config)).with_outputs(FAILURES, EVENTS, *splits)
+        side = {} if self._expected is None else {"expected": beam.pvalue.AsSingleton(self._expected)}
+        out = pairs | "DecodeClip" >> beam.ParDo(DecodeClip(self._config), **side).with_outputs(
+            FAILURES, EVENTS, *splits
+        )
         return {**{s: out[s] for s in splits}, FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
 
 

@@ -121,8 +121,9 @@ def test_relayed_worker_logs_keep_only_errors_and_progress_as_plain_lines(caplog
     progress = _entry("INFO", "speechid prep decode [pid 7, 2 s]: written 101", "jobs.py:380")
     with caplog.at_level(logging.INFO):
         _relay(warn, info, error, progress)
-    relayed = [r for r in caplog.records if r.name == jobs.WORKER_LOG_RELAY]
-    assert [r.levelno for r in relayed] == [logging.ERROR, logging.INFO]
+    relayed = [r for r in caplog.records if r.name in (jobs.WORKER_LOG_RELAY, "speechid.worker")]
+    assert [(r.levelno, r.name) for r in relayed] == [(logging.ERROR, jobs.WORKER_LOG_RELAY),
+                                                      (logging.INFO, "speechid.worker")]
     text = relayed[0].getMessage()
     assert text == 'worker: decoder failed on "a.mp3" Traceback (most recent call last): ... (embed.py:42)'
     assert "severity" not in text and "timestamp" not in text
