@@ -152,9 +152,50 @@ def dedup_advice(score: Mapping | None, curve: list[dict], target: float = TARGE
     return tips
 
 
+def merged_pairs_by_voices(groups: Mapping[str, int], truth: Mapping[str, str],
+                           voices: Mapping[str, str]) -> dict[str, dict[str, int]]:
+    """Client_id pairs merged into one group, by the voices they join ("real + synthetic", ...):
+    {kind: {"pairs": n, "true": n}}. Ids without a ``voices`` entry are left out."""
+    members: dict[int, list[str]] = {}
+    for cid, g in groups.items():
+        if cid in voices:
+            members.setdefault(g, []).append(cid)
+    out: dict[str, dict[str, int]] = {}
+    for ids in members.values():
+        ids.sort()
+        for i, a in enumerate(ids):
+            for b in ids[i + 1:]:
+                kind = " + ".join(sorted((voices[a], voices[b])))
+                got = out.setdefault(kind, {"pairs": 0, "true": 0})
+                got["pairs"] += 1
+                got["true"] += int(a in truth and b in truth and truth[a] == truth[b])
+    return dict(sorted(out.items()))
+
+
 # -- the page ------------------------------------------------------------------------------------------
 
-def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_seed: dict | None) -> str:
+def _side_by_side(real: dict) -> str:
+    """The real run's trial lists, each labelled real or synthetic voices and how it relates to training."""
+    rows = [(Raw(f"<b>{html.escape(item['voices'])} voices</b>"), item["name"], item["relation"],
+             f"{item['speakers']} / {item['clips']:,} / {item['trials']:,}", Raw(f"<b>{pct(item['eer'])}</b>"),
+             f"{item['min_dcf']['0.01']:.3f}", f"{pct(item['sensitivity'])} / {pct(item['specificity'])}")
+            for item in real.get("lists", [])]
+    t = next((item["threshold"] for item in real.get("lists", [])), None)
+    head = ("voices", "trial list", "relation to training", "speakers / clips / trials", "EER", "minDCF(0.01)",
+            f"sensitivity / specificity at {t:.3f}" if t is not None else "sensitivity / specificity")
+    return (
+        '<div class="card" style="flex-basis:100%"><h3>Real voices and synthetic voices, side by side</h3>'
+        "<p>One model, trained on FOTAQ's train characters (real voice acting) and synthetic speakers, scored on "
+        "seeded balanced trials of voices it never trained on. Real and synthetic figures are separate rows; "
+        "never average them. Speakers are game characters (one actor may voice several), scored by their true "
+        "label, so a planted alias is never a &ldquo;different speaker&rdquo; trial.</p>"
+        + table(rows, head) + "</div>"
+    )
+
+
+def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_seed: dict | None,
+            by_voices: dict[str, dict[str, int]] | None = None) -> str:
+    real = run.get("real")
     t = float(metrics["threshold"])
     e = metrics["eer"]
     far_t, frr_t = 1 - metrics["specificity"], 1 - metrics["sensitivity"]
@@ -166,11 +207,12 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
     cls = "ok" if e <= 0.05 else "warn" if e <= 0.15 else "bad"
     tip = ("" if e <= 0.1 else "<li>EER above 10%: train longer or on more speakers (<code>speechid train "
                                "--epochs</code>); compare groups of clips rather than single clips.</li>")
+    who = (f"{metrics['speakers']} held-out FOTAQ characters (<b>real voice acting</b>)" if real
+           else f"{metrics['speakers']} test speakers")
     verification = (
         f'<div class="card {cls}"><h3>Same person? One clip against one clip</h3>'
         f'<div class="big">EER {pct(e)}</div>'
-        f"<p>on {metrics['speakers']} test speakers the model never trained on "
-        f"({metrics['trials']:,} balanced trials).</p><ul>"
+        f"<p>on {who} the model never trained on ({metrics['trials']:,} balanced trials).</p><ul>"
         f"<li>At the default threshold <b>{t:.3f}</b> ({html.escape(meaning)}): <b>FAR {pct(far_t)}</b> "
         f"(different people accepted) and <b>FRR {pct(frr_t)}</b> (same person rejected) on the test trials.</li>"
         + (f"<li>{ref.strip()}</li>" if ref else "")
@@ -184,6 +226,13 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
     cls = "ok" if ok else "warn" if (p or 0) >= 0.5 and (r or 0) >= 0.5 else "bad"
     counts = (f"{score['correct_pairs']} of {score['predicted_pairs']} proposed client_id pairs are true aliases; "
               f"{score['true_pairs']} true pairs planted" if score else "no ground truth")
+    if real and score:
+        counts += (f" (among {real.get('aliases', '?')} held-out FOTAQ characters, <b>real voices</b>; the index "
+                   "also holds the held-out synthetic voices, which carry no alias, so a merge joining one to "
+                   "anything else counts against precision)")
+    if by_voices:
+        counts += ". Merged pairs by the voices they join: " + "; ".join(
+            f"{kind}: {v['pairs']} ({v['true']} true)" for kind, v in by_voices.items())
     seed_txt = (f" At {THRESHOLD:g} for every decision: precision {pct(seed_score.get('precision'))}, recall "
                 f"{pct(seed_score.get('recall'))}." if seed_score else "")
     merge_ts = _merge_points(ops)
@@ -199,12 +248,14 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
         f"over all their cross pairs of clips is under the speaker-level {html.escape(ops.merge if ops else '')} "
         f"point ({rule}).{seed_txt}</p><ul>{advice}</ul></div>"
     )
-    return f'<div class="answer">{verification}{dedup_card}</div>'
+    side = _side_by_side(real) if real else ""
+    return f'<div class="answer">{verification}{dedup_card}{side}</div>'
 
 
-def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str) -> str:
+def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str,
+                  who: str = "test speakers") -> str:
     pics = figures([
-        (os.path.join(eval_dir, "det.png"), "DET curve on test speakers: the EER point, the default threshold and "
+        (os.path.join(eval_dir, "det.png"), f"DET curve on {who}: the EER point, the default threshold and "
                                             f"the seed's {THRESHOLD:g} marked with their FAR/FRR."),
         (os.path.join(eval_dir, "histograms.png"), "Same- and different-speaker distances with both thresholds."),
         (os.path.join(eval_dir, "boxplot.png"), "The seed's boxplot of same vs different distances."),
@@ -222,7 +273,7 @@ def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str) -> 
          f"{metrics['same_trials']:,} + {metrics['different_trials']:,}, {metrics['clips']:,} clips, "
          f"{metrics['speakers']} speakers"),
     ]
-    out = [pics, "<h3>Test split (speakers never trained on)</h3>", table(rows, ("measure", "value"))]
+    out = [pics, f"<h3>Test split: {html.escape(who)}, never trained on</h3>", table(rows, ("measure", "value"))]
     if ops is not None:
         where = ops.measured_on
         out.append(f"<h3>Operating points measured on dev speakers ({where.get('speakers', '?')} speakers, "
@@ -247,7 +298,7 @@ def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str) -> 
 
 
 def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: list[dict],
-           truth: Mapping[str, str]) -> str:
+           truth: Mapping[str, str], voices: Mapping[str, str] | None = None) -> str:
     out, side = [], []  # side: beside the curve
     curve = dd.get("merge_curve") or []
     if curve:
@@ -285,11 +336,14 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
         for p in pairs:
             a, b = p["speaker_a"], p["speaker_b"]
             same = a in truth and b in truth and truth[a] == truth[b]
-            prow.append((Raw(short_id(a)), Raw(short_id(b)), f"{p['clips_a']} + {p['clips_b']}",
-                         f"{p['rms_cross_distance']:.3f}", f"{p['merge_threshold']:.3f}", bool(p["merged"]),
-                         "yes" if same else "no" if truth else "?"))
+            row = [Raw(short_id(a)), Raw(short_id(b)), f"{p['clips_a']} + {p['clips_b']}",
+                   f"{p['rms_cross_distance']:.3f}", f"{p['merge_threshold']:.3f}", bool(p["merged"]),
+                   "yes" if same else "no" if truth else "?"]
+            if voices:
+                row.append(f"{voices.get(a, '?')} + {voices.get(b, '?')}")
+            prow.append(row)
         out.append(table(prow, ("client_id a", "client_id b", "clips", "RMS distance", "merge threshold", "merged",
-                                "truly one voice")))
+                                "truly one voice", *(("voices",) if voices else ()))))
     return "\n".join(out)
 
 
@@ -375,7 +429,7 @@ def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pa
     model's operating points, training settings and model_id, the query. Returns the page's path."""
     import pyarrow.parquet as pq
 
-    from speechid.indexing.dedup import PAIRS_OUT
+    from speechid.indexing.dedup import GROUPS_OUT, PAIRS_OUT
     from speechid.schema import MANIFEST
     from speechid.synth import read_truth
 
@@ -391,15 +445,27 @@ def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pa
     pairs = pq.read_table(pairs_path).slice(0, top_pairs).to_pylist() if os.path.exists(pairs_path) else []
     aliases = os.path.join(paths["corpus"], "aliases.tsv")
     truth = read_truth(aliases) if os.path.exists(aliases) else {}
+    voices: dict[str, str] = {}
+    by_voices = None
+    if run.get("real"):  # a --real run: FOTAQ's ids (real voices) and the synthetic release's, in one index
+        synth_aliases = os.path.join(paths.get("corpus_synth", ""), "aliases.tsv")
+        synth_truth = read_truth(synth_aliases) if os.path.exists(synth_aliases) else {}
+        voices = {**{c: "synthetic" for c in synth_truth}, **{c: "real" for c in truth}}
+        truth = {**synth_truth, **truth}
+        groups_path = os.path.join(paths["dedup"], GROUPS_OUT)
+        if os.path.exists(groups_path):
+            g = pq.read_table(groups_path, columns=["speaker_id", "group"]).to_pydict()
+            by_voices = merged_pairs_by_voices(dict(zip(g["speaker_id"], g["group"], strict=True)), truth, voices)
     prep = _json(os.path.join(paths["data"], MANIFEST))
     embed = _json(os.path.join(paths["embeddings"], MANIFEST))
 
     sections = []
     if metrics:
-        sections.append(("The answer", _answer(run, metrics, ops, dd, dd_seed)))
-        sections.append(("Same person? Verification on held-out speakers", _verification(metrics, ops, paths["eval"])))
+        sections.append(("The answer", _answer(run, metrics, ops, dd, dd_seed, by_voices)))
+        who = "held-out FOTAQ characters (real voices)" if run.get("real") else "test speakers"
+        sections.append((f"Same person? Verification on {who}", _verification(metrics, ops, paths["eval"], who)))
     sections += [
-        ("Dedup: client_id merges against the planted aliases", _dedup(dd, dd_seed, ops, pairs, truth)),
+        ("Dedup: client_id merges against the planted aliases", _dedup(dd, dd_seed, ops, pairs, truth, voices)),
         ("Training", _training(run)),
         ("Example query: who does this clip most resemble?", _query(run.get("query"))),
         ("Pipeline: times, data and failures",
@@ -408,6 +474,17 @@ def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pa
                                    ("output", "path"))),
     ]
     cfg = run.get("config", {})
+    if run.get("real"):
+        cross = ", scored cross-corpus on Drascula's casts" if any(
+            i["key"].startswith("drascula") for i in run["real"].get("lists", [])) else ""
+        sub = (f"Real voice acting (Flight of the Amazon Queen's characters, {cfg.get('aliases', '?')} held-out ones "
+               f"recorded under two client_ids) beside {cfg.get('synth_speakers', '?')} synthetic voices, trained "
+               f"with the recommended recipe ({html.escape(str(cfg.get('loss', '?')))}, augmentation "
+               f"{html.escape(str(cfg.get('augment', '?')))}, a {cfg.get('train_minutes', 0):g}-minute training "
+               f"budget){cross}; "
+               f"prep &rarr; train &rarr; evaluate &rarr; embed &rarr; index &rarr; dedup &rarr; query. "
+               f"Model {short_id(run.get('model_id', '?'))}.")
+        return write_html(output, "speechid demo --real: same person, on real voices?", sections, subtitle=sub)
     sub = (f"A synthetic Common Voice release of {cfg.get('speakers', '?')} voices "
            f"({cfg.get('aliases', '?')} of them recorded under two client_ids), run through "
            f"prep &rarr; train &rarr; evaluate &rarr; embed &rarr; index &rarr; dedup &rarr; query. "
