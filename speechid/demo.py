@@ -17,6 +17,7 @@ synth (planted aliases and bad clips) -> prep (Beam DirectRunner + tf.Transform)
 
 Running it again into the same workdir replaces each stage's output (each stage writes atomically);
 ``rebuild_report(workdir)`` (``speechid demo --report-only``) writes report.html again from a finished run.
+``speechid.demo_real`` runs the same chain on real voice acting beside synthetic voices (``speechid demo --real``).
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ def _stage(log: Callable[[str], None], seconds: dict, number: int, total: int, n
     return _Timer()
 
 
-def _pick_query_clip(corpus, workdir: str) -> tuple[str, str, str]:
-    """An MP3 of an aliased speaker's second client_id, copied out of the release for ``speechid query``.
+def _pick_query_clip(tarball: str, aliases_tsv: str, workdir: str) -> tuple[str, str, str]:
+    """A clip of the first aliased speaker, copied out of the release ``tarball`` for ``speechid query``.
 
     Returns (path, its client_id, the true speaker)."""
     import csv
@@ -102,13 +103,13 @@ def _pick_query_clip(corpus, workdir: str) -> tuple[str, str, str]:
 
     from speechid.synth import read_truth
 
-    truth = read_truth(corpus.aliases_tsv)
+    truth = read_truth(aliases_tsv)
     by_speaker: dict[str, list[str]] = {}
     for cid, spk in truth.items():
         by_speaker.setdefault(spk, []).append(cid)
     aliased = sorted(spk for spk, ids in by_speaker.items() if len(ids) > 1)
     target_ids = set(by_speaker[aliased[0]]) if aliased else set(truth)
-    with tarfile.open(corpus.tarball, "r:gz") as tar:
+    with tarfile.open(tarball, "r:gz") as tar:
         validated = next(m for m in tar.getmembers() if m.name.endswith("/validated.tsv"))
         rows = list(csv.DictReader(tar.extractfile(validated).read().decode().splitlines(), delimiter="\t",
                                    quoting=csv.QUOTE_NONE))
@@ -206,7 +207,7 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
             log(f"    at {THRESHOLD:g} for every decision: {k}: {v}")
 
     with _stage(log, sec, 8, total, "query: who does this clip most resemble?"):
-        clip, client_id, true_speaker = _pick_query_clip(corpus, workdir)
+        clip, client_id, true_speaker = _pick_query_clip(corpus.tarball, corpus.aliases_tsv, workdir)
         enc = Encoder.load(paths["model"])
         idx = SpeakerIndex.load(paths["index"])
         by_speaker = idx.query_file(clip, enc, k=3, by="speaker")[0]
@@ -230,11 +231,17 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
 
 
 def rebuild_report(workdir: str) -> str:
-    """Write ``<workdir>/report.html`` from a finished run's outputs; returns its path."""
+    """Write ``<workdir>/report.html`` from a finished run's outputs (synthetic or ``--real``); returns its path."""
+    from speechid import demo_real
+
     paths = workdir_paths(workdir)
     if not os.path.exists(paths["run"]):
         raise ConfigError(f"{workdir}: no {RUN_RECORD}, not a finished demo run (run `speechid demo` first)")
-    return report.build(paths, os.path.join(os.path.abspath(workdir), REPORT))
+    with open(paths["run"], encoding="utf-8") as f:
+        run = json.load(f)
+    if demo_real.is_real_run(run):
+        paths = demo_real.workdir_paths(workdir)
+    return report.build(paths, os.path.join(os.path.abspath(workdir), REPORT), run=run)
 
 
 def summary_rows(res: DemoResult) -> list[tuple[str, str]]:

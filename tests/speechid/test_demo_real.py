@@ -1,0 +1,130 @@
+"""`speechid demo --real` without the Debian packages: one line naming them, exit 2, nothing written; and the
+whole real chain wired end to end on a tiny fabricated FOTAQ ``queen.1c`` and Drascula ``.ALS`` folder (the
+packages' formats, as tests/speechid/test_corpora.py fabricates them), its report labelling real and
+synthetic figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from speechid import audio
+from speechid.corpora import drascula, fotaq
+from speechid.errors import ConfigError
+from tests.conftest import run_cli, tone
+from tests.speechid.test_corpora import _als, _dog, make_queen
+
+CHARACTERS = {"bob": 6, "faye": 18, "azura": 21, "frank": 33, "pygmy": 40}  # talk keys of .DOG files
+
+
+def _mp3(seconds: float, freq: float) -> bytes:
+    return audio.encode(tone(seconds, 11_025, freq), 11_025, fmt="MP3")
+
+
+def fabricate_packages(root) -> tuple[str, str]:
+    """A queen.1c with Joe and five characters, 4 lines each, and a Drascula en/ folder: (queen.1c, root)."""
+    entries = [(f"{name.upper()}1.DOG", _dog(key)) for name, key in CHARACTERS.items()]
+    for i, key in enumerate(CHARACTERS.values()):
+        entries += [(f"{key:02d}{k:04d}P1.SB", _mp3(1.2 + 0.1 * k, 140 + 35 * i + 3 * k)) for k in range(4)]
+    entries += [(f"JOE000{k}1.SB", _mp3(1.3, 110 + 2 * k)) for k in range(4)]
+    os.makedirs(root / "fotaq")
+    queen = make_queen(root / "fotaq" / "queen.1c", entries)
+    en = root / "drascula" / "en"
+    en.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, prefix in enumerate(("VB", "I", "")):
+        for k in range(3):
+            voiced = tone(1.0, 11_025, 100.0 + 40 * i + 4 * k, amp=0.4)
+            wave = 128 + 127 * voiced + rng.normal(0, 1, len(voiced))
+            (en / f"{prefix}{k + 1}.ALS").write_bytes(_als(np.clip(wave, 0, 255)))
+    return queen, str(root / "drascula")
+
+
+def test_missing_packages_is_one_line_naming_them_and_nothing_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fotaq, "DEFAULT_SOURCE", str(tmp_path / "nowhere" / "queen.1c"))
+    monkeypatch.setattr(drascula, "DEFAULT_ROOT", str(tmp_path / "nowhere"))
+    work = tmp_path / "work"
+    code, err, out = run_cli(["demo", "--real", "--workdir", str(work)], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "apt-get install flight-of-the-amazon-queen drascula drascula-spanish" in err[0]
+    assert out == "" and not work.exists()
+
+
+def test_real_flags_are_refused_with_synthetic_sizes(tmp_path, capsys):
+    code, err, _ = run_cli(["demo", "--real", "--epochs", "2", "--workdir", str(tmp_path / "w")], capsys)
+    assert code == 2 and len(err) == 1 and "--real takes --aliases" in err[0]
+    code, err, _ = run_cli(["demo", "--train-minutes", "2", "--workdir", str(tmp_path / "w")], capsys)
+    assert code == 2 and len(err) == 1 and "--train-minutes is for --real" in err[0]
+    assert not (tmp_path / "w").exists()
+
+
+def test_drascula_is_optional(tmp_path, monkeypatch):
+    from speechid.demo_real import find_sources
+
+    queen, _ = fabricate_packages(tmp_path)
+    monkeypatch.setattr(drascula, "DEFAULT_ROOT", str(tmp_path / "nowhere"))
+    sources = find_sources(queen)
+    assert sources.fotaq == queen and sources.drascula_languages == ()
+    with pytest.raises(ConfigError, match="apt-get install flight-of-the-amazon-queen"):
+        find_sources(str(tmp_path / "nowhere"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from speechid.demo_real import RealDemoConfig, find_sources, run_real_demo
+
+    root = tmp_path_factory.mktemp("packages")
+    queen, drascula_root = fabricate_packages(root)
+    config = RealDemoConfig(aliases=1, synth_speakers=15, synth_clips_per_speaker=3, min_clips=2, dev_speakers=1,
+                            test_speakers=2, train_minutes=0.01, max_epochs=1, steps_per_epoch=2,
+                            speakers_per_batch=3, clips_per_speaker_batch=2, crop_seconds=1.0, augment="none",
+                            max_dev_clips=50, trials=200, max_clips_per_speaker=2, workers=1)
+    work = tmp_path_factory.mktemp("work")
+    log: list[str] = []
+    res = run_real_demo(str(work), config, find_sources(queen, drascula_root), log=log.append)
+    return work, res, log
+
+
+@pytest.mark.slow  # ~80 s on 2 cores: Beam prep and RunInference, a 2-step training, FAISS, on ~60 tiny clips
+def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
+    from speechid.demo_real import summary_rows
+
+    work, res, _ = tiny_run
+    figs = res.figures
+    lists = {item["key"]: item for item in figs["real"]["lists"]}
+    assert set(lists) == {"fotaq_heldout", "synth_test", "drascula_en"}
+    assert lists["fotaq_heldout"]["speakers"] == 2 and lists["fotaq_heldout"]["voices"] == "real"
+    assert lists["synth_test"]["voices"] == "synthetic"
+    assert lists["drascula_en"]["clips"] == 6  # 3 characters, at most 2 clips each
+    # the aliased character's two client_ids are one speaker in the trials, and two ids in the dedup truth
+    assert figs["dedup"]["speakers"]["true_pairs"] == 1
+    for name in ("corpus", "corpus-synth", "corpus-drascula", "data", "model", "eval", "eval-synth",
+                 "eval-drascula", "embeddings", "index", "dedup", "demo.json", "report.html"):
+        assert (work / name).exists(), name
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    assert metrics["eer"] == lists["fotaq_heldout"]["eer"] and metrics["speakers"] == 2
+    rows = dict(summary_rows(res))
+    assert any(k.startswith("real voices: FOTAQ held-out") for k in rows)
+    assert any(k.startswith("synthetic voices:") for k in rows)
+
+
+@pytest.mark.slow
+def test_the_report_labels_real_and_synthetic_figures(tiny_run):
+    from speechid.demo import rebuild_report
+
+    work, res, _ = tiny_run
+    page = open(res.report, encoding="utf-8").read()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]+"', "", page)))
+    h2 = re.findall(r"<h2>(.*?)</h2>", page)
+    assert h2[0] == "The answer"
+    answer = text[text.index("The answer"):text.index("Same person? Verification")]
+    assert "FOTAQ held-out characters" in answer and "synthetic test speakers" in answer
+    assert "Drascula, English cast" in answer and "cross-corpus" in answer
+    assert "real voices" in answer and "synthetic voices" in answer
+    subtitle = text[:text.index("The answer")]  # says what was run
+    assert "Flight of the Amazon Queen" in subtitle and "synthetic voices" in subtitle
+    assert rebuild_report(str(work)) == res.report  # --report-only on a real run
