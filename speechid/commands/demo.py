@@ -26,7 +26,7 @@ import click
               help="Write report.html again from the finished run in --workdir; run nothing.")
 def demo(workdir, real, aliases, train_minutes, speakers, clips_per_speaker, epochs, seed, report_only):
     """synth -> prep -> train -> evaluate -> embed -> index -> dedup -> query, in about 10 minutes on 2 CPUs
-    (--real: about 30 minutes)."""
+    (--real: about 20 minutes)."""
     from dataclasses import replace
 
     from speechid.demo import DemoConfig, rebuild_report, run_demo, summary_rows
