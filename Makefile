@@ -34,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py
 
 clean:
-	rm -rf demo-work build *.egg-info .pytest_cache
+	rm -rf demo-work demo-real-work build *.egg-info .pytest_cache

@@ -20,7 +20,8 @@ setup(
     python_requires=">=3.11,<3.13",
     packages=[
         "speechid",
-        "speechid.commands",
+        "speechid.app",
+        "speechid.app.commands",
         "speechid.corpora",
         "speechid.pipelines",
         "speechid.model",
@@ -28,7 +29,8 @@ setup(
     ],
     package_dir={
         "speechid": "speechid",
-        "speechid.commands": "speechid/commands",
+        "speechid.app": "speechid/app",
+        "speechid.app.commands": "speechid/app/commands",
         "speechid.corpora": "speechid/corpora",
         "speechid.pipelines": "pipelines",
         "speechid.model": "model",
@@ -51,5 +53,5 @@ setup(
         "click>=8",
         "matplotlib",
     ],
-    entry_points={"console_scripts": ["speechid=speechid.cli:main"]},
+    entry_points={"console_scripts": ["speechid=speechid.app.cli:main"]},
 )

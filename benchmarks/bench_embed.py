@@ -5,7 +5,7 @@
 
 The model is the default-sized network (``NetworkConfig()``, ``FeatureConfig()``) exported with its initial
 weights: throughput does not depend on what the weights learned. Corpora come from
-``speechid.synth.make_corpus`` (48 kHz MP3, 1.5-4 s; bench_prep's cache layout); the large archive holds
+``speechid.corpora.synth.make_corpus`` (48 kHz MP3, 1.5-4 s; bench_prep's cache layout); the large archive holds
 the same clips ``--times`` times under new names (``bench_prep.repeat_archive``). Each pipeline run is a
 fresh ``python -m speechid.pipelines.embed`` process reading the archive (two-pass read, MP3 decode,
 resample, window, RunInference, pool, Parquet) on the local runner in multi_processing mode, with

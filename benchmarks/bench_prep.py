@@ -4,7 +4,7 @@
     python benchmarks/bench_prep.py --clips 300 --times 10 --workers 2 --repeat 2 --workdir /tmp/bench-prep
     python benchmarks/bench_prep.py --big-gb 10           # one-off: one archive of >= 10 GB (48 kHz stereo WAV)
 
-The base corpus comes from ``speechid.synth.make_corpus`` (48 kHz mono MP3, 1.5-4 s, every clip in
+The base corpus comes from ``speechid.corpora.synth.make_corpus`` (48 kHz mono MP3, 1.5-4 s, every clip in
 train/dev/test) and is cached in ``--workdir``; the large archive holds the same clips ``--times`` times
 under new names, with their TSV rows repeated (``repeat_archive``), so both runs decode the same audio
 and only the archive's size differs. Each prep run is a fresh ``python -m speechid.pipelines.prep`` process
@@ -42,7 +42,8 @@ import threading
 import time
 
 import speechid  # noqa: F401  (sets the TF environment for the child processes too)
-from speechid import audio, synth
+from speechid import audio
+from speechid.corpora import synth
 
 
 def corpus(workdir: str, clips: int, seed: int) -> str:

@@ -55,8 +55,7 @@ def log(text: str) -> None:
 
 def build_corpora(root: str, synth_speakers: int) -> dict[str, list[str]]:
     """name -> archives, building what is missing; real corpora are skipped when their package is."""
-    from speechid import synth
-    from speechid.corpora import drascula, fotaq
+    from speechid.corpora import drascula, fotaq, synth
     from speechid.corpora.release import write_release
 
     out = {}
@@ -190,7 +189,7 @@ def main(argv=None) -> dict:
     if missing:
         raise SystemExit(f"bench_quality: training corpora {missing} are not available (Debian packages missing?)")
 
-    from speechid.encoder import Encoder
+    from speechid.model.encoder import Encoder
 
     model_dir = args.model
     if model_dir is None:

@@ -71,7 +71,7 @@ def main() -> None:
     p, k = args.speakers_per_batch, args.clips_per_speaker
     tmp = None
     if args.data:
-        from speechid.pipelines.transform import load_stats
+        from speechid.model.stats import load_stats
 
         stats = load_stats(args.data)
         speakers, mean, var, data_dir = stats.speakers, stats.mel_mean, stats.mel_var, args.data

@@ -125,8 +125,8 @@ def summary(ops: OperatingPoints) -> str:
 def calibrate(model_dir: str, data_dir: str, split: str = "dev", max_clips: int | None = 2000, seed: int = 0,
               log=print) -> OperatingPoints:
     """Embed ``split`` of ``data_dir`` with the model, measure its operating points, rewrite config.json."""
-    from speechid.encoder import Encoder
     from speechid.model.data import load_clips
+    from speechid.model.encoder import Encoder
     from speechid.model.export import write_operating_points
 
     encoder = Encoder.load(model_dir)

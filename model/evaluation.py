@@ -268,8 +268,8 @@ def evaluate(
     ``model_dir`` (the model directory describes its last evaluation). ``threshold`` defaults to the
     model's config.json threshold. Returns the metrics dict.
     """
-    from speechid.encoder import Encoder
     from speechid.model.data import load_clips
+    from speechid.model.encoder import Encoder
 
     start = time.time()
     encoder = Encoder.load(model_dir)

@@ -145,7 +145,7 @@ def train(
 ) -> dict:
     """Train (or continue training) a model on ``data_dir`` and export it to ``model_dir``.
 
-    ``stats`` (a ``TransformStats``) defaults to ``speechid.pipelines.transform.load_stats(data_dir)``; label
+    ``stats`` (a ``TransformStats``) defaults to ``speechid.model.stats.load_stats(data_dir)``; label
     i is ``stats.speakers[i]``. ``crop_seconds`` is both the training crop and the inference window
     (``window_s`` in config.json); ``hop_seconds`` (default half of it) is the inference hop.
     ``on_epoch_end(epoch, summary)`` is called after each epoch's checkpoint is written (a seam for
@@ -163,7 +163,7 @@ def train(
     """
     start = time.time()
     if stats is None:
-        from speechid.pipelines.transform import load_stats
+        from speechid.model.stats import load_stats
 
         stats = load_stats(data_dir)
     if epochs < 0 or steps_per_epoch < 1:

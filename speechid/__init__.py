@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Encoder": "speechid.encoder",
+    "Encoder": "speechid.model.encoder",
     "SpeakerIndex": "speechid.indexing",
 }
 

@@ -1,3 +1,3 @@
-from speechid.cli import main
+from speechid.app.cli import main
 
 main()

@@ -43,7 +43,7 @@ def tree_digest(root) -> dict[str, str]:
 
 def run_cli(args: list[str], capsys) -> tuple[int, list[str], str]:
     """``speechid ARGS`` in this process: (exit code, non-blank stderr lines, stdout)."""
-    from speechid.cli import main
+    from speechid.app.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(args)

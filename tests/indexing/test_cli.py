@@ -1,18 +1,18 @@
-"""`speechid index build`, `dedup`, `query` through speechid.cli.main: results, and errors as one line + exit 2."""
+"""`speechid index build`, `dedup`, `query` through speechid.app.cli.main: results, and errors as one line + exit 2."""
 
 import json
 
 import numpy as np
 import pytest
 
-from speechid import cli
+from speechid.app import cli
 from speechid.indexing import synthetic
 
 from .conftest import write_embeddings
 
 
 def run(argv, capsys):
-    """speechid.cli.main(argv) -> (exit code, stdout, stderr)."""
+    """speechid.app.cli.main(argv) -> (exit code, stdout, stderr)."""
     code = 0
     try:
         cli.main(argv)
@@ -149,7 +149,7 @@ def test_dedup_summary_txt_shows_short_ids_and_the_tables_keep_them_whole(tmp_pa
 
 
 def test_query_prints_an_aligned_table_with_short_ids_unless_full_ids(tmp_path, capsys, monkeypatch):
-    from speechid.encoder import Encoder
+    from speechid.model.encoder import Encoder
 
     x, ids, model = _long_id_index(tmp_path, capsys)
 

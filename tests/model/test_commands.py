@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import speechid
+from speechid.app.cli import main
 from speechid.audio import encode
-from speechid.cli import main
 from speechid.model.evaluation import evaluate
 
 from .conftest import voice
@@ -156,7 +156,7 @@ def _has_default(param) -> bool:
 
 
 def test_help_defaults_match_the_library():
-    from speechid.commands import model as commands
+    from speechid.app.commands import model as commands
     from speechid.model.evaluation import evaluate as evaluate_fn
     from speechid.model.trainer import train as train_fn
 
@@ -172,7 +172,7 @@ def test_every_default_is_shown_by_click():
     """No default written into a help text ("[30]", "(default ...)"): click's show_default shows each one."""
     import re
 
-    from speechid.cli import COMMANDS, LazyGroup, cli
+    from speechid.app.cli import COMMANDS, LazyGroup, cli
 
     group = LazyGroup()
     for name in ("synth", "corpus", "train", "evaluate", "compare", "calibrate", "index", "dedup", "query"):

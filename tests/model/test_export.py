@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from speechid.model.features import FeatureConfig
 from speechid.model.network import NetworkConfig, build_embedder
-from speechid.pipelines.transform import load_stats
+from speechid.model.stats import load_stats
 
 from .conftest import TINY_NET
 

@@ -85,7 +85,7 @@ def test_best_by_dev_eer_and_exported_config(resumed, tiny_data):
     assert ops.measured_on["split"] == "dev" and ops.clip.points[f"at_{THRESHOLD:g}"].threshold == THRESHOLD
     assert config["sample_rate"] == 16_000 and config["window_s"] == 1.0 and config["hop_s"] == 0.5
     assert config["embedding_dim"] == 8 and config["features"]["n_mels"] == 40
-    from speechid.pipelines.transform import load_stats
+    from speechid.model.stats import load_stats
 
     assert config["data_fingerprint"] == load_stats(tiny_data).fingerprint
     assert config["trainable_parameters"] == result["trainable_parameters"]
@@ -112,7 +112,7 @@ def test_resume_with_another_network_is_a_config_error(resumed, tiny_data):
 
 def test_refuses_bad_inputs_before_building_anything(tiny_data, tmp_path):
     from speechid.model.features import FeatureConfig
-    from speechid.pipelines.transform import load_stats
+    from speechid.model.stats import load_stats
 
     with pytest.raises(ConfigError, match="no train records"):
         tiny_train(str(tmp_path), str(tmp_path / "m"), stats=load_stats(tiny_data))

@@ -148,7 +148,7 @@ def test_decoded_audio_obeys_the_same_duration_limits_as_encoded():
 
 
 def test_one_duration_rule_for_embed_and_compare():
-    from speechid.encoder import ENCODER_LIMITS
+    from speechid.model.encoder import ENCODER_LIMITS
 
     # The rule has one home; the Encoder (compare, query) and every embed entry point apply it.
     assert ENCODER_LIMITS == audio.INFERENCE_LIMITS

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from speechid import audio, schema, synth
+from speechid import audio, schema
+from speechid.corpora import synth
 from speechid.model.features import FeatureConfig
 from speechid.model.network import NetworkConfig
 from tests.conftest import tone

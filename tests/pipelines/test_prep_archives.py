@@ -189,6 +189,6 @@ def _same(elements):
 
 
 def test_tsv_header_constant_matches_synth():
-    from speechid import synth
+    from speechid.corpora import synth
 
     assert tuple(CV_HEADER.split("\t")) == synth.CV_HEADER

@@ -18,7 +18,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from speechid import audio, outputs, schema, synth
+from speechid import audio, outputs, schema
+from speechid.corpora import synth
 from speechid.pipelines.prep import run
 from tests.pipelines.prep_helpers import no_network
 
@@ -46,7 +47,7 @@ def first(corpora, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rerun(corpora, first, tmp_path_factory):
-    from speechid.cli import main
+    from speechid.app.cli import main
 
     faulty, _ = corpora
     out = str(tmp_path_factory.mktemp("prep_rerun") / "data")
@@ -160,7 +161,7 @@ def test_two_archives_share_one_speaker_vocabulary(corpora, first):
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from speechid.pipelines.transform import load_stats
+    from speechid.model.stats import load_stats
 
     _, out, _ = first
     train = _records(out, "train")
@@ -182,7 +183,7 @@ def test_transform_stats_match_a_direct_computation(first):
     import tensorflow as tf
 
     from speechid.model.features import FeatureConfig, log_mel
-    from speechid.pipelines.transform import load_stats
+    from speechid.model.stats import load_stats
 
     _, out, _ = first
     config = FeatureConfig()
@@ -239,7 +240,7 @@ def test_rerun_in_multi_processing_mode_replaces_the_previous_result(corpora, re
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from speechid.cli import main
+    from speechid.app.cli import main
 
     for args in (
         ["prep", "--input", str(tmp_path / "nothing-*.tar.gz"), "--output", str(tmp_path / "o")],

@@ -85,7 +85,7 @@ def test_a_short_word_passes_and_the_rule_can_be_switched_off():
 
 
 def test_synthetic_voices_are_speech():
-    from speechid import synth
+    from speechid.corpora import synth
 
     rng = np.random.default_rng(3)
     for _ in range(5):

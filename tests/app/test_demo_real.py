@@ -1,6 +1,6 @@
 """`speechid demo --real` without the Debian packages: one line naming them, exit 2, nothing written; and the
 whole real chain wired end to end on a tiny fabricated FOTAQ ``queen.1c`` and Drascula ``.ALS`` folder (the
-packages' formats, as tests/speechid/test_corpora.py fabricates them), its report labelling real and
+packages' formats, as tests/corpora/test_corpora.py fabricates them), its report labelling real and
 synthetic figures."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from speechid import audio
 from speechid.corpora import drascula, fotaq
 from speechid.errors import ConfigError
 from tests.conftest import run_cli, tone
-from tests.speechid.test_corpora import _als, _dog, make_queen
+from tests.corpora.test_corpora import _als, _dog, make_queen
 
 CHARACTERS = {"bob": 6, "faye": 18, "azura": 21, "frank": 33, "pygmy": 40}  # talk keys of .DOG files
 
@@ -63,7 +63,7 @@ def test_real_flags_are_refused_with_synthetic_sizes(tmp_path, capsys):
 
 
 def test_drascula_is_optional(tmp_path, monkeypatch):
-    from speechid.demo_real import find_sources
+    from speechid.app.demo_real import find_sources
 
     queen, _ = fabricate_packages(tmp_path)
     monkeypatch.setattr(drascula, "DEFAULT_ROOT", str(tmp_path / "nowhere"))
@@ -75,7 +75,7 @@ def test_drascula_is_optional(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from speechid.demo_real import RealDemoConfig, find_sources, run_real_demo
+    from speechid.app.demo_real import RealDemoConfig, find_sources, run_real_demo
 
     root = tmp_path_factory.mktemp("packages")
     queen, drascula_root = fabricate_packages(root)
@@ -91,7 +91,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow  # ~80 s on 2 cores: Beam prep and RunInference, a 2-step training, FAISS, on ~60 tiny clips
 def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
-    from speechid.demo_real import summary_rows
+    from speechid.app.demo_real import summary_rows
 
     work, res, _ = tiny_run
     figs = res.figures
@@ -114,7 +114,7 @@ def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
 
 @pytest.mark.slow
 def test_the_report_labels_real_and_synthetic_figures(tiny_run):
-    from speechid.demo import rebuild_report
+    from speechid.app.demo import rebuild_report
 
     work, res, _ = tiny_run
     page = open(res.report, encoding="utf-8").read()

@@ -8,7 +8,7 @@ naming the closest valid flag.
 
 import click
 
-from speechid.commands import beam_job_command
+from speechid.app.commands import beam_job_command
 
 
 def _report(result) -> None:

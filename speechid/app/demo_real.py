@@ -28,7 +28,6 @@ same-voice pair into a "different" trial. Drascula clips are decoded straight fr
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import tarfile
@@ -103,7 +102,7 @@ def find_sources(fotaq_source: str | None = None, drascula_root: str | None = No
 
 def workdir_paths(workdir: str) -> dict[str, str]:
     """Where each stage of a real demo run in ``workdir`` writes (the synthetic demo's keys, and more)."""
-    from speechid.demo import workdir_paths as synthetic_paths
+    from speechid.app.demo import workdir_paths as synthetic_paths
 
     workdir = os.path.abspath(workdir)
     paths = synthetic_paths(workdir)
@@ -113,7 +112,7 @@ def workdir_paths(workdir: str) -> dict[str, str]:
 
 
 def _truth(aliases_tsv: str) -> dict[str, str]:
-    from speechid.synth import read_truth
+    from speechid.corpora.synth import read_truth
 
     return read_truth(aliases_tsv)
 
@@ -168,15 +167,14 @@ def _write_metrics(folder: str, name: str, metrics: dict, inputs: list[str]) -> 
 
 def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sources: RealSources | None = None,
                   log: Callable[[str], None] = print):
-    """Run every stage into ``workdir``; returns a ``speechid.demo.DemoResult`` (figures also in report.html).
+    """Run every stage into ``workdir``; returns a ``speechid.app.demo.DemoResult`` (figures also in report.html).
 
     ``sources`` defaults to ``find_sources()``: a missing FOTAQ package is a ``ConfigError`` before any work."""
     sources = sources or find_sources()
-    from speechid import Encoder, outputs, synth
-    from speechid.corpora import drascula, fotaq
+    from speechid import Encoder, outputs
+    from speechid.app.demo import DemoResult, _pick_query_clip, _stage, dedup_stage, finish, index_stage, query_stage
+    from speechid.corpora import drascula, fotaq, synth
     from speechid.corpora.release import write_release
-    from speechid.demo import DemoResult, _pick_query_clip, _stage, rebuild_report
-    from speechid.indexing import SpeakerIndex, build_index, dedup
     from speechid.model import evaluation, trainer
     from speechid.model.data import load_clips
     from speechid.model.export import operating_points, read_config
@@ -310,53 +308,21 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
         log(f"    {em['clips_written']} clips embedded, {em['clips_failed']} failed")
 
     with _stage(log, sec, next(n), total, "index: FAISS"):
-        summary = build_index(paths["embeddings"], paths["index"], operating_points=ops,
-                              operating_points_model_id=model_config.get("model_id"))
-        figs["index"] = str(summary)
-        log(f"    {summary}")
+        index_stage(paths, ops, model_config, figs, log)
 
     with _stage(log, sec, next(n), total, "dedup: client_id merges vs the aliases planted among FOTAQ characters"):
-        truth = {**synth_truth, **fotaq_truth}
-        dd = dedup(paths["index"], paths["dedup"], truth=truth)
-        figs["dedup"] = {k: asdict(v) for k, v in dd.scores.items()}
-        figs["dedup_curve"] = dd.summary.get("merge_curve", [])
-        figs["dedup_rule"] = dd.summary.get("merge_rule")
-        with open(os.path.join(paths["dedup"], "summary.txt"), encoding="utf-8") as f:
-            figs["dedup_summary"] = f.read()
-        for k, v in dd.scores.items():
-            log(f"    at the model's operating points: {k}: {v}")
-        seed = dedup(paths["index"], paths["dedup_seed"], truth=truth, threshold=THRESHOLD,
-                     merge_threshold=THRESHOLD)
-        figs["dedup_seed"] = {k: asdict(v) for k, v in seed.scores.items()}
-        for k, v in seed.scores.items():
-            log(f"    at {THRESHOLD:g} for every decision: {k}: {v}")
+        dedup_stage(paths, {**synth_truth, **fotaq_truth}, figs, log)
 
     with _stage(log, sec, next(n), total, "query: who does this FOTAQ clip most resemble?"):
         clip, client_id, true_speaker = _pick_query_clip(fq.archives[0], fq.aliases_tsv, workdir)
-        idx = SpeakerIndex.load(paths["index"])
-        by_speaker = idx.query_file(clip, enc, k=3, by="speaker")[0]
-        figs["query"] = {
-            "clip": os.path.basename(clip),
-            "client_id": client_id,
-            "true_speaker": true_speaker,
-            "aliases_of_true_speaker": sorted(c for c, s in fotaq_truth.items() if s == true_speaker),
-            "matches": [m.to_dict() for m in by_speaker.matches],
-        }
-        for m in by_speaker.matches:
-            log(f"    {m.rank}. {m.speaker_id[:16]}… {m.explanation}")
+        query_stage(clip, client_id, true_speaker, fotaq_truth, enc, paths, figs, log)
 
-    figs["seconds"] = dict(sec)
-    tmp = paths["run"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(figs, f, indent=2, default=str)
-    os.replace(tmp, paths["run"])
-    res.report = rebuild_report(workdir)
-    return res
+    return finish(res, figs, sec, paths, workdir)
 
 
 def summary_rows(res) -> list[tuple[str, str]]:
     """The CLI's summary table of a real run: every row says which voices it is about."""
-    from speechid.htmlpage import pct
+    from speechid.app.htmlpage import pct
 
     f = res.figures
     rows = [("clips prepared (FOTAQ + synthetic)", ", ".join(f"{k} {v}" for k, v in f["records"].items())),

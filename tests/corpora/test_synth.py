@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from speechid import synth
 from speechid.audio import decode
+from speechid.corpora import synth
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import sys
 import click
 import numpy as np
 
-from speechid.commands import format_table
+from speechid.app.commands import format_table
 
 
 def _given(**kwargs) -> dict:
@@ -178,8 +178,8 @@ def compare(model_dir, threshold, as_json, files):
     left out of the pairs; the other pairs are still compared, and the exit code is then 2."""
     if len(files) < 2:
         raise click.BadParameter("give at least two audio files", param_hint="FILES")
-    from speechid.encoder import Encoder
     from speechid.errors import SpeechIdError
+    from speechid.model.encoder import Encoder
     from speechid.operating_points import verdict_word
 
     encoder = Encoder.load(model_dir)

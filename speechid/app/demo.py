@@ -13,11 +13,11 @@ synth (planted aliases and bad clips) -> prep (Beam DirectRunner + tf.Transform)
     <workdir>/dedup/       clusters, merge proposals, summary.txt (at the model's operating points)
     <workdir>/dedup-0.83/  the same with the seed's 0.83 for every decision, for comparison
     <workdir>/demo.json    the run record: stage times, per-epoch training curve, the model's operating points
-    <workdir>/report.html  the answer first, then everything above, on one page (``speechid.report``)
+    <workdir>/report.html  the answer first, then everything above, on one page (``speechid.app.report``)
 
 Running it again into the same workdir replaces each stage's output (each stage writes atomically);
 ``rebuild_report(workdir)`` (``speechid demo --report-only``) writes report.html again from a finished run.
-``speechid.demo_real`` runs the same chain on real voice acting beside synthetic voices (``speechid demo --real``).
+``speechid.app.demo_real`` runs the same chain on real voice acting beside synthetic voices (``speechid demo --real``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from speechid import report
+from speechid.app import report
 from speechid.config import THRESHOLD
+from speechid.embedding_table import short_id
 from speechid.errors import ConfigError
 from speechid.model.calibration import summary as evaluation_summary
 
@@ -101,7 +102,7 @@ def _pick_query_clip(tarball: str, aliases_tsv: str, workdir: str) -> tuple[str,
     import csv
     import tarfile
 
-    from speechid.synth import read_truth
+    from speechid.corpora.synth import read_truth
 
     truth = read_truth(aliases_tsv)
     by_speaker: dict[str, list[str]] = {}
@@ -123,8 +124,8 @@ def _pick_query_clip(tarball: str, aliases_tsv: str, workdir: str) -> tuple[str,
 
 def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
     """Run every stage into ``workdir``; returns the figures the summary shows (also in report.html)."""
-    from speechid import Encoder, synth
-    from speechid.indexing import SpeakerIndex, build_index, dedup
+    from speechid import Encoder
+    from speechid.corpora import synth
     from speechid.model import evaluation, trainer
     from speechid.pipelines.embed import embed_corpus
     from speechid.pipelines.prep import prepare
@@ -186,42 +187,66 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         log(f"    {em['clips_written']} clips embedded, {em['clips_failed']} failed")
 
     with _stage(log, sec, 6, total, "index: FAISS"):
-        summary = build_index(paths["embeddings"], paths["index"], operating_points=ops,
-                              operating_points_model_id=model_config.get("model_id"))
-        figs["index"] = str(summary)
-        log(f"    {summary}")
+        index_stage(paths, ops, model_config, figs, log)
 
     with _stage(log, sec, 7, total, "dedup: clusters and client_id merge proposals"):
         truth = synth.read_truth(corpus.aliases_tsv)
-        dd = dedup(paths["index"], paths["dedup"], truth=truth)
-        figs["dedup"] = {k: asdict(v) for k, v in dd.scores.items()}
-        figs["dedup_curve"] = dd.summary.get("merge_curve", [])
-        figs["dedup_rule"] = dd.summary.get("merge_rule")
-        figs["dedup_summary"] = open(os.path.join(paths["dedup"], "summary.txt"), encoding="utf-8").read()
-        for k, v in dd.scores.items():
-            log(f"    at the model's operating points: {k}: {v}")
-        seed = dedup(paths["index"], paths["dedup_seed"], truth=truth, threshold=THRESHOLD,
-                     merge_threshold=THRESHOLD)
-        figs["dedup_seed"] = {k: asdict(v) for k, v in seed.scores.items()}
-        for k, v in seed.scores.items():
-            log(f"    at {THRESHOLD:g} for every decision: {k}: {v}")
+        dedup_stage(paths, truth, figs, log)
 
     with _stage(log, sec, 8, total, "query: who does this clip most resemble?"):
         clip, client_id, true_speaker = _pick_query_clip(corpus.tarball, corpus.aliases_tsv, workdir)
-        enc = Encoder.load(paths["model"])
-        idx = SpeakerIndex.load(paths["index"])
-        by_speaker = idx.query_file(clip, enc, k=3, by="speaker")[0]
-        figs["query"] = {
-            "clip": os.path.basename(clip),
-            "client_id": client_id,
-            "true_speaker": true_speaker,
-            "aliases_of_true_speaker": sorted(c for c, s in truth.items() if s == true_speaker),
-            "matches": [m.to_dict() for m in by_speaker.matches],
-        }
-        for m in by_speaker.matches:
-            log(f"    {m.rank}. {m.speaker_id[:16]}… {m.explanation}")
+        query_stage(clip, client_id, true_speaker, truth, Encoder.load(paths["model"]), paths, figs, log)
 
-    figs["seconds"] = dict(sec)  # in pipeline order
+    return finish(res, figs, sec, paths, workdir)
+
+
+def index_stage(paths: dict, ops, model_config: dict, figs: dict, log) -> None:
+    """FAISS over the run's embeddings, carrying the model's operating points."""
+    from speechid.indexing import build_index
+
+    summary = build_index(paths["embeddings"], paths["index"], operating_points=ops,
+                          operating_points_model_id=model_config.get("model_id"))
+    figs["index"] = str(summary)
+    log(f"    {summary}")
+
+
+def dedup_stage(paths: dict, truth: dict, figs: dict, log) -> None:
+    """Dedup against ``truth`` at the model's operating points, and again at the seed's 0.83 for every decision."""
+    from speechid.indexing import dedup
+
+    dd = dedup(paths["index"], paths["dedup"], truth=truth)
+    figs["dedup"] = {k: asdict(v) for k, v in dd.scores.items()}
+    figs["dedup_curve"] = dd.summary.get("merge_curve", [])
+    figs["dedup_rule"] = dd.summary.get("merge_rule")
+    with open(os.path.join(paths["dedup"], "summary.txt"), encoding="utf-8") as f:
+        figs["dedup_summary"] = f.read()
+    for k, v in dd.scores.items():
+        log(f"    at the model's operating points: {k}: {v}")
+    seed = dedup(paths["index"], paths["dedup_seed"], truth=truth, threshold=THRESHOLD, merge_threshold=THRESHOLD)
+    figs["dedup_seed"] = {k: asdict(v) for k, v in seed.scores.items()}
+    for k, v in seed.scores.items():
+        log(f"    at {THRESHOLD:g} for every decision: {k}: {v}")
+
+
+def query_stage(clip: str, client_id: str, true_speaker: str, truth: dict, enc, paths: dict, figs: dict, log) -> None:
+    """Who does ``clip`` most resemble? The three nearest speakers, beside the clip's true identity."""
+    from speechid.indexing import SpeakerIndex
+
+    by_speaker = SpeakerIndex.load(paths["index"]).query_file(clip, enc, k=3, by="speaker")[0]
+    figs["query"] = {
+        "clip": os.path.basename(clip),
+        "client_id": client_id,
+        "true_speaker": true_speaker,
+        "aliases_of_true_speaker": sorted(c for c, s in truth.items() if s == true_speaker),
+        "matches": [m.to_dict() for m in by_speaker.matches],
+    }
+    for m in by_speaker.matches:
+        log(f"    {m.rank}. {short_id(m.speaker_id)} {m.explanation}")
+
+
+def finish(res, figs: dict, sec: dict, paths: dict, workdir: str):
+    """Record the run's figures (stage times in pipeline order) and write its report."""
+    figs["seconds"] = dict(sec)
     tmp = paths["run"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(figs, f, indent=2, default=str)
@@ -232,7 +257,7 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
 
 def rebuild_report(workdir: str) -> str:
     """Write ``<workdir>/report.html`` from a finished run's outputs (synthetic or ``--real``); returns its path."""
-    from speechid import demo_real
+    from speechid.app import demo_real
 
     paths = workdir_paths(workdir)
     if not os.path.exists(paths["run"]):
@@ -279,6 +304,6 @@ def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
          f"precision {pct(seed_spk.get('precision'))}, recall {pct(seed_spk.get('recall'))} / "
          f"precision {pct(seed_clips.get('precision'))}, recall {pct(seed_clips.get('recall'))}"),
         ("example query",
-         f"{q['clip']} -> {best['speaker_id'][:16]}… at {best['euclidean_distance']:.3f} ({best['verdict']}); "
+         f"{q['clip']} -> {short_id(best['speaker_id'])} at {best['euclidean_distance']:.3f} ({best['verdict']}); "
          f"{'an alias of the same voice' if alias_hit else 'not one of its aliases'}" if best else "no match"),
     ]

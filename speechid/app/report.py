@@ -15,8 +15,8 @@ import json
 import os
 from collections.abc import Mapping
 
+from speechid.app.htmlpage import Raw, figures, finite, pct, png, short_id, table, write_html
 from speechid.config import THRESHOLD
-from speechid.htmlpage import Raw, figures, finite, pct, png, short_id, table, write_html
 from speechid.operating_points import OperatingPoints
 
 TARGET = 0.9  # the precision/recall the advice aims for
@@ -429,9 +429,9 @@ def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pa
     model's operating points, training settings and model_id, the query. Returns the page's path."""
     import pyarrow.parquet as pq
 
+    from speechid.corpora.synth import read_truth
     from speechid.indexing.dedup import GROUPS_OUT, PAIRS_OUT
     from speechid.schema import MANIFEST
-    from speechid.synth import read_truth
 
     run = run if run is not None else (_json(paths["run"]) or {})
     # The run record holds what the demo read from the model's config.json (with its one reader), so the

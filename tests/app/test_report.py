@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from speechid import htmlpage, report
+from speechid.app import htmlpage, report
+from speechid.app.demo import REPORT, rebuild_report, workdir_paths
 from speechid.config import THRESHOLD
-from speechid.demo import REPORT, rebuild_report, workdir_paths
 from speechid.errors import ConfigError
 from speechid.indexing import synthetic
 from speechid.model import calibration, evaluation

@@ -18,7 +18,7 @@ import click
 @click.option("--max-duration", default=4.0, show_default=True, type=click.FloatRange(min=0.1))
 def synth(out_dir, speakers, clips_per_speaker, seed, aliases, plant_faults, locale, min_duration, max_duration):
     """Write OUT_DIR/cv-corpus-synth-<locale>.tar.gz in Common Voice layout (48 kHz MP3 + TSVs)."""
-    from speechid.synth import make_corpus
+    from speechid.corpora.synth import make_corpus
 
     if aliases > speakers:
         raise click.BadParameter(f"{aliases} > --speakers {speakers}", param_hint="--aliases")

@@ -29,14 +29,14 @@ def demo(workdir, real, aliases, train_minutes, speakers, clips_per_speaker, epo
     (--real: about 20 minutes)."""
     from dataclasses import replace
 
-    from speechid.demo import DemoConfig, rebuild_report, run_demo, summary_rows
+    from speechid.app.demo import DemoConfig, rebuild_report, run_demo, summary_rows
 
     workdir = workdir or ("demo-real-work" if real else "demo-work")
     if real:
         if speakers is not None or clips_per_speaker is not None or epochs is not None:
             raise click.UsageError("--speakers, --clips-per-speaker and --epochs size the synthetic demo; "
                                    "--real takes --aliases and --train-minutes")
-        from speechid.demo_real import find_sources
+        from speechid.app.demo_real import find_sources
 
         sources = None if report_only else find_sources()  # before any work: one line naming the packages
     elif train_minutes is not None:
@@ -52,8 +52,8 @@ def demo(workdir, real, aliases, train_minutes, speakers, clips_per_speaker, epo
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if real:
-        from speechid.demo_real import RealDemoConfig, run_real_demo
-        from speechid.demo_real import summary_rows as real_rows
+        from speechid.app.demo_real import RealDemoConfig, run_real_demo
+        from speechid.app.demo_real import summary_rows as real_rows
 
         overrides = {k: v for k, v in dict(aliases=aliases, train_minutes=train_minutes).items() if v is not None}
         config = replace(RealDemoConfig(seed=seed), **overrides)

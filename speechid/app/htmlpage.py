@@ -1,6 +1,6 @@
 """Parts of one self-contained HTML page: tables, inline PNG pictures, short ids with the full id on hover.
 
-Nothing here knows what the page is about (``speechid.report`` composes the demo's report from them).
+Nothing here knows what the page is about (``speechid.app.report`` composes the demo's report from them).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Iterable
 
-SHORT_ID = 16
+from speechid.embedding_table import SHORT_ID
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;padding:0 1em;line-height:1.45}
@@ -33,7 +33,7 @@ padding:.8em 1.1em;background:#fafafa}.card h3{margin-top:0}.big{font-size:1.8em
 
 
 def short_id(value, n: int = SHORT_ID) -> str:
-    """An id as HTML: its first ``n`` characters, the whole id on hover."""
+    """An id as HTML: its first ``n`` characters (``embedding_table.SHORT_ID``), the whole id on hover."""
     s = "" if value is None else str(value)
     if len(s) <= n:
         return html.escape(s)

@@ -1,4 +1,4 @@
-"""The ``speechid`` command. Each subcommand lives with its part in ``speechid/commands/`` and is
+"""The ``speechid`` command. Each subcommand lives with its part in ``speechid/app/commands/`` and is
 imported only when run, so ``speechid --help`` does not pay for TensorFlow or Beam.
 
 Errors for people: a bad path, a corrupt file or a wrong flag prints one line on stderr and exits 2.
@@ -22,18 +22,18 @@ from speechid.errors import SpeechIdError
 
 # name -> "module:attribute"; a command appears once its module exists.
 COMMANDS = {
-    "synth": "speechid.commands.synth:synth",
-    "corpus": "speechid.commands.corpus:corpus",
-    "prep": "speechid.commands.prep:prep",
-    "train": "speechid.commands.model:train",
-    "evaluate": "speechid.commands.model:evaluate",
-    "compare": "speechid.commands.model:compare",
-    "calibrate": "speechid.commands.model:calibrate",
-    "embed": "speechid.commands.embed:embed",
-    "index": "speechid.commands.index:index",
-    "dedup": "speechid.commands.index:dedup",
-    "query": "speechid.commands.index:query",
-    "demo": "speechid.commands.demo:demo",
+    "synth": "speechid.app.commands.synth:synth",
+    "corpus": "speechid.app.commands.corpus:corpus",
+    "prep": "speechid.app.commands.prep:prep",
+    "train": "speechid.app.commands.model:train",
+    "evaluate": "speechid.app.commands.model:evaluate",
+    "compare": "speechid.app.commands.model:compare",
+    "calibrate": "speechid.app.commands.model:calibrate",
+    "embed": "speechid.app.commands.embed:embed",
+    "index": "speechid.app.commands.index:index",
+    "dedup": "speechid.app.commands.index:dedup",
+    "query": "speechid.app.commands.index:query",
+    "demo": "speechid.app.commands.demo:demo",
 }
 
 

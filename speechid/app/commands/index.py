@@ -16,7 +16,7 @@ import os
 import click
 
 from speechid import outputs
-from speechid.commands import format_table
+from speechid.app.commands import format_table
 from speechid.embedding_table import SHORT_ID, short_id
 
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
@@ -92,7 +92,7 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
     outputs.check_apart(output, [index_dir] + ([truth] if truth else []))  # replacing it would delete them
     truth_map = None
     if truth:
-        from speechid.synth import read_truth
+        from speechid.corpora.synth import read_truth
 
         truth_map = read_truth(truth)
     if max_neighbors is not None and max_neighbors < 1:
