@@ -1,6 +1,6 @@
 """Training throughput of the default embedder: clips/s and steps/s at the default P x K batch.
 
-    python benchmarks/bench_train.py [--steps 10] [--speakers-per-batch 32] [--clips-per-speaker 4]
+    python benchmarks/bench_train.py [--steps 10] [--batch-speakers 32] [--batch-clips 4]
                                      [--crop-seconds 3.0] [--data DIR] [--augment none,standard] [--rounds 2]
 
 Times the trainer's own train step (triplet semi-hard loss, Adam, the default 600k-parameter network) on
@@ -52,8 +52,8 @@ def main() -> None:
     defaults = {k: p.default for k, p in inspect.signature(trainer.train).parameters.items()}
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--speakers-per-batch", type=int, default=defaults["speakers_per_batch"])
-    ap.add_argument("--clips-per-speaker", type=int, default=defaults["clips_per_speaker"])
+    ap.add_argument("--batch-speakers", dest="speakers_per_batch", type=int, default=defaults["speakers_per_batch"])
+    ap.add_argument("--batch-clips", dest="clips_per_speaker", type=int, default=defaults["clips_per_speaker"])
     ap.add_argument("--crop-seconds", type=float, default=defaults["crop_seconds"])
     ap.add_argument("--data", help="a prep output folder (default: generated audio)")
     ap.add_argument("--augment", default="none,standard", help="comma-separated augmentation presets to compare")

@@ -1,6 +1,6 @@
 """FAISS index build/load, deduplication (clip and speaker level) and nearest-match queries.
 
-    speechid index build --embeddings DIR --output INDEX      -> build_index
+    speechid index --embeddings DIR --output INDEX      -> build_index
     speechid dedup --index INDEX --output DIR                  -> dedup
     speechid query --index INDEX --model MODEL clip.mp3        -> SpeakerIndex.load(INDEX).query_file
 

@@ -1,4 +1,4 @@
-"""Build a FAISS index over an embeddings directory (``speechid index build``).
+"""Build a FAISS index over an embeddings directory (``speechid index``).
 
 Which index (``kind="auto"``), and why:
 
@@ -261,6 +261,7 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         "embeddings": os.path.abspath(embeddings_dir),
         "faiss_version": faiss.__version__,
     }
+    # "index build": the mark earlier versions gave their indexes, kept so a rerun still replaces them.
     with outputs.staged(os.fspath(output_dir), "index build") as tmp:  # never replaces what it did not write
         faiss.write_index(index, os.path.join(tmp, store.INDEX_FILE))
         pq.write_table(clips, os.path.join(tmp, store.CLIPS_FILE))

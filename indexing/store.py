@@ -95,7 +95,7 @@ def read_meta(index_dir: str | os.PathLike) -> dict:
     """meta.json of an index directory, with the keys every reader relies on checked."""
     index_dir = os.fspath(index_dir)
     if not os.path.isdir(index_dir):
-        raise IndexDirError(f"{index_dir}: index directory not found (build one with `speechid index build`)")
+        raise IndexDirError(f"{index_dir}: index directory not found (build one with `speechid index`)")
     path = os.path.join(index_dir, META_FILE)
     if not os.path.exists(path):
         raise IndexDirError(f"{index_dir}: not a speechid index (no {META_FILE})")

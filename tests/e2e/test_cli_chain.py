@@ -31,12 +31,12 @@ def chain(tmp_path_factory):
                             "--plant-faults", "--seed", 3)
     out["prep"] = speechid("prep", "--input", w / "corpus" / "cv-corpus-synth-en.tar.gz", "--output", w / "data")
     out["train"] = speechid("train", "--data", w / "data", "--model-dir", w / "model", "--epochs", 2,
-                            "--steps-per-epoch", 2, "--speakers-per-batch", 4, "--clips-per-speaker", 2,
+                            "--steps-per-epoch", 2, "--batch-speakers", 4, "--batch-clips", 2,
                             "--crop-seconds", 1.0)
     out["evaluate"] = speechid("evaluate", "--model", w / "model", "--data", w / "data", "--split", "test",
                                "--trials", 100, "--output", w / "eval")
     out["embed"] = speechid("embed", "--model", w / "model", "--input", w / "data", "--output", w / "emb")
-    out["index"] = speechid("index", "build", "--embeddings", w / "emb", "--output", w / "index")
+    out["index"] = speechid("index", "--embeddings", w / "emb", "--output", w / "index")
     out["dedup"] = speechid("dedup", "--index", w / "index", "--output", w / "dedup", "--truth",
                             w / "corpus" / "aliases.tsv")
     with tarfile.open(w / "corpus" / "cv-corpus-synth-en.tar.gz") as tar:

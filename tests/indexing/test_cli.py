@@ -1,4 +1,4 @@
-"""`speechid index build`, `dedup`, `query` through speechid.app.cli.main: results, and errors as one line + exit 2."""
+"""`speechid index`, `dedup`, `query` through speechid.app.cli.main: results, and errors as one line + exit 2."""
 
 import json
 
@@ -39,7 +39,7 @@ def embeddings(tmp_path):
 
 
 def test_build_then_dedup_with_truth(tmp_path, embeddings, capsys):
-    code, out, err = run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "idx"),
+    code, out, err = run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "idx"),
                           "--threshold", "0.83"], capsys)
     assert code == 0, err
     assert "flat index" in out and "72 clips of 13 speakers" in out
@@ -70,14 +70,14 @@ def test_dimension_mismatch_between_shards(tmp_path, capsys):
     write_embeddings(tmp_path / "emb", a, ["s"] * 6, shards=1)
     write_embeddings(tmp_path / "other", b, ["s"] * 6, shards=1)
     (tmp_path / "other" / "part-00000.parquet").rename(tmp_path / "emb" / "part-00001.parquet")
-    err = one_line_error(*run(["index", "build", "--embeddings", str(tmp_path / "emb"),
+    err = one_line_error(*run(["index", "--embeddings", str(tmp_path / "emb"),
                                "--output", str(tmp_path / "idx")], capsys)[::2])
     assert "part-00001.parquet: embedding dimension mismatch: 24 here, 16" in err
     assert not (tmp_path / "idx").exists()
 
 
 def test_query_with_a_model_of_another_model_id(tmp_path, embeddings, capsys):
-    assert run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "idx")], capsys)[0] == 0
+    assert run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "idx")], capsys)[0] == 0
     # A model directory as model/export.py describes it; the check reads config.json before any weights load.
     model = tmp_path / "model"
     (model / "saved_model").mkdir(parents=True)
@@ -91,10 +91,10 @@ def test_query_with_a_model_of_another_model_id(tmp_path, embeddings, capsys):
 
 
 def test_bad_flag_values(tmp_path, embeddings, capsys):
-    err = one_line_error(*run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
+    err = one_line_error(*run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
                                "--kind", "lsh"], capsys)[::2])
     assert "lsh" in err
-    err = one_line_error(*run(["index", "build", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
+    err = one_line_error(*run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
                                "--threshold", "0"], capsys)[::2])
     assert "threshold 0.0" in err
 
@@ -105,10 +105,10 @@ def test_an_output_that_holds_the_input_is_refused_and_nothing_is_deleted(tmp_pa
     from tests.conftest import tree_digest
 
     idx = tmp_path / "idx"
-    assert run(["index", "build", "--embeddings", embeddings, "--output", str(idx)], capsys)[0] == 0
+    assert run(["index", "--embeddings", embeddings, "--output", str(idx)], capsys)[0] == 0
     inside = str(shutil.move(embeddings, idx / "emb"))  # kept inside an index folder: a rebuild would delete them
     before = tree_digest(tmp_path)
-    err = one_line_error(*run(["index", "build", "--embeddings", inside, "--output", str(idx)], capsys)[::2])
+    err = one_line_error(*run(["index", "--embeddings", inside, "--output", str(idx)], capsys)[::2])
     assert f"--output {idx} contains the input {inside}" in err
     err = one_line_error(*run(["dedup", "--index", str(idx), "--output", str(idx)], capsys)[::2])
     assert f"--output {idx} is the input {idx}" in err
@@ -125,7 +125,7 @@ def _long_id_index(tmp_path, capsys):
     ids = np.array([client[v] for v in voice], dtype=object)
     ids[np.flatnonzero(voice == 1)[3:]] = hashlib.sha512(b"alias").hexdigest()  # one voice under two ids
     emb = write_embeddings(tmp_path / "emb", x, ids)
-    assert run(["index", "build", "--embeddings", emb, "--output", str(tmp_path / "idx"), "--threshold", "0.83"],
+    assert run(["index", "--embeddings", emb, "--output", str(tmp_path / "idx"), "--threshold", "0.83"],
                capsys)[0] == 0
     model = tmp_path / "model"
     (model / "saved_model").mkdir(parents=True)

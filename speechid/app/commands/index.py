@@ -1,6 +1,6 @@
-"""``speechid index build``, ``speechid dedup`` and ``speechid query``: validate paths, forward to indexing.
+"""``speechid index``, ``speechid dedup`` and ``speechid query``: validate paths, forward to indexing.
 
-    speechid index build --embeddings embeddings/cv-en --output index/cv-en [--model models/cv-en] [--kind ...]
+    speechid index --embeddings embeddings/cv-en --output index/cv-en [--model models/cv-en] [--kind ...]
     speechid dedup --index index/cv-en --output dedup/cv-en [--threshold 0.83] [--level clip|speaker|both]
 
 Thresholds: the index carries the model's operating points (config.json's block, read by the model's one
@@ -23,11 +23,6 @@ _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
 _OUT = click.Path(file_okay=False, dir_okay=True, writable=True)
 
 
-@click.group("index")
-def index():
-    """Build a FAISS index over an embeddings directory."""
-
-
 def _embeddings_model(embeddings: str) -> str | None:
     """The model directory `speechid embed` recorded in the embeddings' manifest.json, if it still exists."""
     try:
@@ -38,7 +33,7 @@ def _embeddings_model(embeddings: str) -> str | None:
     return model if isinstance(model, str) and os.path.exists(os.path.join(model, "config.json")) else None
 
 
-@index.command("build")
+@click.command("index")
 @click.option("--embeddings", required=True, type=_DIR, help="Directory of part-*.parquet from `speechid embed`.")
 @click.option("--output", required=True, type=_OUT, help="Index directory to write (replaced if it is an index).")
 @click.option("--model", "model_dir", type=_DIR, default=None,
@@ -53,8 +48,8 @@ def _embeddings_model(embeddings: str) -> str | None:
 @click.option("--nlist", type=int, default=None, show_default="~4 sqrt(N)", help="IVF cells.")
 @click.option("--nprobe", type=int, default=None, show_default="~1% of cells, >= 16",
               help="IVF cells scanned per query.")
-def build(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe):
-    """Index every embedding of EMBEDDINGS into OUTPUT."""
+def index(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe):
+    """Build a FAISS index over an embeddings directory (every embedding of --embeddings into --output)."""
     from speechid.indexing import build_index
     from speechid.model.export import operating_points, read_config
 
@@ -70,7 +65,7 @@ def build(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe)
 
 
 @click.command("dedup")
-@click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index build`).")
+@click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index`).")
 @click.option("--output", required=True, type=_OUT, help="Directory for the Parquet tables and summary.")
 @click.option("--threshold", type=float, default=None, show_default="the index's: the model's seed operating point",
               help="Clip-level Euclidean threshold.")
@@ -105,7 +100,7 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
 
 
 @click.command("query")
-@click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index build`).")
+@click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index`).")
 @click.option("--model", "model_dir", required=True, type=_DIR, help="Model directory the index was embedded with.")
 @click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per clip.")

@@ -50,11 +50,11 @@ def _data_dir(path: str) -> str:
 )
 @click.option("--epochs", type=click.IntRange(min=0), default=30, show_default=True)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--speakers-per-batch", type=click.IntRange(min=2), default=32, show_default=True,
+@click.option("--batch-speakers", "speakers_per_batch", type=click.IntRange(min=2), default=32, show_default=True,
               help="P: speakers drawn into each training batch of P x K crops.")
-@click.option("--clips-per-speaker", type=click.IntRange(min=2), default=4, show_default=True,
-              help="K: crops of each drawn speaker in one training batch (triplets are mined among them); not the "
-                   "corpus size, which `speechid synth --clips-per-speaker` sets.")
+@click.option("--batch-clips", "clips_per_speaker", type=click.IntRange(min=2), default=4, show_default=True,
+              help="K: clips of each drawn speaker in one batch, one random crop each (triplets are mined among "
+                   "them).")
 @click.option("--crop-seconds", type=click.FloatRange(min=0.05), help="Training crop = inference window",
               default=3.0, show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=0.001, show_default=True,

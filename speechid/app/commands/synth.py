@@ -8,7 +8,7 @@ import click
 @click.option("--speakers", default=20, show_default=True, type=click.IntRange(min=3), help="True voices.")
 @click.option("--clips-per-speaker", default=10, show_default=True, type=click.IntRange(min=1),
               help="Clips recorded per true voice in the corpus (a voice with an alias has them split between its "
-                   "two client_ids); not a batch size, which `speechid train --clips-per-speaker` sets.")
+                   "two client_ids).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--aliases", default=0, show_default=True, type=click.IntRange(min=0),
               help="Speakers recorded under two client_ids each (ground truth in OUT_DIR/aliases.tsv).")
