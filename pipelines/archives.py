@@ -346,7 +346,7 @@ class IndexArchive(beam.DoFn):
         except OSError as e:
             reader, failure = None, Failure(archive, "", "archive_unreadable", str(e))
         if reader is not None:
-            self._meter = Meter(size / 1e9 if size else None, self._progress_interval)
+            self._meter = Meter(size / 1e6 if size else None, self._progress_interval)
             self._where = (archive, reader)
             with reader:
                 # bz2/xz cannot be entered midway: one range, read from the start.
@@ -413,10 +413,10 @@ class IndexArchive(beam.DoFn):
     def _report(self, seen: dict) -> None:
         """Pass 1 of a large archive takes minutes on one core: its bytes read, rate and time left."""
         archive, reader = self._where
-        read_gb = reader.position() / 1e9
-        if self._meter.add(read_gb - self._meter.done):
+        read_mb = reader.position() / 1e6
+        if self._meter.add(read_mb - self._meter.done):
             _LOG.info("speechid read, pass 1 (index) %s: %s; %d clips, %d TSV rows", posixpath.basename(archive),
-                      self._meter.text("GB", "{:,.2f}"), seen["clips"], sum(seen["tsv_rows"].values()))
+                      self._meter.text("MB"), seen["clips"], sum(seen["tsv_rows"].values()))
 
     def _tsv(self, archive: str, name: str, split: str, stream, counts: dict):
         selected = split in self._splits
