@@ -47,7 +47,7 @@ setup(
         "pyarrow<26",
         "soundfile>=0.13",
         "soxr>=0.5",
-        "indexed_gzip>=1.10,<2",
+        "rapidgzip>=0.16,<0.17",
         "numpy",
         "scipy",
         "click>=8",

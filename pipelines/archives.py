@@ -354,11 +354,12 @@ class IndexArchive(beam.DoFn):
                 try:
                     with tarfile.open(fileobj=reader.stream, mode="r|") as tar:
                         yield from self._members(archive, tar, seen, _RangePlanner(range_bytes))
+                    reader.check_complete()
                 except tarfile.ReadError as e:
                     # The first block decides it: nothing was read (not a tar) or the stream broke later.
                     started = seen["clips"] or seen["other_members"] or seen["tsv_rows"]
                     failure = Failure(archive, "", "archive_truncated" if started else "archive_unreadable", str(e))
-                except (EOFError, zlib.error, OSError) as e:
+                except (EOFError, zlib.error, OSError, ValueError, RuntimeError) as e:  # rapidgzip: ValueError
                     failure = Failure(archive, "", "archive_truncated", str(e) or type(e).__name__)
                 # Saved after a break too: the members confirmed before it are still read in pass 2.
                 index = reader.save_index(seekable.index_path(self._index_dir, archive))
