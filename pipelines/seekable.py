@@ -146,6 +146,8 @@ class IndexingReader:
     def position(self) -> int:
         """Bytes of the archive file read so far (compressed bytes for gzip, bz2 and xz)."""
         try:
+            if self._gz is not None:  # rapidgzip moves the file itself; it counts compressed bits
+                return self._gz.tell_compressed() // 8
             return self._raw.tell()
         except (OSError, ValueError):
             return 0
