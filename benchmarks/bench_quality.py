@@ -26,13 +26,11 @@ The Debian packages (flight-of-the-amazon-queen, drascula, drascula-spanish) are
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -41,7 +39,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from speechid import audio  # noqa: E402
 from speechid.errors import ConfigError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -92,29 +89,10 @@ def prep(archives: list[str], out: str) -> None:
 
 def archive_clips(archive: str, splits: set[str] | None, sample_rate: int) -> tuple[list, list[str]]:
     """(waveforms, speaker labels) of the clips the archive's split TSVs list for ``splits`` (None: all)."""
-    rows, clips = {}, {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for m in tar:
-            base = m.name.rsplit("/", 1)[-1]
-            if "/clips/" in m.name:
-                clips[base] = tar.extractfile(m).read()
-            elif base in ("train.tsv", "dev.tsv", "test.tsv") and (splits is None or base[:-4] in splits):
-                text = tar.extractfile(m).read().decode().splitlines()
-                for r in csv.DictReader(text, delimiter="\t", quoting=csv.QUOTE_NONE):
-                    rows[r["path"]] = r["client_id"]
-    by_speaker: dict[str, list[str]] = {}
-    for path in sorted(rows):
-        by_speaker.setdefault(rows[path], []).append(path)
-    waves, labels = [], []
-    rng = np.random.default_rng(0)
-    for spk in sorted(by_speaker):
-        paths = by_speaker[spk]
-        if len(paths) > MAX_CLIPS_PER_SPEAKER:
-            paths = sorted(rng.choice(paths, MAX_CLIPS_PER_SPEAKER, replace=False))
-        for p in paths:
-            waves.append(audio.decode(clips[p], sample_rate, audio.NO_LIMITS, name=p))
-            labels.append(spk)
-    return waves, labels
+    from speechid.corpora.release import sample_clips
+
+    tsvs = [f"{s}.tsv" for s in (splits or ("train", "dev", "test"))]
+    return sample_clips(archive, tsvs, sample_rate, MAX_CLIPS_PER_SPEAKER, seed=0)
 
 
 def trial_lists(corpora: dict[str, list[str]], trained: set[str], sample_rate: int) -> dict[str, tuple]:

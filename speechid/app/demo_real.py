@@ -27,10 +27,8 @@ same-voice pair into a "different" trial. Drascula clips are decoded straight fr
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
-import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -128,36 +126,6 @@ def score_list(emb: np.ndarray, labels: list[str], threshold: float, trials: int
     return metrics, (d[same], d[~same])
 
 
-def archive_clips(archive: str, sample_rate: int, per_speaker: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
-    """(waveforms, speaker labels) of every clip a release archive lists, at most ``per_speaker`` per
-    speaker (a seeded sample); the label is the client_id."""
-    from speechid import audio
-
-    rows, data = {}, {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for m in tar:
-            base = m.name.rsplit("/", 1)[-1]
-            if "/clips/" in m.name:
-                data[base] = tar.extractfile(m).read()
-            elif base == "validated.tsv":
-                text = tar.extractfile(m).read().decode().splitlines()
-                rows.update((r["path"], r["client_id"])
-                            for r in csv.DictReader(text, delimiter="\t", quoting=csv.QUOTE_NONE))
-    by_speaker: dict[str, list[str]] = {}
-    for path in sorted(rows):
-        by_speaker.setdefault(rows[path], []).append(path)
-    rng = np.random.default_rng(seed)
-    waves, labels = [], []
-    for spk in sorted(by_speaker):
-        paths = by_speaker[spk]
-        if len(paths) > per_speaker:
-            paths = sorted(rng.choice(paths, per_speaker, replace=False))
-        for p in paths:
-            waves.append(audio.decode(data[p], sample_rate, audio.NO_LIMITS, name=p))
-            labels.append(spk)
-    return waves, labels
-
-
 def _write_metrics(folder: str, name: str, metrics: dict, inputs: list[str]) -> None:
     from speechid import outputs
 
@@ -174,7 +142,7 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
     from speechid import Encoder, outputs
     from speechid.app.demo import DemoResult, _pick_query_clip, _stage, dedup_stage, finish, index_stage, query_stage
     from speechid.corpora import drascula, fotaq, synth
-    from speechid.corpora.release import write_release
+    from speechid.corpora.release import sample_clips, write_release
     from speechid.model import evaluation, trainer
     from speechid.model.data import load_clips
     from speechid.model.export import operating_points, read_config
@@ -272,7 +240,8 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
             lists.append((key, voices, name, relation, emb[idx], [truth[cids[i]] for i in idx]))
         for archive in dr.archives if use_drascula else []:
             lang = archive.rsplit("-", 1)[-1].split(".")[0]  # drascula-<locale>.tar.gz
-            dw, dl = archive_clips(archive, enc.sample_rate, config.max_clips_per_speaker, config.seed)
+            dw, dl = sample_clips(archive, ["validated.tsv"], enc.sample_rate, config.max_clips_per_speaker,
+                                  config.seed)
             lists.append((f"drascula_{lang}", "real", f"Drascula, {'English' if lang == 'en' else 'Spanish'} cast",
                           "another game: cross-corpus, never trained on", enc.embed_waveforms(dw), dl))
         drascula_metrics = {}

@@ -410,3 +410,37 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
     with open(os.path.join(out_dir, MANIFEST_JSON), "w") as f:
         json.dump(manifest, f, indent=2)
     return manifest
+
+
+def sample_clips(archive: str, tsvs: Iterable[str], sample_rate: int, per_speaker: int, seed: int = 0
+                 ) -> tuple[list[np.ndarray], list[str]]:
+    """(waveforms, client_ids) of the clips a release archive's ``tsvs`` (file names such as ``test.tsv``)
+    list, at most ``per_speaker`` per client_id (a seeded sample), decoded at ``sample_rate``.
+
+    For scoring trial lists straight from a release (the real-voice demo, bench_quality): the clips are
+    read whole into memory, so it suits the small releases ``speechid corpus`` writes, not Common Voice.
+    """
+    wanted = set(tsvs)
+    rows, data = {}, {}
+    with tarfile.open(archive, "r:*") as tar:
+        for m in tar:
+            base = m.name.rsplit("/", 1)[-1]
+            if "/clips/" in m.name:
+                data[base] = tar.extractfile(m).read()
+            elif base in wanted:
+                text = tar.extractfile(m).read().decode("utf-8").splitlines()
+                rows.update((r["path"], r["client_id"])
+                            for r in csv.DictReader(text, delimiter="\t", quoting=csv.QUOTE_NONE))
+    by_speaker: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(rows):
+        by_speaker[rows[path]].append(path)
+    rng = np.random.default_rng(seed)
+    waves, labels = [], []
+    for speaker in sorted(by_speaker):
+        paths = by_speaker[speaker]
+        if len(paths) > per_speaker:
+            paths = sorted(rng.choice(paths, per_speaker, replace=False))
+        for path in paths:
+            waves.append(audio.decode(data[path], sample_rate, audio.NO_LIMITS, name=path))
+            labels.append(speaker)
+    return waves, labels
