@@ -61,7 +61,7 @@ def plan(archive_bytes: int, range_bytes: int | None = None) -> tuple[int, int]:
     Ranges are about 1/256 of the archive, between 1 and 64 MiB: a few hundred per release archive, each
     read sequentially after one seek (random seeks into deflate data are slow). The index keeps a point
     every half range, between 1 and 32 MiB, so a range starts at most half a range after the point it
-    restarts from; at 32 MiB spacing a 40 GB archive's index is about 40 MB.
+    restarts from; at 32 MiB spacing a 40 GB archive's index holds about 1,200 windows of 32 KiB at most.
     """
     if range_bytes is None:
         range_bytes = min(MAX_RANGE_BYTES, max(MIN_RANGE_BYTES, archive_bytes // RANGES_PER_ARCHIVE))
@@ -109,7 +109,8 @@ class IndexingReader:
         if self.kind == GZIP:
             import rapidgzip
 
-            # One decompression thread: the worker's other core decodes clips (and tar parsing is serial).
+            # One decompression thread: pass 1 is also bound by parsing the tar in Python (two threads
+            # measured 216 against 202 MB/s).
             self._gz = rapidgzip.RapidgzipFile(self._raw, parallelization=1, chunk_size=spacing)
             # Small reads: rapidgzip drops a read that a broken stream cuts short, so a truncated archive
             # loses at most one buffer before the break.
