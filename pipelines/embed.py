@@ -457,16 +457,19 @@ def flag_parser():
     limits = audio_lib.INFERENCE_LIMITS
     p = jobs.JobFlags("speechid embed", "Embed clips in bulk with Beam RunInference: Parquet of unit embeddings, "
                                         "failures/ and manifest.json.")
-    p.add_argument("--model", required=True, help="model directory (config.json + saved_model/), local or gs://")
-    p.add_argument("--input", action="append", required=True,
+    p.add_argument("--model", dest="model_dir", metavar="MODEL", required=True,
+                   help="model directory (config.json + saved_model/), local or gs://")
+    p.add_argument("--input", dest="inputs", metavar="INPUT", action="append", required=True,
                    help="Common Voice archive glob, audio file glob, or prep TFRecords / prep output folder; "
                         "repeatable")
     p.add_argument("--output", required=True, help="output folder for part-*.parquet, failures/ and manifest.json: "
                                                    "new, empty, or an earlier embed output, replaced atomically")
     p.add_argument("--input-kind", choices=("auto",) + KINDS, default="auto",
                    help="what --input holds; auto: from the pattern")
-    p.add_argument("--window", type=float, default=None, help="window seconds (default: the model's)")
-    p.add_argument("--hop", type=float, default=None, help="hop seconds (default: the model's)")
+    p.add_argument("--window", dest="window_s", metavar="SECONDS", type=float, default=None,
+                   help="window seconds (default: the model's)")
+    p.add_argument("--hop", dest="hop_s", metavar="SECONDS", type=float, default=None,
+                   help="hop seconds (default: the model's)")
     p.add_argument("--min-batch-size", type=int, default=8, help="windows per inference batch, at least")
     p.add_argument("--max-batch-size", type=int, default=64, help="windows per inference batch, at most")
     p.add_argument("--min-duration", type=float, default=limits.min_duration,
@@ -487,24 +490,10 @@ def parse_args(argv: list[str] | None):
 
 
 def run(argv: list[str] | None = None, test_pipeline=None) -> dict:
-    """Parse our flags, pass every other flag to Beam, run; returns the manifest dict."""
+    """Parse our flags (their names are ``embed_corpus``'s keywords), pass every other flag to Beam, run;
+    returns the manifest dict."""
     args, beam_args = parse_args(argv)
-    return embed_corpus(
-        args.model,
-        args.input,
-        args.output,
-        input_kind=args.input_kind,
-        window_s=args.window,
-        hop_s=args.hop,
-        min_batch_size=args.min_batch_size,
-        max_batch_size=args.max_batch_size,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        num_shards=args.num_shards,
-        inference_accelerator=args.inference_accelerator,
-        pipeline_args=beam_args,
-        test_pipeline=test_pipeline,
-    )
+    return embed_corpus(**vars(args), pipeline_args=beam_args, test_pipeline=test_pipeline)
 
 
 def embed_corpus(

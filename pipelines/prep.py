@@ -275,16 +275,20 @@ def prepare(
     return PrepResult(output=output, manifest=manifest, metrics=metrics)
 
 
+def _split_names(value: str) -> list[str]:
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
 def flag_parser() -> jobs.JobFlags:
     """prep's own flags, defined once (``speechid prep`` forwards its arguments to ``run``)."""
     p = jobs.JobFlags("speechid prep", "Prepare Common Voice archives for training: TFRecords per split, "
                                        "tf.Transform statistics, failures/ and manifest.json.")
-    p.add_argument("--input", action="append", required=True,
+    p.add_argument("--input", dest="inputs", metavar="INPUT", action="append", required=True,
                    help="a .tar/.tar.gz release, local or gs://; globs allowed; repeatable")
     p.add_argument("--output", required=True,
                    help="output folder (local or gs://): new, empty, or an earlier prep output, replaced atomically")
     p.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="Hz of the records (>= 8000)")
-    p.add_argument("--splits", default=",".join(schema.SPLITS),
+    p.add_argument("--splits", default=",".join(schema.SPLITS), type=_split_names,
                    help=f"TSVs whose rows become records (from {','.join(schema.ALL_SPLITS)})")
     p.add_argument("--min-duration", type=float, default=audio.DEFAULT_MIN_DURATION, help="seconds; shorter clips fail")
     p.add_argument("--max-duration", type=float, default=audio.DEFAULT_MAX_DURATION, help="seconds; longer clips fail")
@@ -305,21 +309,9 @@ OWN_FLAGS = flag_parser().own_flags()
 
 
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> PrepResult:
-    """Command-line entry: parse our flags, pass the rest to Beam, run ``prepare``."""
+    """Command-line entry: parse our flags (their names are ``prepare``'s keywords), pass the rest to Beam."""
     args, pipeline_args = parse_args(argv)
-    return prepare(
-        args.input,
-        args.output,
-        splits=[s.strip() for s in args.splits.split(",") if s.strip()],
-        sample_rate=args.sample_rate,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        max_clip_bytes=args.max_clip_bytes,
-        num_shards=args.num_shards,
-        progress_interval=args.progress_interval,
-        pipeline_args=pipeline_args,
-        test_pipeline=test_pipeline,
-    )
+    return prepare(**vars(args), pipeline_args=pipeline_args, test_pipeline=test_pipeline)
 
 
 if __name__ == "__main__":
