@@ -153,6 +153,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--loss", default="triplet+aam", help="triplet, aam or triplet+aam.")
     ap.add_argument("--aam-scale", type=float, default=30.0)
     ap.add_argument("--aam-margin", type=float, default=0.2)
+    ap.add_argument("--pooling", default="mean", help="mean, stats (mean and standard deviation) or last.")
     ap.add_argument("--augment", default="standard", help="Training augmentation: none or the trainer's preset name.")
     ap.add_argument("--peer-python", default=os.path.join(os.path.dirname(HERE), ".venv-bench", "bin", "python"))
     ap.add_argument("--model", default=None, help="Score an existing model directory instead of training.")
@@ -171,6 +172,7 @@ def main(argv=None) -> dict:
 
     model_dir = args.model
     if model_dir is None:
+        from speechid.model.network import NetworkConfig
         from speechid.model.trainer import train
 
         data_dir = os.path.join(out, "data", "-".join(sorted(trained)))
@@ -184,7 +186,7 @@ def main(argv=None) -> dict:
             crop_seconds=args.crop_seconds, learning_rate=args.learning_rate, margin=args.margin,
             loss=args.loss, aam_scale=args.aam_scale, aam_margin=args.aam_margin,
             time_budget_s=None if steps else args.budget_minutes * 60, augment=args.augment,
-            log=log,
+            network=NetworkConfig(pooling=args.pooling), log=log,
         )
         result["training"] = {k: summary[k] for k in ("optimizer_steps", "best_epoch", "best_dev_eer", "wall_s",
                                                       "clips_per_s", "trainable_parameters")}

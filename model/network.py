@@ -6,7 +6,8 @@ default 40 bins (``FeatureConfig``) it is 600,192, because only the first LSTM's
 the number of bins. ``count_parameters`` gives the figure for any configuration without building a model.
 
 One change from the seed, same parameters: the second LSTM's outputs are averaged over frames
-(``pooling="mean"``) instead of taking its final state (``"last"``, the seed's, still available). With the
+(``pooling="mean"``) instead of taking its final state (``"last"``, the seed's, still available);
+``"stats"`` pools their mean and standard deviation (x-vector statistics pooling; +32,896 parameters). With the
 final state the gradient reaches early frames only through the recurrence and training from scratch
 crawls: on the 200-speaker synthetic corpus, 160 steps of 16 x 4 two-second crops give a test EER of
 18.8% with "last" and 6.6% with "mean".
@@ -28,7 +29,7 @@ import tensorflow as tf
 from speechid.errors import ConfigError
 from speechid.model.features import FeatureConfig, log_mel
 
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "stats")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class NetworkConfig:
     lstm_units: tuple[int, ...] = (128, 128)
     bidirectional: bool = True
     embedding_dim: int = 128
-    pooling: str = "mean"  # "mean": average of the last LSTM's outputs over frames; "last": its final state
+    # "mean": average of the last LSTM's outputs over frames; "stats": their mean and standard deviation
+    # (statistics pooling, as x-vectors; twice the width into the projection); "last": the final state
+    pooling: str = "mean"
 
     def __post_init__(self):
         units = tuple(int(u) for u in self.lstm_units)
@@ -70,6 +73,8 @@ def count_parameters(n_mels: int, config: NetworkConfig = NetworkConfig()) -> in
     for units in config.lstm_units:
         total += directions * 4 * (units * (width + units) + units)
         width = directions * units
+    if config.pooling == "stats":
+        width *= 2  # mean and standard deviation side by side
     return total + width * config.embedding_dim + config.embedding_dim
 
 
@@ -121,10 +126,17 @@ def build_embedder(
     for i, units in enumerate(config.lstm_units):
         last = i == len(config.lstm_units) - 1
         # "last" pooling is return_sequences=False on the last layer, as in the seed.
-        lstm = layers.LSTM(units, return_sequences=not last or config.pooling == "mean", name=f"lstm_{i}")
+        lstm = layers.LSTM(units, return_sequences=not last or config.pooling != "last", name=f"lstm_{i}")
         x = layers.Bidirectional(lstm, name=f"bilstm_{i}")(x) if config.bidirectional else lstm(x)
     if config.pooling == "mean":
         x = layers.GlobalAveragePooling1D(name="mean_pool")(x)
+    elif config.pooling == "stats":
+        # Built from Keras layers and TF ops only, so the saved model needs no custom objects to load.
+        mean = layers.GlobalAveragePooling1D(name="stats_mean")(x)
+        mean_sq = layers.GlobalAveragePooling1D(name="stats_mean_sq")(layers.Multiply(name="stats_sq")([x, x]))
+        var = layers.Subtract(name="stats_var")([mean_sq, layers.Multiply(name="stats_mean2")([mean, mean])])
+        std = tf.sqrt(tf.maximum(var, 1e-5))
+        x = layers.Concatenate(name="stats_pool")([mean, std])
     x = layers.Dense(config.embedding_dim, activation=None, name="projection")(x)
     emb = layers.UnitNormalization(axis=-1, dtype="float32", name="embedding")(x)
     return tf.keras.Model(wave, emb, name=name)

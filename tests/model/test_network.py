@@ -35,3 +35,21 @@ def test_statistics_must_match_the_features():
 
     with pytest.raises(ConfigError, match="40 mel bins"):
         build_embedder(np.zeros(80), np.ones(80), FeatureConfig(n_mels=40))
+
+
+def test_statistics_pooling_counts_and_exports_without_custom_objects(tmp_path):
+    """``pooling="stats"`` (mean and standard deviation over frames): the closed-form count holds, and the
+    exported model loads as Beam loads it and embeds what the in-process network does."""
+    from speechid.model.export import export_model, load_serving_model
+
+    fc, config = FeatureConfig(n_mels=16), NetworkConfig(lstm_units=(8, 6), embedding_dim=5, pooling="stats")
+    mean, var = np.full(16, -4.0, np.float32), np.full(16, 5.0, np.float32)
+    model = build_embedder(mean, var, fc, config)
+    assert trainable_parameters(model) == count_parameters(16, config)
+    assert count_parameters(16, config) - count_parameters(16, NetworkConfig((8, 6), True, 5, "mean")) == 12 * 5
+    export_model(model.get_weights(), str(tmp_path / "m"), mel_mean=mean, mel_var=var, features=fc, network=config,
+                 window_s=1.0, hop_s=0.5, data_fingerprint="test")
+    x = np.random.default_rng(1).uniform(-0.3, 0.3, (2, 12_000)).astype(np.float32)
+    got = load_serving_model(str(tmp_path / "m"))(x).numpy()
+    np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

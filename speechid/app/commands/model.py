@@ -26,6 +26,12 @@ def _given(**kwargs) -> dict:
             if v is not None and ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
 
 
+def _network(pooling: str):
+    from speechid.model.network import NetworkConfig
+
+    return NetworkConfig(pooling=pooling)
+
+
 def _data_dir(path: str) -> str:
     from speechid import schema
 
@@ -71,6 +77,8 @@ def _data_dir(path: str) -> str:
 @click.option("--augment", type=click.Choice(["none", "standard"]),
               default="none", show_default=True,
               help="On-the-fly noise/babble/reverb/band-limit/gain augmentation preset")
+@click.option("--pooling", type=click.Choice(["mean", "stats", "last"]), default="mean", show_default=True,
+              help="Over frames of the last LSTM: mean, mean and standard deviation (stats), or its final state")
 @click.option("--time-budget-minutes", type=click.FloatRange(min=0.0, min_open=True),
               help="Stop after the epoch that crosses this wall time", show_default="no limit")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -89,6 +97,7 @@ def train(
     aam_scale,
     aam_margin,
     augment,
+    pooling,
     time_budget_minutes,
     seed,
     resume,
@@ -97,27 +106,25 @@ def train(
     data_dir = _data_dir(data_dir)  # before TensorFlow loads: a wrong folder fails at once
     from speechid.model.trainer import train as run_train
 
-    result = run_train(
-        data_dir,
-        model_dir,
-        resume=resume,
-        log=click.echo,
-        **_given(
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            speakers_per_batch=speakers_per_batch,
-            clips_per_speaker=clips_per_speaker,
-            crop_seconds=crop_seconds,
-            learning_rate=learning_rate,
-            margin=margin,
-            loss=loss,
-            aam_scale=aam_scale,
-            aam_margin=aam_margin,
-            augment=augment,
-            time_budget_s=None if time_budget_minutes is None else 60.0 * time_budget_minutes,
-            seed=seed,
-        ),
+    given = _given(
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        speakers_per_batch=speakers_per_batch,
+        clips_per_speaker=clips_per_speaker,
+        crop_seconds=crop_seconds,
+        learning_rate=learning_rate,
+        margin=margin,
+        loss=loss,
+        aam_scale=aam_scale,
+        aam_margin=aam_margin,
+        augment=augment,
+        pooling=pooling,
+        time_budget_s=None if time_budget_minutes is None else 60.0 * time_budget_minutes,
+        seed=seed,
     )
+    if "pooling" in given:  # the one network size a user picks here; the rest stay the seed's
+        given["network"] = _network(given.pop("pooling"))
+    result = run_train(data_dir, model_dir, resume=resume, log=click.echo, **given)
     best = result["best_dev_eer"]
     click.echo(
         f"model {result['model_id']} in {model_dir}: "
