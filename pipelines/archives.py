@@ -341,16 +341,17 @@ class IndexArchive(beam.DoFn):
         except Exception:  # noqa: BLE001  the size only sizes the ranges
             size = 0
         failure = None
+        range_bytes, spacing = seekable.plan(size, self._range_bytes)
         try:
-            reader = seekable.IndexingReader(archive, seekable.plan(size, self._range_bytes)[1])
+            reader = seekable.IndexingReader(archive, spacing)
         except OSError as e:
             reader, failure = None, Failure(archive, "", "archive_unreadable", str(e))
         if reader is not None:
             self._meter = Meter(size / 1e6 if size else None, self._progress_interval)
             self._where = (archive, reader)
             with reader:
-                # bz2/xz cannot be entered midway: one range, read from the start.
-                range_bytes = seekable.plan(size, self._range_bytes)[0] if reader.kind != seekable.STREAM else 1 << 62
+                if reader.kind == seekable.STREAM:  # bz2/xz cannot be entered midway: one range, from the start
+                    range_bytes = 1 << 62
                 try:
                     with tarfile.open(fileobj=reader.stream, mode="r|") as tar:
                         yield from self._members(archive, tar, seen, _RangePlanner(range_bytes))
