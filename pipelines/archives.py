@@ -344,8 +344,8 @@ class IndexArchive(beam.DoFn):
         range_bytes, spacing = seekable.plan(size, self._range_bytes)
         try:
             reader = seekable.IndexingReader(archive, spacing)
-        except OSError as e:
-            reader, failure = None, Failure(archive, "", "archive_unreadable", str(e))
+        except (OSError, ValueError, RuntimeError) as e:  # rapidgzip refuses a broken gzip with ValueError
+            reader, failure = None, Failure(archive, "", "archive_unreadable", str(e) or type(e).__name__)
         if reader is not None:
             self._meter = Meter(size / 1e6 if size else None, self._progress_interval)
             self._where = (archive, reader)
@@ -356,12 +356,12 @@ class IndexArchive(beam.DoFn):
                     with tarfile.open(fileobj=reader.stream, mode="r|") as tar:
                         yield from self._members(archive, tar, seen, _RangePlanner(range_bytes))
                     reader.check_complete()
-                except tarfile.ReadError as e:
-                    # The first block decides it: nothing was read (not a tar) or the stream broke later.
+                except (tarfile.ReadError, EOFError, zlib.error, OSError, ValueError, RuntimeError) as e:
+                    # rapidgzip raises ValueError on a broken deflate stream. Whether anything was read decides
+                    # it: nothing (not a tar, or not gzip past its magic) or a stream that broke later.
                     started = seen["clips"] or seen["other_members"] or seen["tsv_rows"]
-                    failure = Failure(archive, "", "archive_truncated" if started else "archive_unreadable", str(e))
-                except (EOFError, zlib.error, OSError, ValueError, RuntimeError) as e:  # rapidgzip: ValueError
-                    failure = Failure(archive, "", "archive_truncated", str(e) or type(e).__name__)
+                    failure = Failure(archive, "", "archive_truncated" if started else "archive_unreadable",
+                                      str(e) or type(e).__name__)
                 # Saved after a break too: the members confirmed before it are still read in pass 2.
                 index = reader.save_index(seekable.index_path(self._index_dir, archive))
                 yield beam.pvalue.TaggedOutput(INDEXES, (archive, index))

@@ -169,11 +169,14 @@ def test_unreadable_and_truncated_archives_fail_without_losing_what_was_read(tmp
     raw = open(full, "rb").read()
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(gzip.compress(raw)[: 3 * len(gzip.compress(raw)) // 4])
+    broken = tmp_path / "broken.tar.gz"  # gzip's magic, then no valid deflate stream: nothing is read
+    broken.write_bytes(b"\x1f\x8b\x08\x00" + b"not deflate data" * 8)
     with local_pipeline() as p:
-        out = p | beam.Create([str(bad), str(cut)]) | ReadArchives(str(tmp_path / "index"), ("train",))
+        out = p | beam.Create([str(bad), str(cut), str(broken)]) | ReadArchives(str(tmp_path / "index"), ("train",))
         assert_that(
             out[FAILURES] | beam.Map(lambda f: (f.archive.rsplit("/", 1)[1], f.reason)),
-            equal_to([("notes.tar.gz", "archive_unreadable"), ("cut.tar.gz", "archive_truncated")]),
+            equal_to([("notes.tar.gz", "archive_unreadable"), ("cut.tar.gz", "archive_truncated"),
+                      ("broken.tar.gz", "archive_unreadable")]),
             label="Failures",
         )
         # The clips read before the break are emitted and counted, so the manifest still reconciles.
