@@ -9,13 +9,16 @@ Steps (``dedup`` does the I/O, ``find_duplicates`` the work on arrays):
    of distinct voices, see its docstring).
 3. Speaker level: every pair of client_ids linked by at least one cross pair of clips is scored by the
    distance between their centroids (mean of their clips, re-normalised), the number of cross pairs under
-   the threshold, their mean distance, and the RMS distance over all cross pairs. The same average-linkage
-   rule on speakers (sums and counts of their clips) gives the merged groups: two ids merge only if the RMS
-   distance over all their cross pairs of clips is under the SPEAKER-level operating point calibrated for
-   groups of that size (``speechid.operating_points``: FAR 0.1% on dev speakers' n-clip groups; a corpus
-   of N ids compares N^2/2 pairs of them, so the clip threshold would merge far too many), so A~B~C cannot
-   chain. Proposed pairs: RMS distance under that threshold, or merged. Given a ground truth, the merges are
-   redone at a sweep of uniform thresholds: precision/recall against the threshold (``merge_curve``).
+   the clip threshold, their mean distance, and their SEPARATION (``speechid.separation``: the distance
+   between the two ids' mean embeddings in standard errors, from each id's own spread; about 1 for one
+   voice under two ids, growing with the clips between two voices). Ids merge by the same reciprocal
+   rounds as the clip clusters (``graph.separation_linkage``: a merged group compares by its mean and the
+   pooled spread of its parts, so A~B~C cannot chain) while the separation is under the SPEAKER-level
+   operating point calibrated for groups of that size (``speechid.operating_points``: FAR 0.1% on dev
+   speakers' n-clip groups; a corpus of N ids compares N^2/2 pairs of them, so a merge needs a much lower
+   FAR than one verification). Proposed pairs: separation under that threshold, or merged. Given a ground
+   truth, the merges are redone at a sweep of uniform separations: precision/recall against the threshold
+   (``merge_curve``).
 4. Suspicious labels: a clip with at least ``min_neighbors`` labelled neighbours of which more than
    ``label_fraction`` belong to other speakers (other merged groups, so aliases already proposed for a merge
    do not flag every clip twice).
@@ -46,6 +49,7 @@ from speechid.indexing import store
 from speechid.indexing.build import add_by_code, speaker_codes
 from speechid.indexing.query import SpeakerIndex
 from speechid.operating_points import is_same
+from speechid.separation import Groups, separation
 
 LEVELS = ("clip", "speaker", "both")
 SUMMARY_JSON = "summary.json"
@@ -208,17 +212,18 @@ def _linked_speakers(graph: g.RangeGraph, codes: np.ndarray, m: int):
 
 def merge_curve(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray, speakers: pa.Array,
                 truth: Mapping[str, str], thresholds: Sequence[float]) -> list[dict]:
-    """Client_id merges redone at each uniform speaker-level threshold, scored against ``truth``:
+    """Client_id merges redone at each uniform separation threshold, scored against ``truth``:
     [{threshold, precision, recall, predicted_pairs, correct_pairs, true_pairs}] (where to set it)."""
     n_spk = len(speakers)
     if not n_spk:
         return []
     sums, counts = _speaker_sums(vectors, codes, n_spk)
+    pooled = Groups.of_sums(sums, counts).pooled_spread()
     a, b, *_ = _linked_speakers(graph, codes, max(n_spk, 1))
     names = speakers.to_pylist()
     out = []
     for t in thresholds:
-        groups = g.average_linkage(sums, counts, a, b, float(t))
+        groups = g.separation_linkage(Groups.of_sums(sums, counts), a, b, float(t), pooled)
         sc = score_groups(dict(zip(names, groups.tolist(), strict=True)), truth)
         out.append({"threshold": round(float(t), 4), "precision": sc.precision, "recall": sc.recall,
                     "predicted_pairs": sc.predicted_pairs, "correct_pairs": sc.correct_pairs,
@@ -237,19 +242,22 @@ def _speaker_merges(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray,
         cross_pairs, 1)
     unit = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     centroid_d = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("ij,ij->i", unit[a], unit[b]), 0.0))
-    rms = np.sqrt(np.maximum(g.mean_sq_cross(sums, counts.astype(np.float64), a, b), 0.0))
-    groups = g.average_linkage(sums, counts, a, b, merge_rule) if n_spk else np.zeros(0, np.int64)
+    ids = Groups.of_sums(sums, counts)
+    pooled = ids.pooled_spread()
+    sep = separation(ids, a, b, pooled)
+    groups = (g.separation_linkage(Groups.of_sums(sums, counts), a, b, merge_rule, pooled) if n_spk
+              else np.zeros(0, np.int64))
     merged = groups[a] == groups[b]
     pair_t = _pair_thresholds(merge_rule, counts[a], counts[b])
-    show = is_same(rms, pair_t) | merged
-    sel = np.flatnonzero(show)[np.argsort(centroid_d[show], kind="stable")]
+    show = is_same(sep, pair_t) | merged
+    sel = np.flatnonzero(show)[np.argsort(sep[show], kind="stable")]
     pairs = pa.table({
         "speaker_a": speakers.take(pa.array(a[sel])), "speaker_b": speakers.take(pa.array(b[sel])),
         "clips_a": counts[a[sel]], "clips_b": counts[b[sel]],
         "centroid_distance": centroid_d[sel].astype(np.float32),
         "cross_pairs": cross_pairs[sel].astype(np.int64),
         "mean_cross_distance": mean_cross[sel].astype(np.float32),
-        "rms_cross_distance": rms[sel].astype(np.float32),
+        "separation": sep[sel].astype(np.float32),
         "merge_threshold": pair_t[sel].astype(np.float32),
         "merged": merged[sel],
     })
@@ -261,6 +269,7 @@ def _speaker_merges(vectors: np.ndarray, graph: g.RangeGraph, codes: np.ndarray,
         "speakers": int(n_spk), "speaker_pairs_linked": int(key.size), "speaker_pairs_proposed": int(show.sum()),
         "merged_groups": int((np.bincount(groups, minlength=1) > 1).sum()),
         "speakers_in_merged_groups": int((group_size > 1).sum()),
+        "pooled_spread": round(float(pooled), 6),
     }
     return groups, pairs, table, stats
 
@@ -331,7 +340,7 @@ class DedupResult:
     graph: g.RangeGraph  # the pairs under the threshold that were clustered (benchmarks check their recall)
 
 
-CURVE_THRESHOLDS = tuple(np.round(np.arange(0.20, 1.2001, 0.02), 2))
+CURVE_THRESHOLDS = tuple(np.round(np.arange(0.25, 8.001, 0.25), 2))  # separations
 
 
 def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike, *, threshold: float | None = None,
@@ -342,8 +351,9 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
     """Deduplicate the clips of an index directory (or loaded ``SpeakerIndex``) into ``output_dir``.
 
     ``threshold``: clip level, Euclidean, default the index's (the model's seed operating point).
-    ``merge_threshold``: speaker level (RMS over cross pairs), default the model's speaker-level merge point
-    for each pair's group sizes; an index without operating points merges at ``threshold`` and says so.
+    ``merge_threshold``: speaker level, a separation (``speechid.separation``), default the model's
+    speaker-level merge point for each pair's group sizes; an index without speaker-level operating points
+    merges nothing unless it is given, and says so.
     ``level``: which tables to write (clip, speaker or both; the summary always). ``truth``: client_id ->
     true speaker, to report pairwise precision/recall, and precision/recall against the merge threshold.
     ``nprobe`` / ``ef_search`` override the index's search settings for the range search (IVF default:
@@ -359,18 +369,22 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
     store.search_radius(idx.metric, threshold)  # validates the threshold
     ops = idx.operating_points
     if merge_threshold is not None:
-        store.search_radius(idx.metric, merge_threshold)
+        if not (np.isfinite(merge_threshold) and merge_threshold > 0):
+            raise ConfigError(f"merge threshold {merge_threshold!r}: expected a positive separation "
+                              "(about 1 for one voice under two ids; see `speechid dedup --help`)")
         merge_rule: MergeRule = float(merge_threshold)
-        merge_meaning = ("given" if ops is None or not ops.speaker
+        merge_meaning = ("given, not calibrated" if ops is None or not ops.speaker
                          else ops.speaker_level(1).describe(float(merge_threshold)) + " (smallest groups)")
     elif ops is not None and ops.speaker:
         merge_rule = ops.merge_thresholds
         pts = [(lp.n, lp.point(ops.merge)) for lp in ops.speaker]
-        merge_meaning = "; ".join(f"{n}+ clips: {p.threshold:.3f} (FAR {100 * p.far:.2g}% / FRR {100 * p.frr:.2g}%)"
+        merge_meaning = "; ".join(f"{n}+ clips: {p.threshold:.2f} (FAR {100 * p.far:.2g}% / FRR {100 * p.frr:.2g}%)"
                                   for n, p in pts) + f" ({ops.merge} speaker-level points on dev speakers)"
     else:
-        merge_rule = threshold
-        merge_meaning = "the clip threshold: no speaker-level operating points (uncalibrated)"
+        merge_rule = 0.0
+        merge_meaning = ("nothing merged: " + (ops.no_speaker_level() if ops is not None else
+                                              "the index carries no model operating points")
+                         + "; or give --merge-threshold (a separation)")
     if idx.kind == "ivf" and nprobe is None:
         nprobe = idx.meta["params"].get("dedup_nprobe")
     if idx.kind == "hnsw" and ef_search is None:
@@ -450,15 +464,17 @@ def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairSc
     merge_t = s.get("merge_threshold")
     lines += ["", f"speaker merges: {s['speaker_pairs_proposed']} proposed pairs; {s['merged_groups']} merged groups "
                   f"covering {s['speakers_in_merged_groups']} speaker ids",
-              "  rule: RMS distance over all cross pairs of clips < "
-              + (f"{merge_t:.3f} ({s['merge_rule']})" if merge_t is not None else s["merge_rule"])]
+              "  rule: " + ("separation (distance between the ids' mean voices in standard errors; about 1 for one "
+                            "voice) < " + (f"{merge_t:.2f} ({s['merge_rule']})" if merge_t is not None
+                                           else s["merge_rule"])
+                            if not s["merge_rule"].startswith("nothing merged") else s["merge_rule"])]
     pairs = tables.speaker_pairs.slice(0, top).to_pylist()
     for p in pairs:
         lines.append(
             f"  {short_id(p['speaker_a'])} + {short_id(p['speaker_b'])}: "
             f"centroid distance {p['centroid_distance']:.3f}, "
             f"{p['cross_pairs']} cross pairs (mean {p['mean_cross_distance']:.3f}), "
-            f"RMS over all cross pairs {p['rms_cross_distance']:.3f} vs {p['merge_threshold']:.3f}, "
+            f"separation {p['separation']:.2f} vs {p['merge_threshold']:.2f}, "
             f"{'merged' if p['merged'] else 'not merged'}"
         )
     lines += ["", f"suspicious labels: {s['suspicious_clips']} clips whose neighbours mostly carry other speaker ids"]
@@ -474,9 +490,9 @@ def summary_text(summary: dict, tables: DedupTables, scores: Mapping[str, PairSc
         def pct(x):
             return "  n/a" if x is None else f"{100 * x:5.0f}"
 
-        pick = curve[::5]
+        pick = curve[1::4]
         lines += ["", "client_id merges against the ground truth at one speaker-level threshold for every pair "
-                      "(where to set --merge-threshold; summary.json has every 0.02):",
+                      "(where to set --merge-threshold; summary.json has every 0.25):",
                   "  threshold  " + " ".join(f"{c['threshold']:5.2f}" for c in pick),
                   "  precision% " + " ".join(pct(c["precision"]) for c in pick),
                   "  recall%    " + " ".join(pct(c["recall"]) for c in pick)]

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from speechid import config
+from speechid import config, separation
 from speechid.indexing import store
 
 
@@ -274,6 +274,54 @@ def average_linkage(sums: np.ndarray, counts: np.ndarray, u: np.ndarray, v: np.n
         a = np.concatenate([a[keep], ta])
         b = np.concatenate([b[keep], tb])
         score = np.concatenate([score[keep], mean_sq_cross(s, cnt, ta, tb)])
+    return np.unique(node, return_inverse=True)[1].astype(np.int64)
+
+
+def separation_linkage(groups: separation.Groups, u: np.ndarray, v: np.ndarray,
+                       threshold: float | Callable[[np.ndarray, np.ndarray], np.ndarray], pooled: float
+                       ) -> np.ndarray:
+    """Group label (0..k-1, in order of first row) of each node of ``groups`` (speakers: sums, counts and
+    within sums of squares of their clips), merging along edges (u, v) while the two groups' separation
+    (``speechid.separation``, spreads shrunk toward ``pooled``) is below the threshold: one number, or a
+    function of the two groups' clip counts giving each pair's (the operating point calibrated for groups
+    of that size). Same reciprocal-best-partner rounds as ``average_linkage``; ``groups`` is updated in place
+    (merged groups hold the sums of their parts). A merged group compares by its mean and the pooled spread
+    of its parts, so no chain A~B~C forms unless C is close to A and B together. With one threshold this
+    equals merging the closest pair first (tested); with thresholds that grow with the clip counts, a merge
+    can make a pair eligible, and the rounds may then differ from closest-pair-first in a rare case."""
+    if callable(threshold):
+        def pair_t(a, b):
+            return np.asarray(threshold(groups.counts[a], groups.counts[b]), np.float64)
+    else:
+        def pair_t(a, b):
+            return float(threshold)
+    m = len(groups.counts)
+    if np.any(groups.counts <= 0):
+        raise ValueError("every node needs a positive count")
+    node = np.arange(m, dtype=np.int64)
+    a, b = _unique_pairs(np.asarray(u, np.int64), np.asarray(v, np.int64), max(m, 1))
+    score = separation.separation(groups, a, b, pooled)
+    while a.size:
+        cand = score < pair_t(a, b)
+        if not cand.any():
+            break
+        ca, cb = a[cand], b[cand]
+        best = _best_partner(ca, cb, score[cand], m)
+        mutual = (best[ca] == cb) & (best[cb] == ca)
+        ma, mb = ca[mutual], cb[mutual]
+        groups.merge(ma, mb)
+        rep = np.arange(m, dtype=np.int64)
+        rep[mb] = ma
+        node = rep[node]
+        dirty = np.zeros(m, dtype=bool)
+        dirty[ma] = True
+        dirty[mb] = True
+        touched = dirty[a] | dirty[b]
+        ta, tb = _unique_pairs(rep[a[touched]], rep[b[touched]], m)
+        keep = ~touched
+        a = np.concatenate([a[keep], ta])
+        b = np.concatenate([b[keep], tb])
+        score = np.concatenate([score[keep], separation.separation(groups, ta, tb, pooled)])
     return np.unique(node, return_inverse=True)[1].astype(np.int64)
 
 

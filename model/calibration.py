@@ -9,10 +9,11 @@ distance lists -> the named points of ``speechid.operating_points`` from the ROC
 * ``eer``: where FAR and FRR cross (``evaluation.eer``);
 * ``at_0.83``: the rates at the seed's threshold.
 
-Speaker level, for n in ``group_sizes`` (m = n): seeded trials of the mean of n clips of a speaker against
-the mean of n other clips (same speaker, disjoint clips) or of n clips of another speaker, scored by
-sqrt(2 - 2 <mean a, mean b>) (the RMS distance over all cross pairs: the statistic dedup's average
-linkage merges on). A size is measured only when at least two speakers have 2n clips.
+Speaker level, for n in ``group_sizes`` (m = n): seeded trials of n clips of a speaker against n other
+clips (same speaker, disjoint clips) or against n clips of another speaker, scored by their separation
+(``speechid.separation``, the statistic dedup merges client_ids on; spreads pooled over the dev
+speakers). A size is measured only when at least two speakers have 2n clips; its curve runs over
+separations 0 to ``SPEAKER_CURVE_MAX``.
 
 ``calibrate`` embeds a prepared split with a model directory and rewrites its config.json atomically.
 """
@@ -26,15 +27,25 @@ import numpy as np
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
 from speechid.model import evaluation as ev
-from speechid.operating_points import CURVE_STEP, SEED_FAR, LevelPoints, OperatingPoint, OperatingPoints
+from speechid.operating_points import (
+    CURVE_STEP,
+    SEED_FAR,
+    SPEAKER_CURVE_MAX,
+    SPEAKER_CURVE_STEP,
+    LevelPoints,
+    OperatingPoint,
+    OperatingPoints,
+)
+from speechid.separation import Groups, separation
 
 TARGET_FARS = {"seed": SEED_FAR, "far_1%": 0.01, "far_0.1%": 0.001}
-GROUP_SIZES = (2, 3, 5, 8)
+GROUP_SIZES = (1, 2, 3, 5, 8, 12, 20)
 
 
 def level_points(level: str, n: int, m: int, same: np.ndarray, diff: np.ndarray,
-                 reference: float) -> LevelPoints:
-    """The named points and the FAR/FRR curve of one level from its same/different distance lists."""
+                 reference: float | None, speakers: int = 0) -> LevelPoints:
+    """The named points and the FAR/FRR curve of one level from its same/different score lists (clip:
+    Euclidean distances; speaker: separations). ``reference``: a threshold to record the rates at."""
     same = np.asarray(same, np.float64)
     diff = np.asarray(diff, np.float64)
     points = {}
@@ -43,12 +54,15 @@ def level_points(level: str, n: int, m: int, same: np.ndarray, diff: np.ndarray,
         points[name] = OperatingPoint(name, t, ev.rates_at(same, diff, t)[0], frr)
     rate, t = ev.eer(same, diff)
     points["eer"] = OperatingPoint("eer", t, rate, rate)
-    points[f"at_{reference:g}"] = OperatingPoint(f"at_{reference:g}", float(reference),
-                                                 *ev.rates_at(same, diff, reference))
-    grid = np.arange(int(round(2.0 / CURVE_STEP)) + 1) * CURVE_STEP
+    if reference is not None:
+        points[f"at_{reference:g}"] = OperatingPoint(f"at_{reference:g}", float(reference),
+                                                     *ev.rates_at(same, diff, reference))
+    step, top = (CURVE_STEP, 2.0) if level == "clip" else (SPEAKER_CURVE_STEP, SPEAKER_CURVE_MAX)
+    grid = np.arange(int(round(top / step)) + 1) * step
     far = np.searchsorted(np.sort(diff), grid, side="left") / diff.size
     frr = 1.0 - np.searchsorted(np.sort(same), grid, side="left") / same.size
-    return LevelPoints(level, n, m, int(same.size), int(diff.size), points, tuple(far.tolist()), tuple(frr.tolist()))
+    return LevelPoints(level, n, m, int(same.size), int(diff.size), points, tuple(far.tolist()), tuple(frr.tolist()),
+                       step, int(speakers))
 
 
 def clip_distances(emb: np.ndarray, labels: np.ndarray, max_pairs: int = 2_000_000, seed: int = 0
@@ -64,34 +78,36 @@ def clip_distances(emb: np.ndarray, labels: np.ndarray, max_pairs: int = 2_000_0
     return d[same], d[~same]
 
 
-def group_distances(emb: np.ndarray, labels: np.ndarray, n: int, trials: int, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(same, different) RMS cross distances of seeded n-clip vs n-clip group trials; None if too few speakers."""
+def group_separations(emb: np.ndarray, labels: np.ndarray, n: int, trials: int, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(same, different) separations of seeded n-clip vs n-clip group trials, and the number of speakers
+    they were drawn from (those with 2n clips); None if fewer than two have.
+
+    Same: 2n clips of one speaker split in two halves. Different: n clips of one speaker against n of
+    another. Spreads are shrunk toward the pooled spread of all the speakers given."""
     rng = np.random.default_rng(seed)
     by_spk = [np.flatnonzero(labels == s) for s in np.unique(labels)]
     able = [c for c in by_spk if len(c) >= 2 * n]
     if len(able) < 2:
         return None
-
-    def mean(rows):
-        return emb[rows].mean(axis=0)
-
-    same, diff = [], []
-    for _ in range(trials):
+    pooled = Groups.of_labels(emb, labels).pooled_spread()
+    rows = np.empty((trials, 4, n), np.int64)  # per trial: same half 1, same half 2, different a, different b
+    for t in range(trials):
         c = able[rng.integers(len(able))]
         pick = rng.choice(c, 2 * n, replace=False)
-        same.append(2.0 - 2.0 * mean(pick[:n]) @ mean(pick[n:]))
         i, j = rng.choice(len(able), 2, replace=False)
-        other = mean(rng.choice(able[j], n, replace=False))
-        diff.append(2.0 - 2.0 * mean(rng.choice(able[i], n, replace=False)) @ other)
-    return np.sqrt(np.maximum(same, 0.0)), np.sqrt(np.maximum(diff, 0.0))
+        rows[t] = [pick[:n], pick[n:], rng.choice(able[i], n, replace=False), rng.choice(able[j], n, replace=False)]
+    groups = Groups.of_labels(emb[rows.reshape(-1)], np.repeat(np.arange(4 * trials), n), 4 * trials)
+    first = np.arange(trials) * 4
+    return (separation(groups, first, first + 1, pooled), separation(groups, first + 2, first + 3, pooled),
+            len(able))
 
 
 def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, group_sizes=GROUP_SIZES,
             group_trials: int = 4000, seed: int = 0) -> OperatingPoints:
     """Operating points of unit embeddings ``emb`` [n, D] labelled by ``speakers`` (speakers not trained on).
 
-    Each level also records ``at_<seed's threshold>`` (``speechid.config.THRESHOLD``), for comparison."""
+    The clip level also records ``at_<seed's threshold>`` (``speechid.config.THRESHOLD``), for comparison."""
     emb = np.asarray(emb, np.float64)
     labels = np.unique(np.asarray(speakers), return_inverse=True)[1].reshape(-1)
     if len(emb) != labels.size:
@@ -100,12 +116,12 @@ def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, group
     if same.size == 0 or diff.size == 0:
         raise ConfigError(f"calibration needs two speakers and a speaker with two clips; got {len(emb)} clips "
                           f"of {labels.max() + 1 if labels.size else 0} speakers")
-    clip = level_points("clip", 1, 1, same, diff, reference=THRESHOLD)
+    clip = level_points("clip", 1, 1, same, diff, reference=THRESHOLD, speakers=int(labels.max()) + 1)
     speaker = []
     for n in group_sizes:
-        got = group_distances(emb, labels, n, group_trials, seed=seed + n)
+        got = group_separations(emb, labels, n, group_trials, seed=seed + n)
         if got is not None:
-            speaker.append(level_points("speaker", n, n, *got, reference=THRESHOLD))
+            speaker.append(level_points("speaker", n, n, got[0], got[1], reference=None, speakers=got[2]))
     info = {"clips": int(len(emb)), "speakers": int(labels.max() + 1), "seed": int(seed), **(measured_on or {})}
     # the stored form (rounded to 6 decimals), so the thresholds in use are exactly those config.json holds
     return OperatingPoints.from_dict(OperatingPoints(clip, tuple(speaker), info).to_dict())
@@ -118,7 +134,7 @@ def summary(ops: OperatingPoints) -> str:
     for lp in (ops.clip, *ops.speaker):
         pts = ", ".join(f"{k} {p.threshold:.3f} (FAR {100 * p.far:.2f}%, FRR {100 * p.frr:.1f}%)"
                         for k, p in lp.points.items())
-        lines.append(f"  {lp.level} {lp.n} vs {lp.m}: {pts}")
+        lines.append(f"  {lp.level} {lp.n} vs {lp.m} ({lp.speakers} speakers): {pts}")
     return "\n".join(lines)
 
 

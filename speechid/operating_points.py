@@ -10,9 +10,11 @@ validates it, and every verdict text is made here, so each one names its thresho
 Two levels:
 
 * ``clip``: one clip against one clip (``compare``, ``Encoder.verify``, ``query``, clip clusters);
-* ``speaker``: a group of n clips against a group of m clips, scored by the RMS distance over all cross
-  pairs of clips, sqrt(2 - 2 <mean a, mean b>) for unit vectors (what average linkage merges on). It is
-  calibrated for a few n (= m); a pair of groups of sizes a and b uses the largest calibrated n <= min(a, b).
+* ``speaker``: a group of n clips against a group of m clips, scored by their ``separation``
+  (``speechid.separation``: the distance between the groups' mean embeddings in standard errors of that
+  difference; about 1 for one voice whatever the sizes, growing like sqrt(n) between voices). It is
+  calibrated for a few n (= m); a pair of groups of sizes a and b uses the largest calibrated n <= min(a, b)
+  (the same-voice side does not depend on n, so a larger pair keeps its FRR and only gains on FAR).
   Client_id merges in ``speechid dedup`` are decided at this level.
 
 Named points at each level: ``seed`` (the SpeechIdentity seed's specificity, 98.3%: FAR 1.7%), ``far_1%``,
@@ -33,8 +35,11 @@ SEED_SPECIFICITY = 0.983  # the seed's operating point at 0.83 (sensitivity 60.2
 SEED_FAR = round(1.0 - SEED_SPECIFICITY, 6)
 CLIP_DEFAULT = "seed"  # the model's default "same person" threshold
 MERGE_DEFAULT = "far_0.1%"  # the speaker-level point dedup merges client_ids at
-CURVE_STEP = 0.01  # the stored FAR/FRR curve: thresholds 0, 0.01, ..., 2.0
+CURVE_STEP = 0.01  # the stored clip-level FAR/FRR curve: Euclidean thresholds 0, 0.01, ..., 2.0
+SPEAKER_CURVE_STEP = 0.05  # the speaker level's: separations 0, 0.05, ..., SPEAKER_CURVE_MAX
+SPEAKER_CURVE_MAX = 20.0
 LEVELS = ("clip", "speaker")
+STATISTICS = {"clip": "euclidean", "speaker": "separation"}  # what each level's thresholds are thresholds of
 
 
 def _pct(x: float) -> str:
@@ -64,12 +69,24 @@ class LevelPoints:
     same_trials: int
     different_trials: int
     points: dict  # name -> OperatingPoint
-    far_curve: tuple  # FAR at thresholds 0, CURVE_STEP, ..., 2.0
+    far_curve: tuple  # FAR at thresholds 0, step, 2 step, ...
     frr_curve: tuple
+    step: float = CURVE_STEP
+    speakers: int = 0  # dev speakers the trials were drawn from (0: not recorded)
+
+    @property
+    def speaker_pairs(self) -> int:
+        """Distinct pairs of dev speakers behind the different-speaker trials: a FAR much below 1 / this
+        number rests on the few closest pairs of voices, not on a population."""
+        return self.speakers * (self.speakers - 1) // 2
+
+    @property
+    def statistic(self) -> str:
+        return STATISTICS[self.level]
 
     def rates(self, threshold: float) -> tuple[float, float]:
         """(FAR, FRR) at ``threshold``, interpolated on the stored curve (exact at the grid points)."""
-        grid = np.arange(len(self.far_curve)) * CURVE_STEP
+        grid = np.arange(len(self.far_curve)) * self.step
         return float(np.interp(threshold, grid, self.far_curve)), float(np.interp(threshold, grid, self.frr_curve))
 
     def point(self, name: str) -> OperatingPoint:
@@ -89,11 +106,12 @@ class LevelPoints:
 
     def to_dict(self) -> dict:
         return {
-            "level": self.level, "n": self.n, "m": self.m, "same_trials": self.same_trials,
-            "different_trials": self.different_trials,
+            "level": self.level, "statistic": self.statistic, "n": self.n, "m": self.m,
+            "same_trials": self.same_trials,
+            "different_trials": self.different_trials, "speakers": self.speakers,
             "points": {k: {"threshold": round(p.threshold, 6), "far": round(p.far, 6), "frr": round(p.frr, 6)}
                        for k, p in self.points.items()},
-            "curve": {"step": CURVE_STEP, "far": [round(x, 5) for x in self.far_curve],
+            "curve": {"step": self.step, "far": [round(x, 5) for x in self.far_curve],
                       "frr": [round(x, 5) for x in self.frr_curve]},
         }
 
@@ -103,14 +121,18 @@ class LevelPoints:
             points = {k: OperatingPoint(k, float(v["threshold"]), float(v["far"]), float(v["frr"]))
                       for k, v in d["points"].items()}
             curve = d["curve"]
-            if abs(float(curve["step"]) - CURVE_STEP) > 1e-12 or len(curve["far"]) != len(curve["frr"]):
+            if not float(curve["step"]) > 0 or len(curve["far"]) != len(curve["frr"]):
                 raise ValueError("curve step or lengths")
             lp = cls(str(d["level"]), int(d["n"]), int(d["m"]), int(d["same_trials"]), int(d["different_trials"]),
-                     points, tuple(float(x) for x in curve["far"]), tuple(float(x) for x in curve["frr"]))
+                     points, tuple(float(x) for x in curve["far"]), tuple(float(x) for x in curve["frr"]),
+                     float(curve["step"]), int(d.get("speakers", 0)))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"{where}: malformed operating point level ({e})") from None
         if lp.level not in LEVELS or not points or any(not 0 < p.threshold for p in points.values()):
             raise ConfigError(f"{where}: malformed operating point level {d.get('level')!r}")
+        if d.get("statistic", "euclidean") != lp.statistic:
+            raise ConfigError(f"{where}: the {lp.level} level holds thresholds of {d.get('statistic', 'euclidean')!r}, "
+                              f"not {lp.statistic!r}")
         return lp
 
 
@@ -123,6 +145,15 @@ class OperatingPoints:
     measured_on: dict
     default: str = CLIP_DEFAULT
     merge: str = MERGE_DEFAULT
+    stale_speaker_levels: int = 0  # speaker levels of an older statistic that were left out on reading
+
+    def no_speaker_level(self) -> str:
+        """Why there are no speaker-level points, and what to do."""
+        if self.stale_speaker_levels:
+            return ("the model's speaker-level operating points are of an older statistic: run `speechid calibrate "
+                    "--model M --data D` to measure them again")
+        return ("no speaker-level operating points were measured (dev speakers had too few clips): run "
+                "`speechid calibrate` on data with more clips per speaker")
 
     @property
     def threshold(self) -> float:
@@ -132,22 +163,22 @@ class OperatingPoints:
     def speaker_level(self, n_clips: int) -> LevelPoints:
         """The speaker level calibrated for the largest n <= ``n_clips`` (the smallest n if none is)."""
         if not self.speaker:
-            raise ConfigError("no speaker-level operating points were measured (dev speakers had too few clips)")
+            raise ConfigError(self.no_speaker_level())
         fit = [lp for lp in self.speaker if lp.n <= n_clips]
         return fit[-1] if fit else self.speaker[0]
 
     def merge_thresholds(self, counts_a: np.ndarray, counts_b: np.ndarray, threshold: float | None = None
                          ) -> np.ndarray:
-        """Per pair of groups (clip counts a, b): the speaker-level RMS threshold they merge under.
+        """Per pair of groups (clip counts a, b): the speaker-level separation threshold they merge under.
 
         With ``threshold`` given, that one number for every pair."""
-        n = np.minimum(np.asarray(counts_a), np.asarray(counts_b))
+        n = np.minimum(np.asarray(counts_a), np.asarray(counts_b))  # float counts of merged groups are fine
         if threshold is not None:
             return np.full(n.shape, float(threshold))
         ns = np.array([lp.n for lp in self.speaker])
         ts = np.array([lp.point(self.merge).threshold for lp in self.speaker])
         if not ns.size:
-            raise ConfigError("no speaker-level operating points: give a merge threshold explicitly")
+            raise ConfigError(self.no_speaker_level() + "; or give a merge threshold explicitly")
         i = np.clip(np.searchsorted(ns, n, side="right") - 1, 0, ns.size - 1)
         return ts[i]
 
@@ -169,9 +200,14 @@ class OperatingPoints:
         """The validated block (a ConfigError naming ``where`` when anything is missing or malformed)."""
         if not isinstance(d, dict) or "clip" not in d:
             raise ConfigError(f"{where}: malformed operating_points block (no clip level)")
-        speaker = tuple(sorted((LevelPoints.from_dict(x, where) for x in d.get("speaker", [])), key=lambda lp: lp.n))
+        levels = d.get("speaker", [])
+        # Speaker levels stored before the separation statistic (thresholds of RMS cross distances) are left
+        # out: the clip level still serves, and dedup asks for ``speechid calibrate``.
+        current = [x for x in levels if not isinstance(x, dict) or "statistic" in x]
+        speaker = tuple(sorted((LevelPoints.from_dict(x, where) for x in current), key=lambda lp: lp.n))
         ops = cls(LevelPoints.from_dict(d["clip"], where), speaker, dict(d.get("measured_on", {})),
-                  str(d.get("default", CLIP_DEFAULT)), str(d.get("merge", MERGE_DEFAULT)))
+                  str(d.get("default", CLIP_DEFAULT)), str(d.get("merge", MERGE_DEFAULT)),
+                  stale_speaker_levels=len(levels) - len(current))
         ops.clip.point(ops.default)  # the default must exist
         for lp in speaker:
             lp.point(ops.merge)

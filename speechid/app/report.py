@@ -70,7 +70,7 @@ def merge_curve_png(curve: list[dict], marks: list[tuple[float, str, str]]) -> b
     for x, label, colour in marks:
         ax.axvline(x, color=colour, linestyle="--", linewidth=1, label=label)
     ax.axhline(100 * TARGET, color="grey", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("merge threshold (RMS Euclidean distance over all cross pairs of clips)")
+    ax.set_xlabel("merge threshold (separation: distance between two ids' mean voices in standard errors)")
     ax.set_ylabel("%")
     ax.set_ylim(-3, 103)
     ax.set_title("Dedup: client_id merges vs planted aliases")
@@ -233,10 +233,10 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
     if by_voices:
         counts += ". Merged pairs by the voices they join: " + "; ".join(
             f"{kind}: {v['pairs']} ({v['true']} true)" for kind, v in by_voices.items())
-    seed_txt = (f" At {THRESHOLD:g} for every decision: precision {pct(seed_score.get('precision'))}, recall "
+    seed_txt = (f" With {THRESHOLD:g} as the clip threshold: precision {pct(seed_score.get('precision'))}, recall "
                 f"{pct(seed_score.get('recall'))}." if seed_score else "")
     merge_ts = _merge_points(ops)
-    rule = (", ".join(f"{tt:.3f} for {n}-clip groups" for n, tt in merge_ts[:4])
+    rule = (", ".join(f"{tt:.2f} for {n}+ clips" for n, tt in merge_ts)
             if merge_ts else html.escape(str(dd.get("merge_rule", ""))))
     dev_speakers = ops.measured_on.get("speakers") if ops else None
     advice = "".join(f"<li>{tip}</li>" for tip in dedup_advice(score, dd.get("merge_curve", []),
@@ -244,9 +244,11 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
     dedup_card = (
         f'<div class="card {cls}"><h3>Dedup: one voice under several client_ids</h3>'
         f'<div class="big">precision {pct(p, 0)} &middot; recall {pct(r, 0)}</div>'
-        f"<p>of client_id merges against the planted aliases: {counts}. Two ids merge when the RMS distance "
-        f"over all their cross pairs of clips is under the speaker-level {html.escape(ops.merge if ops else '')} "
-        f"point ({rule}).{seed_txt}</p><ul>{advice}</ul></div>"
+        f"<p>of client_id merges against the planted aliases: {counts}. Two ids merge when their separation "
+        f"(the distance between their mean voices in standard errors of that difference, from each id's own "
+        f"spread: about 1 for one voice under two ids, growing with the clips between two voices) is under the "
+        f"speaker-level {html.escape(ops.merge if ops else '')} point for their clip counts "
+        f"({rule}).{seed_txt}</p><ul>{advice}</ul></div>"
     )
     side = _side_by_side(real) if real else ""
     return f'<div class="answer">{verification}{dedup_card}{side}</div>'
@@ -302,16 +304,17 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
     out, side = [], []  # side: beside the curve
     curve = dd.get("merge_curve") or []
     if curve:
-        marks = [(THRESHOLD, f"seed's {THRESHOLD:g}", "darkorange")]
+        marks = []
         shades = ("#f08080", "#e03030", "#b01010", "#700000")  # lighter for smaller groups
-        marks += [(tt, f"default for {n}-clip groups", shades[min(i, len(shades) - 1)])
-                  for i, (n, tt) in enumerate(_merge_points(ops))]
+        points = _merge_points(ops)
+        marks += [(tt, f"default for {n}+ clips", shades[min(i, len(shades) - 1)])
+                  for i, (n, tt) in enumerate(points[-len(shades):])]
         side.append(figures([(merge_curve_png(curve, marks),
                              "Precision/recall of client_id merges when one threshold decides every pair "
                              "(dotted: the 90% line). The default uses the speaker-level point for each "
                              "pair's group size instead.")]))
     rows = []
-    for name, s in (("model's default", dd), (f"{THRESHOLD:g} for every decision", dd_seed)):
+    for name, s in (("model's default", dd), (f"clip threshold {THRESHOLD:g}", dd_seed)):
         if not s:
             continue
         sc = s.get("scores", {})
@@ -337,12 +340,12 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
             a, b = p["speaker_a"], p["speaker_b"]
             same = a in truth and b in truth and truth[a] == truth[b]
             row = [Raw(short_id(a)), Raw(short_id(b)), f"{p['clips_a']} + {p['clips_b']}",
-                   f"{p['rms_cross_distance']:.3f}", f"{p['merge_threshold']:.3f}", bool(p["merged"]),
+                   f"{p['separation']:.2f}", f"{p['merge_threshold']:.2f}", bool(p["merged"]),
                    "yes" if same else "no" if truth else "?"]
             if voices:
                 row.append(f"{voices.get(a, '?')} + {voices.get(b, '?')}")
             prow.append(row)
-        out.append(table(prow, ("client_id a", "client_id b", "clips", "RMS distance", "merge threshold", "merged",
+        out.append(table(prow, ("client_id a", "client_id b", "clips", "separation", "merge threshold", "merged",
                                 "truly one voice", *(("voices",) if voices else ()))))
     return "\n".join(out)
 

@@ -23,8 +23,9 @@ OTHER = "c" * 40 + "3" * 88
 # deliberately not alphabetical, so a sorted table would show
 STAGES = {"synth": 12.0, "prep": 30.5, "train": 200.0, "evaluate": 20.0, "embed": 40.0, "index": 1.0,
           "dedup": 2.0, "query": 3.0}
+# precision/recall of client_id merges against a uniform merge threshold (a separation, as dedup sweeps it)
 CURVE = [{"threshold": t, "precision": p, "recall": r, "predicted_pairs": 0, "correct_pairs": 0, "true_pairs": 8}
-         for t, p, r in [(0.4, 1.0, 0.25), (0.5, 1.0, 0.5), (0.6, 0.95, 0.875), (0.7, 0.6, 1.0), (0.8, 0.3, 1.0)]]
+         for t, p, r in [(1.0, 1.0, 0.25), (2.0, 1.0, 0.5), (3.0, 0.95, 0.875), (4.0, 0.6, 1.0), (5.0, 0.3, 1.0)]]
 
 
 def _scores(p, r):
@@ -37,13 +38,18 @@ def _write_json(path, obj):
         json.dump(obj, f)
 
 
+def _dev_operating_points():
+    """The fabricated model's operating points (clip level; speaker level for 2-clip groups)."""
+    x, voice = synthetic.clustered_unit_vectors(10, 8, dim=16, seed=3)
+    return calibration.measure(x, [f"s{v}" for v in voice], group_sizes=(2,), measured_on={"split": "dev"})
+
+
 def fabricate_run(workdir) -> dict:
     """The outputs a finished demo leaves, in miniature: seeded distances and vectors, hand-made tables."""
     paths = workdir_paths(str(workdir))
     rng = np.random.default_rng(0)
     same, diff = rng.normal(0.6, 0.15, 300), rng.normal(1.1, 0.12, 300)
-    x, voice = synthetic.clustered_unit_vectors(10, 8, dim=16, seed=3)
-    ops = calibration.measure(x, [f"s{v}" for v in voice], group_sizes=(2,), measured_on={"split": "dev"})
+    ops = _dev_operating_points()
     metrics = evaluation.verification_metrics(same, diff, threshold=ops.threshold)
     metrics.update(clips=80, speakers=10)
     os.makedirs(paths["eval"])
@@ -62,14 +68,16 @@ def fabricate_run(workdir) -> dict:
                                "query": query, "config": {"speakers": 100, "aliases": 8}})
 
     dd = {"clips": 100, "speakers": 12, "threshold": ops.threshold, "threshold_meaning": "seed operating point",
+          "merge_threshold": None, "merge_rule": "2+ clips: ... (far_0.1% speaker-level points on dev speakers)",
           "merged_groups": 1, "speakers_in_merged_groups": 2, "suspicious_clips": 0, "clip_clusters": 9,
-          "scores": {"speakers": _scores(1.0, 0.25), "clips": _scores(0.9, 0.8)}, "merge_curve": CURVE}
+          "pooled_spread": 0.21, "scores": {"speakers": _scores(1.0, 0.25), "clips": _scores(0.9, 0.8)},
+          "merge_curve": CURVE}
     _write_json(os.path.join(paths["dedup"], "summary.json"), dd)
     _write_json(os.path.join(paths["dedup_seed"], "summary.json"),
                 {**dd, "scores": {"speakers": _scores(0.3, 1.0), "clips": _scores(0.5, 0.9)}})
     pq.write_table(pa.table({
         "speaker_a": [ALIAS_A, ALIAS_A], "speaker_b": [ALIAS_B, OTHER], "clips_a": [6, 6], "clips_b": [5, 12],
-        "rms_cross_distance": [0.55, 0.8], "merge_threshold": [0.6, 0.6], "merged": [True, False]}),
+        "separation": [0.93, 2.71], "merge_threshold": [2.4, 2.4], "merged": [True, False]}),
         os.path.join(paths["dedup"], "speaker_pairs.parquet"))
     os.makedirs(paths["corpus"])
     with open(os.path.join(paths["corpus"], "aliases.tsv"), "w") as f:
@@ -112,8 +120,19 @@ def test_the_answer_comes_first_and_names_the_thresholds(page):
     assert "EER" in answer and "FAR" in answer and "FRR" in answer
     assert f"{THRESHOLD:g}" in answer
     assert "precision 100% · recall 25%" in answer.replace("&middot;", "·")
+    # the merge rule: the separation under the model's speaker-level point for each group size
+    merge_point = _dev_operating_points().speaker_level(2).point("far_0.1%").threshold
+    assert "separation" in answer and f"{merge_point:.2f} for 2+ clips" in answer
+    assert "RMS" not in text  # the statistic merges were decided by before
     # recall is low: the advice reads the threshold off the curve (highest recall at precision >= 90%)
-    assert "--merge-threshold 0.60" in answer
+    assert "--merge-threshold 3.00" in answer
+
+
+def test_merge_proposals_show_separations(page):
+    text = _text(page)
+    proposals = text[text.index("Merge proposals"):]
+    assert "separation" in proposals and "merge threshold" in proposals
+    assert "0.93" in proposals and "2.71" in proposals and "2.40" in proposals
 
 
 def test_every_picture_is_inlined(page):
@@ -152,17 +171,17 @@ def test_no_raw_json(page):
 def test_dedup_advice():
     assert "keep the default" in report.dedup_advice(_scores(0.95, 0.92), CURVE)[0]
     low_p = " ".join(report.dedup_advice(_scores(0.4, 1.0), CURVE))
-    assert "Precision is low" in low_p and "--merge-threshold 0.60" in low_p
+    assert "Precision is low" in low_p and "--merge-threshold 3.00" in low_p
     assert "No single merge threshold gives both" in low_p and "speechid calibrate" in low_p  # best recall 87.5%
     fixable = [*CURVE[:2], {**CURVE[2], "recall": 0.95}, *CURVE[3:]]
     fix = report.dedup_advice(_scores(0.4, 1.0), fixable)
-    assert "Set <code>--merge-threshold 0.60</code>: precision 95.0%, recall 95.0%" in fix[-1]
+    assert "Set <code>--merge-threshold 3.00</code>: precision 95.0%, recall 95.0%" in fix[-1]
     assert not any("speechid calibrate" in tip for tip in fix)
     hopeless = " ".join(report.dedup_advice(_scores(0.4, 0.4), [{**c, "precision": 0.5} for c in CURVE],
                                             dev_speakers=10))
     assert "No single merge threshold reaches precision 90%" in hopeless
     assert "speechid calibrate" in hopeless and "measured on 10 dev speakers" in hopeless
-    assert report.best_on_curve(CURVE)["threshold"] == 0.6
+    assert report.best_on_curve(CURVE)["threshold"] == 3.0
 
 
 def test_rebuild_needs_a_finished_run(tmp_path):
@@ -192,9 +211,15 @@ def test_a_partial_or_uncalibrated_run_still_gets_a_page(tmp_path):
         run = json.load(f)
     del run["operating_points"], run["training_curve"]
     _write_json(paths["run"], run)
+    summary_path = os.path.join(paths["dedup"], "summary.json")
+    with open(summary_path) as f:
+        dd = json.load(f)
+    dd["merge_rule"] = "nothing merged: the index carries no model operating points; or give --merge-threshold"
+    _write_json(summary_path, dd)
     with open(rebuild_report(str(tmp_path / "run")), encoding="utf-8") as f:
         text = _text(f.read())
     assert "given, not calibrated" in text and "No per-epoch record" in text
+    assert "nothing merged: the index carries no model operating points" in text  # the rule dedup reported
     _write_json(str(tmp_path / "bare" / "demo.json"), {"seconds": {"synth": 1.0}})
     with open(rebuild_report(str(tmp_path / "bare")), encoding="utf-8") as f:
         assert "No failures" in f.read()

@@ -38,18 +38,31 @@ def embeddings(tmp_path):
     return write_embeddings(tmp_path / "emb", x, ids)
 
 
+# A merge threshold given on the command line (these indexes carry no model operating points) is a separation:
+# here the alias (3 + 3 clips) sits 0.6 apart and the closest two distinct voices 2.7 (their clips are not even
+# linked at 0.83), so 2.0 merges the alias and nothing else.
+MERGE = "2.0"
+
+
 def test_build_then_dedup_with_truth(tmp_path, embeddings, capsys):
     code, out, err = run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "idx"),
                           "--threshold", "0.83"], capsys)
     assert code == 0, err
     assert "flat index" in out and "72 clips of 13 speakers" in out
-    code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd"),
+    # without model operating points or --merge-threshold, nothing is merged, and the output says why
+    code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "bare"),
                           "--truth", str(tmp_path / "aliases.tsv")], capsys)
+    assert code == 0, err
+    assert "nothing merged" in out and "--merge-threshold" in out
+    assert json.loads((tmp_path / "bare" / "summary.json").read_text())["merged_groups"] == 0
+    code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd"),
+                          "--truth", str(tmp_path / "aliases.tsv"), "--merge-threshold", MERGE], capsys)
     assert code == 0, err
     assert "c01 + c01-alias" in out.replace("c01-alias + c01", "c01 + c01-alias")
     assert "speakers: precision 1.000 recall 1.000" in out
     summary = json.loads((tmp_path / "dd" / "summary.json").read_text())
     assert summary["merged_groups"] == 1 and summary["scores"]["speakers"]["true_pairs"] == 1
+    assert summary["merge_threshold"] == 2.0 and summary["merge_rule"] == "given, not calibrated"
 
 
 def test_missing_or_foreign_index_directory(tmp_path, capsys):
@@ -97,6 +110,13 @@ def test_bad_flag_values(tmp_path, embeddings, capsys):
     err = one_line_error(*run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
                                "--threshold", "0"], capsys)[::2])
     assert "threshold 0.0" in err
+    assert run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "i"), "--threshold", "0.83"],
+               capsys)[0] == 0
+    for bad in ("0", "-1"):  # a separation is positive
+        err = one_line_error(*run(["dedup", "--index", str(tmp_path / "i"), "--output", str(tmp_path / "d"),
+                                   "--merge-threshold", bad], capsys)[::2])
+        assert "positive separation" in err
+    assert not (tmp_path / "d").exists()
 
 
 def test_an_output_that_holds_the_input_is_refused_and_nothing_is_deleted(tmp_path, embeddings, capsys):
@@ -139,10 +159,11 @@ def test_dedup_summary_txt_shows_short_ids_and_the_tables_keep_them_whole(tmp_pa
     import pyarrow.parquet as pq
 
     _, ids, _ = _long_id_index(tmp_path, capsys)
-    code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd")], capsys)
+    code, out, err = run(["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd"),
+                          "--merge-threshold", MERGE], capsys)  # the alias: 1.2 apart; other voices 2.7+
     assert code == 0, err
     text = (tmp_path / "dd" / "summary.txt").read_text()
-    assert text == out and "merged" in text
+    assert text == out and ", merged" in text  # a merge proposal line, with short ids
     assert not any(i in text for i in set(ids)) and any(f"{i[:16]}…" in text for i in set(ids))
     pairs = pq.read_table(tmp_path / "dd" / "speaker_pairs.parquet").to_pylist()
     assert pairs and all(len(p["speaker_a"]) == 128 for p in pairs)

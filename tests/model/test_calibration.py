@@ -1,6 +1,8 @@
-"""Operating points: named thresholds checked against brute force, group statistics against all cross pairs,
-the config.json block round-trips through its one reader, and verdicts name their threshold."""
+"""Operating points: named thresholds checked against brute force, group separations against their
+definition, the config.json block round-trips through its one reader (old speaker levels are left out), and
+verdicts name their threshold."""
 
+import itertools
 import json
 
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 from speechid.errors import ConfigError
 from speechid.indexing import synthetic
 from speechid.model import calibration
-from speechid.operating_points import SEED_FAR, OperatingPoints, verdict_text
+from speechid.operating_points import SEED_FAR, SPEAKER_CURVE_STEP, OperatingPoints, verdict_text
+from speechid.separation import PRIOR_DOF
 
 
 def brute_far_point(same, diff, far):
@@ -39,35 +42,80 @@ def test_named_points_match_brute_force():
     assert lp.rates(0.8) == pytest.approx((np.mean(diff < 0.8), np.mean(same >= 0.8)))
 
 
-def test_group_statistic_is_the_rms_over_all_cross_pairs():
-    x, voice = synthetic.clustered_unit_vectors(6, 8, dim=16, seed=2)
-    same, diff = calibration.group_distances(x.astype(np.float64), voice, 3, trials=50, seed=0)
-    assert same.shape == diff.shape == (50,)
-    # the formula behind it, against the mean over all 3 x 3 cross pairs
-    a, b = x[:3].astype(np.float64), x[8:11].astype(np.float64)
-    brute = np.mean([np.sum((p - q) ** 2) for p in a for q in b])
-    assert np.sqrt(2 - 2 * a.mean(0) @ b.mean(0)) == pytest.approx(np.sqrt(brute))
-    # groups of 1 are single clips: the clip level's distances
-    s1, d1 = calibration.group_distances(x.astype(np.float64), voice, 1, trials=400, seed=0)
-    d = np.linalg.norm(x[:, None].astype(np.float64) - x[None], axis=-1)
+def brute_separation(a, b, pooled):
+    """The separation of clip arrays a and b from its definition (``speechid.separation``): |mean a - mean b| /
+    sqrt(W_a / n_a + W_b / n_b), W = (sum of squared distances from the group's mean + PRIOR_DOF * pooled) /
+    (clips - 1 + PRIOR_DOF)."""
+    def spread(g):
+        return (((g - g.mean(0)) ** 2).sum() + PRIOR_DOF * pooled) / (len(g) - 1 + PRIOR_DOF)
+
+    return np.linalg.norm(a.mean(0) - b.mean(0)) / np.sqrt(spread(a) / len(a) + spread(b) / len(b))
+
+
+def test_group_separations_are_separations_of_disjoint_groups_of_the_speakers_clips():
+    """Every trial's value is the definition's separation of two disjoint n-clip groups: of one speaker
+    (same) or of two speakers (different), with the spread pooled over all the speakers given. With 4 clips a
+    speaker, every such pair of groups can be listed."""
+    x, voice = synthetic.clustered_unit_vectors(6, 4, dim=16, seed=2)
+    x = x.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # unit to float64 precision (a group's spread assumes it)
+    clips = [x[voice == s] for s in range(6)]
+    pooled = sum(((c - c.mean(0)) ** 2).sum() for c in clips) / (len(x) - 6)
+    for n in (1, 2):
+        groups = [(s, g) for s in range(6) for g in itertools.combinations(range(4), n)]
+        same_all, diff_all = [], []
+        for (s, g), (t, h) in itertools.combinations(groups, 2):
+            if s != t:
+                diff_all.append(brute_separation(clips[s][list(g)], clips[t][list(h)], pooled))
+            elif not set(g) & set(h):
+                same_all.append(brute_separation(clips[s][list(g)], clips[t][list(h)], pooled))
+        same, diff, speakers = calibration.group_separations(x, voice, n, trials=60, seed=0)
+        assert same.shape == diff.shape == (60,) and speakers == 6
+        assert np.abs(same[:, None] - np.array(same_all)[None]).min(axis=1).max() < 1e-9
+        assert np.abs(diff[:, None] - np.array(diff_all)[None]).min(axis=1).max() < 1e-9
+    # n = 1: one clip against one, each with the pooled spread: the clip distance over sqrt(2 * pooled)
+    s1, _, _ = calibration.group_separations(x, voice, 1, trials=50, seed=0)
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
     within = d[(voice[:, None] == voice[None]) & ~np.eye(len(x), dtype=bool)]
-    assert np.abs(s1[:, None] - within[None]).min(axis=1).max() < 1e-5
-    assert calibration.group_distances(x.astype(np.float64), voice, 5, trials=10) is None  # 8 clips < 2 * 5
+    assert np.abs((s1 * np.sqrt(2 * pooled))[:, None] - within[None]).min(axis=1).max() < 1e-9
+    assert calibration.group_separations(x, voice, 3, trials=10) is None  # 4 clips < 2 * 3
+
+
+def test_one_voice_is_about_one_apart_and_two_voices_grow_apart_with_the_group_size():
+    x, voice = synthetic.clustered_unit_vectors(20, 24, dim=32, seed=2)
+    medians = {}
+    for n in (2, 8):
+        same, diff, _ = calibration.group_separations(x.astype(np.float64), voice, n, trials=300, seed=0)
+        medians[n] = np.median(same), np.median(diff)
+        assert 0.6 < medians[n][0] < 1.6, medians
+    assert medians[8][1] > 1.5 * medians[2][1] > 3 * medians[2][0]  # 2.9 and 5.6 here
 
 
 def test_measure_round_trips_and_orders_levels():
     x, voice = synthetic.clustered_unit_vectors(12, 16, dim=24, seed=5)
     ops = calibration.measure(x, [f"s{v}" for v in voice], measured_on={"split": "dev"}, seed=0)
-    assert [lp.n for lp in ops.speaker] == [2, 3, 5, 8]
+    assert [lp.n for lp in ops.speaker] == [1, 2, 3, 5, 8]  # GROUP_SIZES with 2n <= 16 clips a speaker
     assert ops.threshold == ops.clip.points["seed"].threshold
-    again = OperatingPoints.from_dict(json.loads(json.dumps(ops.to_dict())))
-    assert again.threshold == pytest.approx(ops.threshold)
-    assert [lp.n for lp in again.speaker] == [2, 3, 5, 8]
-    # group means shrink the same-speaker noise: the 8-clip groups separate better than single clips
+    block = json.loads(json.dumps(ops.to_dict()))
+    assert block["clip"]["statistic"] == "euclidean" and {lp["statistic"] for lp in block["speaker"]} == {"separation"}
+    again = OperatingPoints.from_dict(block)
+    assert again.threshold == pytest.approx(ops.threshold) and again.stale_speaker_levels == 0
+    assert [lp.n for lp in again.speaker] == [1, 2, 3, 5, 8]
+    assert again.to_dict() == ops.to_dict()
+    for lp in ops.speaker:  # separations: no point at the clip level's 0.83, a curve of separations
+        assert lp.statistic == "separation" and lp.step == SPEAKER_CURVE_STEP and "at_0.83" not in lp.points
+        assert len(lp.far_curve) == round(20.0 / SPEAKER_CURVE_STEP) + 1
+    # the stored speaker-level curve is exact at its grid points (the trials measure() drew for n = 2)
+    labels = np.unique([f"s{v}" for v in voice], return_inverse=True)[1]  # as measure() numbers them
+    same, diff, _ = calibration.group_separations(x.astype(np.float64), labels, 2, 4000, seed=2)
+    assert ops.speaker[1].rates(2.0) == pytest.approx((np.mean(diff < 2.0), np.mean(same >= 2.0)))
+    # groups separate better than single clips, and bigger groups better still; the merge points rise with n
     assert ops.speaker[-1].points["eer"].far <= ops.clip.points["eer"].far
+    ts = [lp.points["far_0.1%"].threshold for lp in ops.speaker]
+    assert ts == sorted(ts) and ts[0] < ts[-1]
     # a pair of groups uses the largest calibrated size not above the smaller group
-    t = ops.merge_thresholds(np.array([1, 4, 6, 40]), np.array([9, 9, 5, 12]))
-    want = [ops.speaker[i].points["far_0.1%"].threshold for i in (0, 1, 2, 3)]
+    t = ops.merge_thresholds(np.array([1, 4, 6, 40, 2.0]), np.array([9, 9, 5, 12, 7.0]))
+    want = [ops.speaker[i].points["far_0.1%"].threshold for i in (0, 2, 3, 4, 1)]
     assert t.tolist() == pytest.approx(want)
     assert ops.merge_thresholds(np.array([3]), np.array([3]), threshold=0.5).tolist() == [0.5]
 
@@ -94,6 +142,41 @@ def test_malformed_block_is_refused():
         OperatingPoints.from_dict({"clip": {"level": "clip"}}, "m/config.json")
     with pytest.raises(ConfigError, match="two speakers"):
         calibration.measure(x[:3], ["a", "b", "c"])
+    good = calibration.measure(x, voice, group_sizes=(2,), seed=0).to_dict()
+    for level, wrong in (("speaker", "euclidean"), ("clip", "separation")):  # thresholds of another statistic
+        block = json.loads(json.dumps(good))
+        (block["speaker"][0] if level == "speaker" else block["clip"])["statistic"] = wrong
+        with pytest.raises(ConfigError, match=f"the {level} level holds thresholds of '{wrong}'"):
+            OperatingPoints.from_dict(block, "m/config.json")
+
+
+def test_speaker_levels_of_an_old_model_are_left_out_and_calibrate_is_asked_for():
+    """A model calibrated before the separation statistic wrote speaker levels without "statistic" (thresholds
+    of RMS cross distances on a Euclidean curve): they are left out and counted; the clip level serves."""
+    x, voice = synthetic.clustered_unit_vectors(8, 6, dim=16, seed=3)
+    block = calibration.measure(x, voice, group_sizes=(1, 2, 3), seed=0).to_dict()
+    current = block["speaker"][2]
+    old = []
+    for lp in block["speaker"][:2]:
+        lp = {k: v for k, v in lp.items() if k != "statistic"}
+        lp["curve"] = block["clip"]["curve"]
+        lp["points"] = {**{k: {**p, "threshold": 0.6} for k, p in lp["points"].items()},
+                        "at_0.83": block["clip"]["points"]["at_0.83"]}
+        old.append(lp)
+    ops = OperatingPoints.from_dict({**block, "speaker": old}, "m/config.json")
+    assert ops.speaker == () and ops.stale_speaker_levels == 2
+    assert ops.threshold == block["clip"]["points"]["seed"]["threshold"]
+    assert "speechid calibrate" in ops.no_speaker_level() and "older statistic" in ops.no_speaker_level()
+    with pytest.raises(ConfigError, match="speechid calibrate"):
+        ops.merge_thresholds(np.array([3]), np.array([3]))
+    with pytest.raises(ConfigError, match="speechid calibrate"):
+        ops.speaker_level(3)
+    assert ops.merge_thresholds(np.array([3]), np.array([3]), threshold=2.5).tolist() == [2.5]  # given: fine
+    mixed = OperatingPoints.from_dict({**block, "speaker": [*old, current]})
+    assert [lp.n for lp in mixed.speaker] == [3] and mixed.stale_speaker_levels == 2
+    # a model that never measured speaker levels is told so, not told it is old
+    fresh = OperatingPoints.from_dict({**block, "speaker": []})
+    assert fresh.stale_speaker_levels == 0 and "older statistic" not in fresh.no_speaker_level()
 
 
 def test_calibrate_rewrites_config_and_keeps_model_id(tiny_model, tiny_data, tmp_path):

@@ -71,7 +71,8 @@ def index(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe)
               help="Clip-level Euclidean threshold.")
 @click.option("--merge-threshold", type=float, default=None,
               show_default="the model's speaker-level point for each pair's clip counts",
-              help="Speaker-level threshold for client_id merges (RMS over cross pairs).")
+              help="Speaker-level threshold for client_id merges: a separation, the distance between two ids' "
+                   "mean voices in standard errors (about 1 for one voice under two ids).")
 @click.option("--level", type=click.Choice(["clip", "speaker", "both"]), default="both", show_default=True,
               help="Clip clusters, client_id merges, or both.")
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -105,7 +106,8 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
 @click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per clip.")
 @click.option("--by", type=click.Choice(["clip", "speaker"]), default="clip", show_default=True)
-@click.option("--threshold", type=float, default=None, show_default="the index's", help="Euclidean threshold.")
+@click.option("--threshold", type=float, default=None, show_default="the index's",
+              help="Euclidean threshold (--by speaker: to the centroid, instead of the speaker-level decision).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text (always full ids).")
 @click.option("--full-ids", is_flag=True,
               help=f"Print whole speaker ids instead of their first {SHORT_ID} characters.")
@@ -128,9 +130,14 @@ def query(index_dir, model_dir, clips, k, by, threshold, as_json, full_ids):
                                "results": [r.to_dict() for r in results]}, indent=2))
         return
     for r in results:
-        click.echo(f"{r.query}  (nearest {by}s; Euclidean distance, same person below {r.threshold:.3f}: "
+        by_separation = any(getattr(m, "separation", None) is not None for m in r.matches)
+        stat = "separation" if by_separation else "Euclidean distance"
+        click.echo(f"{r.query}  (nearest {by}s; {stat}, same person below {r.threshold:.3f}: "
                    f"{r.meaning or 'given, not calibrated'})")
         rows = [(m.rank, (m.speaker_id or "-") if full_ids else short_id(m.speaker_id),
-                 m.clip_id if by == "clip" else m.n_clips, f"{m.distance:.4f}", m.verdict) for m in r.matches]
-        head = ("rank", "speaker_id", "clip_id" if by == "clip" else "clips", "distance", "verdict")
-        click.echo("\n".join(format_table(head, rows, right=(0, 3) if by == "clip" else (0, 2, 3), indent="  ")))
+                 m.clip_id if by == "clip" else m.n_clips, f"{m.distance:.4f}",
+                 *((f"{m.separation:.3f}",) if by_separation else ()), m.verdict) for m in r.matches]
+        head = ("rank", "speaker_id", "clip_id" if by == "clip" else "clips", "distance",
+                *(("separation",) if by_separation else ()), "verdict")
+        right = (0, 3) if by == "clip" else (0, 2, 3, 4) if by_separation else (0, 2, 3)
+        click.echo("\n".join(format_table(head, rows, right=right, indent="  ")))
