@@ -164,6 +164,8 @@ def _training_sample(embeddings_dir: str, count: int, size: int, batch_size: int
 
 
 def _speaker_table(sums: np.ndarray, counts: np.ndarray, speakers: pa.Array) -> pa.Table:
+    """Per speaker: its clip count, re-normalised centroid, and the length of its raw mean embedding (which
+    gives its spread: mean |x - mean|^2 = 1 - |mean|^2 for unit vectors; ``speechid.separation``)."""
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     centroids = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
     return pa.table(
@@ -171,6 +173,7 @@ def _speaker_table(sums: np.ndarray, counts: np.ndarray, speakers: pa.Array) -> 
             "speaker_id": speakers,
             "n_clips": pa.array(counts.astype(np.int64)),
             "centroid": pa.FixedSizeListArray.from_arrays(pa.array(centroids.reshape(-1)), sums.shape[1]),
+            "mean_norm": pa.array((norms[:, 0] / np.maximum(counts, 1)).astype(np.float64)),
         }
     )
 

@@ -9,8 +9,13 @@
 Distances are Euclidean between unit vectors whatever the index metric; the verdict is "same" when the
 distance is below the threshold (the index's default, from the model's operating points in meta.json,
 unless given), and every match's ``explanation`` names that threshold and what it means ("same: 0.612 <
-0.741 (seed operating point: FAR 1.7% / FRR 38% on dev speakers)"). Speakers are compared by centroid: the
-mean of the speaker's clip embeddings, re-normalised.
+0.741 (seed operating point: FAR 1.7% / FRR 38% on dev speakers)"). Speakers are found by centroid (the
+mean of the speaker's clip embeddings, re-normalised); a speaker match is DECIDED at the speaker level:
+the separation (``speechid.separation``) of the query clip from the speaker's clips, which weighs the
+distance by the speaker's own spread, against the model's speaker-level point for one clip (a clip 0.7
+from a loose voice's centroid can be that voice, 0.4 from a tight voice's need not be). An index without
+speaker-level points, or built before speakers.parquet held ``mean_norm``, or a ``threshold`` given by
+the caller, decides by the Euclidean distance to the centroid, and says so.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from speechid import embedding_table as et
+from speechid import separation
 from speechid.errors import ConfigError
 from speechid.indexing import store
 from speechid.indexing.build import apply_search_params
@@ -91,7 +97,8 @@ class ClipMatch:
 
 @dataclass(frozen=True)
 class SpeakerMatch:
-    """One neighbouring speaker. ``distance`` is Euclidean to the speaker's re-normalised centroid."""
+    """One neighbouring speaker. ``distance`` is Euclidean to the speaker's re-normalised centroid;
+    ``separation`` (None when the decision is by distance) is what ``threshold`` is compared with."""
 
     rank: int
     speaker_id: str
@@ -99,23 +106,35 @@ class SpeakerMatch:
     distance: float
     threshold: float
     meaning: str = ""  # what the threshold means (its dev-speaker error rates), "" when uncalibrated
+    separation: float | None = None
+
+    @property
+    def score(self) -> float:
+        return self.distance if self.separation is None else self.separation
 
     @property
     def same(self) -> bool:
-        return is_same(self.distance, self.threshold)
+        return is_same(self.score, self.threshold)
 
     @property
     def verdict(self) -> str:
-        return verdict_word(self.distance, self.threshold)
+        return verdict_word(self.score, self.threshold)
 
     @property
     def explanation(self) -> str:
-        return verdict_text(self.distance, self.threshold, self.meaning or None)
+        text = verdict_text(self.score, self.threshold, self.meaning or None)
+        if self.separation is None:
+            return text
+        word, rest = text.split(": ", 1)
+        return f"{word}: separation {rest}; distance to centroid {self.distance:.3f}"
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "speaker_id": self.speaker_id, "n_clips": self.n_clips,
-                "euclidean_distance": round(self.distance, 6), "verdict": self.verdict,
-                "explanation": self.explanation}
+        out = {"rank": self.rank, "speaker_id": self.speaker_id, "n_clips": self.n_clips,
+               "euclidean_distance": round(self.distance, 6), "verdict": self.verdict,
+               "explanation": self.explanation}
+        if self.separation is not None:
+            out["separation"] = round(self.separation, 6)
+        return out
 
 
 @dataclass(frozen=True)
@@ -308,26 +327,63 @@ class SpeakerIndex:
             raise ConfigError(f"by={by!r}: expected one of {', '.join(BY)}")
         if int(k) < 1:
             raise ConfigError(f"k={k}: must be at least 1")
-        threshold, meaning = self.resolve_threshold(threshold)
         x = self.check_vectors(vectors)
         names = [str(i) for i in range(len(x))] if names is None else [str(n) for n in names]
         if by == "clip":
+            threshold, meaning = self.resolve_threshold(threshold)
             dist, rows = self.search(x, k)
             return [self._clip_result(name, d, r, threshold, meaning)
                     for name, d, r in zip(names, dist, rows, strict=True)]
+        given = threshold is not None
+        threshold, meaning = self.resolve_threshold(threshold)
         dist, rows = self._speaker_search(x, k)
         speaker_ids = self._speakers.column("speaker_id")
-        n_clips = self._speakers.column("n_clips")
+        n_clips = self._speakers.column("n_clips").to_numpy()
+        level = None if given else self._speaker_decision()
+        if level is None:
+            meaning = (meaning + "; " if meaning else "") + "Euclidean distance to the speaker's centroid" + (
+                "" if given else " (no speaker-level operating points in this index)")
+        else:
+            threshold, meaning, groups, pooled = level
         results = []
-        for name, d, r in zip(names, dist, rows, strict=True):
+        for name, vec, d, r in zip(names, x, dist, rows, strict=True):
             keep = r >= 0
+            sep = [None] * int(keep.sum())
+            if level is not None:
+                sep = self._clip_separations(vec, r[keep], groups, pooled)
             matches = tuple(
-                SpeakerMatch(rank=i + 1, speaker_id=speaker_ids[int(j)].as_py(), n_clips=n_clips[int(j)].as_py(),
-                             distance=float(dd), threshold=threshold, meaning=meaning)
-                for i, (dd, j) in enumerate(zip(d[keep], r[keep], strict=True))
+                SpeakerMatch(rank=i + 1, speaker_id=speaker_ids[int(j)].as_py(), n_clips=int(n_clips[int(j)]),
+                             distance=float(dd), threshold=threshold, meaning=meaning, separation=sp)
+                for i, (dd, j, sp) in enumerate(zip(d[keep], r[keep], sep, strict=True))
             )
             results.append(QueryResult(query=name, by=by, threshold=threshold, meaning=meaning, matches=matches))
         return results
+
+    def _speaker_decision(self):
+        """(threshold, meaning, speaker Groups, pooled spread) for deciding clip-vs-speaker matches at the
+        speaker level, or None when this index cannot (no speaker-level points, or no ``mean_norm``)."""
+        ops = self.operating_points
+        if ops is None or not ops.speaker or "mean_norm" not in self._speakers.column_names:
+            return None
+        n = self._speakers.column("n_clips").to_numpy().astype(np.float64)
+        norm = self._speakers.column("mean_norm").to_numpy().astype(np.float64)
+        centroids = et.fixed_list_to_numpy(self._speakers.column("centroid").combine_chunks()).astype(np.float64)
+        groups = separation.Groups.of_sums(centroids * (norm * n)[:, None], n)
+        lp = ops.speaker_level(1)
+        point = lp.point(ops.default)
+        meaning = (f"speaker level: {point.name} point for one clip, FAR {100 * point.far:.2g}% / FRR "
+                   f"{100 * point.frr:.2g}% on dev speakers; the speaker's own spread weighs the distance")
+        return point.threshold, meaning, groups, groups.pooled_spread()
+
+    @staticmethod
+    def _clip_separations(vec: np.ndarray, rows: np.ndarray, groups, pooled: float) -> list[float]:
+        """Separation of one query clip from each speaker in ``rows``. Were the clip that speaker's, it would
+        scatter around the speaker's mean as the speaker's own clips do: |x - mean| / sqrt(W (1 + 1/m)),
+        W the speaker's spread (shrunk toward ``pooled``), m its clips."""
+        w = separation.spreads(groups, pooled)[rows]
+        m = groups.counts[rows]
+        d = np.linalg.norm(groups.sums[rows] / m[:, None] - vec[None].astype(np.float64), axis=1)
+        return (d / np.sqrt(w * (1.0 + 1.0 / m))).tolist()
 
     def _clip_result(self, name: str, dist: np.ndarray, rows: np.ndarray, threshold: float,
                      meaning: str) -> QueryResult:

@@ -148,3 +148,44 @@ def test_small_batches_run_on_one_faiss_thread_and_restore_the_setting(voices_in
     idx.search(x[:64], 3)
     assert seen == [1, before]
     assert faiss.omp_get_max_threads() == before
+
+
+def test_speaker_matches_are_decided_at_the_speaker_level(tmp_path):
+    """With a model's speaker-level points, a clip-vs-speaker verdict weighs the distance by the speaker's own
+    spread: a new clip of a LOOSE voice, far from its centroid, is "same"; a clip of another voice just beside
+    a TIGHT voice is "different", though it is nearer that centroid. Without them (or with --threshold), the
+    Euclidean distance to the centroid decides, and the meaning says so."""
+    from speechid.model.calibration import measure
+    from speechid.separation import Groups, spreads
+
+    rng = np.random.default_rng(3)
+    dim = 32
+    dev, dev_voice = synthetic.clustered_unit_vectors(30, 12, dim=dim, spread=(0.2, 0.8), seed=11)
+    ops = measure(dev, dev_voice, group_sizes=(1, 2, 5), seed=0)
+    c = synthetic.speaker_centres(3, dim, rng=rng)
+    c[1] = synthetic.normalize(c[0] + 0.5 * synthetic.normalize(rng.standard_normal(dim)))  # beside the tight one
+    x, lab = synthetic.clips_around(c, [20, 1, 20], np.array([0.15, 0.15, 0.9]), rng)  # tight, stranger, loose
+    loose_new, _ = synthetic.clips_around(c[2:], [1], 0.9, rng)
+    stranger = x[lab == 1]
+    keep = lab != 1
+    emb = write_embeddings(tmp_path / "emb", x[keep], np.array(["tight", "loose"])[lab[keep] // 2])
+    build_index(emb, tmp_path / "cal", operating_points=ops, operating_points_model_id="model-a")
+    idx = SpeakerIndex.load(tmp_path / "cal")
+
+    loose = {m.speaker_id: m for m in idx.query(loose_new, k=2, by="speaker")[0].matches}["loose"]
+    near = {m.speaker_id: m for m in idx.query(stranger, k=2, by="speaker")[0].matches}["tight"]
+    assert near.distance < loose.distance  # the centroid distance alone would judge the wrong way round
+    assert loose.verdict == "same" and near.verdict == "different"
+    assert loose.threshold == ops.speaker_level(1).point(ops.default).threshold
+    assert "separation" in loose.explanation and "speaker level" in loose.explanation
+    g = Groups.of_labels(x[keep], lab[keep] // 2)
+    mean = x[lab == 2].astype(np.float64).mean(0)
+    w = spreads(g, g.pooled_spread())[1]  # the loose voice's own spread
+    assert loose.separation == pytest.approx(np.linalg.norm(loose_new[0] - mean) / np.sqrt(w * (1 + 1 / 20)), rel=1e-4)
+    assert loose.to_dict()["separation"] == pytest.approx(loose.separation, abs=1e-5)
+
+    given = idx.query(stranger, k=2, by="speaker", threshold=0.83)[0]
+    assert given.matches[0].separation is None and "centroid" in given.meaning
+    build_index(emb, tmp_path / "bare", threshold=0.83)
+    bare = SpeakerIndex.load(tmp_path / "bare").query(stranger, k=2, by="speaker")[0]
+    assert bare.matches[0].separation is None and "no speaker-level operating points" in bare.meaning
