@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 
 import numpy as np
@@ -260,9 +261,13 @@ def evaluate(
     seed: int = 0,
     output_dir: str | None = None,
     max_clips: int | None = None,
+    truth: Mapping[str, str] | None = None,
     log=print,
 ) -> dict:
     """Embed ``split`` of ``data_dir`` with the model in ``model_dir`` and score seeded balanced trials.
+
+    ``truth`` (client_id -> true speaker, e.g. a synthetic release's aliases.tsv): trials are labelled by
+    true speaker, so two client_ids of one voice are never scored as a different-speaker trial.
 
     Writes metrics.json and the PNGs to ``output_dir`` (default ``model_dir``) and metrics.json also to
     ``model_dir`` (the model directory describes its last evaluation). ``threshold`` defaults to the
@@ -284,6 +289,8 @@ def evaluate(
         outputs.check_output(output_dir, "evaluate", [model_dir, data_dir])
 
     clips, speakers, _ = load_clips(data_dir, split, max_clips=max_clips, seed=seed)
+    if truth is not None:
+        speakers = [truth.get(s, s) for s in speakers]
     emb = encoder.embed_waveforms(clips)
     pairs, same = make_trials(speakers, trials, seed=seed)
     dist = np.linalg.norm(emb[pairs[:, 0]] - emb[pairs[:, 1]], axis=1)

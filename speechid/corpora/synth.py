@@ -290,26 +290,40 @@ def make_corpus(
     max_duration: float = 4.0,
     extra_fraction: float = 0.03,
     workers: int | None = None,
+    heldout_clips: int | None = None,
 ) -> SynthResult:
-    """Write a synthetic Common Voice release into ``out_dir`` (see the module docstring)."""
+    """Write a synthetic Common Voice release into ``out_dir`` (see the module docstring).
+
+    ``heldout_clips``: clips of each dev and test speaker (default ``clips_per_speaker``): more of them let
+    calibration measure speaker-level operating points for bigger groups of clips. ``aliases`` speakers are
+    drawn among the test speakers (the test split grows to hold them) and their clips alternate between two
+    client_ids: a model trained on both ids of a voice would have learned to tell them apart, and a
+    deduplication run meets ids no model was trained on."""
     if speakers < 3:
         raise ValueError(f"speakers={speakers}: need at least 3 (train, dev and test are speaker-disjoint)")
     if clips_per_speaker < 1:
         raise ValueError(f"clips_per_speaker={clips_per_speaker}: need at least 1")
     if not 0 <= aliases <= speakers:
         raise ValueError(f"aliases={aliases}: must be between 0 and speakers={speakers}")
-    if aliases and clips_per_speaker < 2:
+    heldout_clips = clips_per_speaker if heldout_clips is None else int(heldout_clips)
+    if heldout_clips < 1:
+        raise ValueError(f"heldout_clips={heldout_clips}: need at least 1")
+    if aliases and heldout_clips < 2:
         raise ValueError("aliases need at least 2 clips per speaker (one under each client_id)")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     voices = distinct_voices(speakers, rng)
 
-    # Speaker-disjoint splits, like Common Voice; a speaker's aliases stay in its split.
+    # Speaker-disjoint splits, like Common Voice; aliased speakers are test speakers (never trained on).
     order = rng.permutation(speakers)
     n_held = max(1, int(round(0.1 * speakers)))
+    n_test = max(n_held, aliases)
+    if n_test + n_held >= speakers:
+        raise ValueError(f"aliases={aliases}: the test split holds the aliased speakers, and {n_test} test plus "
+                         f"{n_held} dev speakers leave none of {speakers} to train on")
     split_of = {}
     for rank, spk in enumerate(order):
-        split_of[int(spk)] = "test" if rank < n_held else ("dev" if rank < 2 * n_held else "train")
-    aliased = set(int(s) for s in rng.choice(speakers, size=aliases, replace=False)) if aliases else set()
+        split_of[int(spk)] = "test" if rank < n_test else ("dev" if rank < n_test + n_held else "train")
+    aliased = set(int(s) for s in rng.choice(order[:n_test], size=aliases, replace=False)) if aliases else set()
 
     jobs: list[_ClipJob] = []
     rows: dict[str, list] = {k: [] for k in TSV_NAMES}
@@ -333,7 +347,7 @@ def make_corpus(
         ids = [_client_id(seed, spk, 0)] + ([_client_id(seed, spk, 1)] if spk in aliased else [])
         truth.extend((cid, f"speaker_{spk:05d}") for cid in ids)
         split = split_of[spk]
-        for k in range(clips_per_speaker):
+        for k in range(clips_per_speaker if split == "train" else heldout_clips):
             cid = ids[k % len(ids)]
             path = new_clip(voice, float(rng.uniform(min_duration, max_duration)))
             r = row(cid, path, voice, up=int(rng.integers(2, 6)), down=int(rng.integers(0, 2)))

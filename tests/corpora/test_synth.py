@@ -81,10 +81,12 @@ def test_aliases_ground_truth(corpus):
         by_speaker.setdefault(spk, []).append(cid)
     assert len(by_speaker) == 12
     assert sorted(len(v) for v in by_speaker.values()).count(2) == 2
-    # Both client_ids of an aliased speaker stay in one split.
+    # Both client_ids of an aliased speaker are test ids: no model trains on the ids dedup is asked to merge.
     split_of = {r["client_id"]: s for s in ("train", "dev", "test") for r in tsvs[s][1]}
     for cids in by_speaker.values():
         assert len({split_of[c] for c in cids}) == 1
+        if len(cids) == 2:
+            assert split_of[cids[0]] == "test"
 
 
 def test_same_arguments_same_bytes(tmp_path, corpus):
@@ -123,6 +125,20 @@ def test_voices_differ_more_between_than_within_speakers():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="speakers"):
         synth.make_corpus("/tmp/never", speakers=2)
+    with pytest.raises(ValueError, match="none of 10 to train on"):  # 9 aliased test speakers + 1 dev
+        synth.make_corpus("/tmp/never", speakers=10, aliases=9)
+    with pytest.raises(ValueError, match="heldout_clips"):
+        synth.make_corpus("/tmp/never", speakers=10, heldout_clips=0)
+
+
+def test_heldout_speakers_get_their_own_clip_count(tmp_path):
+    res = synth.make_corpus(str(tmp_path), speakers=10, clips_per_speaker=2, heldout_clips=5, aliases=1, workers=1,
+                            extra_fraction=0.0, min_duration=0.5, max_duration=0.6)
+    tsvs, _ = _read(res.tarball)
+    per_split = {s: len(tsvs[s][1]) for s in ("train", "dev", "test")}
+    assert per_split == {"train": 8 * 2, "dev": 5, "test": 5}  # 1 dev and 1 test voice of 10
+    test_ids = [r["client_id"] for r in tsvs["test"][1]]
+    assert sorted(test_ids.count(c) for c in set(test_ids)) == [2, 3]  # the aliased test voice's 5 clips, 3 + 2
 
 
 def test_distinct_voices_have_no_near_twins():
