@@ -13,7 +13,8 @@ Speaker level, for n in ``group_sizes`` (m = n): seeded trials of n clips of a s
 clips (same speaker, disjoint clips) or against n clips of another speaker, scored by their separation
 (``speechid.separation``, the statistic dedup merges client_ids on; spreads pooled over the dev
 speakers). A size is measured only when at least two speakers have 2n clips; its curve runs over
-separations 0 to ``SPEAKER_CURVE_MAX``.
+separations 0 to ``SPEAKER_CURVE_MAX``. Besides the clip level's named points it holds ``frr_1%`` and
+``merge``, the lower of ``far_0.1%`` and ``frr_1%``: where dedup merges client_ids.
 
 ``calibrate`` embeds a prepared split with a model directory and rewrites its config.json atomically.
 """
@@ -29,6 +30,7 @@ from speechid.errors import ConfigError
 from speechid.model import evaluation as ev
 from speechid.operating_points import (
     CURVE_STEP,
+    MERGE_DEFAULT,
     SEED_FAR,
     SPEAKER_CURVE_MAX,
     SPEAKER_CURVE_STEP,
@@ -39,6 +41,7 @@ from speechid.operating_points import (
 from speechid.separation import Groups, separation
 
 TARGET_FARS = {"seed": SEED_FAR, "far_1%": 0.01, "far_0.1%": 0.001}
+MERGE_FRR = 0.01  # the speaker level's frr_1% point, the cap of its merge point
 GROUP_SIZES = (1, 2, 3, 5, 8, 12, 20)
 
 
@@ -54,6 +57,15 @@ def level_points(level: str, n: int, m: int, same: np.ndarray, diff: np.ndarray,
         points[name] = OperatingPoint(name, t, ev.rates_at(same, diff, t)[0], frr)
     rate, t = ev.eer(same, diff)
     points["eer"] = OperatingPoint("eer", t, rate, rate)
+    if level == "speaker":
+        # frr_1%: the smallest threshold that rejects at most 1% of same-voice trials. One voice's separation
+        # does not grow with the group size, so past this point a higher threshold buys almost no recall and
+        # only admits the closest pairs of voices, which a few dev speakers cannot rule out at 0.1%.
+        k = min(same.size - 1, int(np.ceil((1.0 - MERGE_FRR) * same.size)))
+        t = float(np.sort(same)[k]) + 1e-9
+        points["frr_1%"] = OperatingPoint("frr_1%", t, *ev.rates_at(same, diff, t))
+        low = min(points["far_0.1%"], points["frr_1%"], key=lambda p: p.threshold)
+        points[MERGE_DEFAULT] = OperatingPoint(MERGE_DEFAULT, low.threshold, low.far, low.frr)
     if reference is not None:
         points[f"at_{reference:g}"] = OperatingPoint(f"at_{reference:g}", float(reference),
                                                      *ev.rates_at(same, diff, reference))

@@ -281,12 +281,13 @@ def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str,
         out.append(f"<h3>Operating points measured on dev speakers ({where.get('speakers', '?')} speakers, "
                    f"{where.get('clips', '?')} clips), stored in the model's config.json</h3>")
         names = list(dict.fromkeys(n for lp in (ops.clip, *ops.speaker) for n in lp.points))
-        first = ("seed", "far_1%", "far_0.1%", "eer")  # then the reference (at_0.83) and any others
+        first = ("seed", "far_1%", "far_0.1%", "eer", "frr_1%", "merge")  # then the reference (at_0.83), others
         names.sort(key=lambda n: (first.index(n) if n in first else len(first), n))
         prow = []
         for lp in (ops.clip, *ops.speaker):
             used = ops.default if lp.level == "clip" else ops.merge
-            row = ["one clip vs one clip" if lp.level == "clip" else f"{lp.n} clips vs {lp.m} clips"]
+            groups = f"{lp.n} clip{'s' * (lp.n > 1)} vs {lp.m} clip{'s' * (lp.m > 1)}, separation"
+            row = ["one clip vs one clip, Euclidean" if lp.level == "clip" else groups]
             for name in names:
                 pt = lp.points.get(name)
                 cell = "&mdash;" if pt is None else (

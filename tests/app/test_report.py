@@ -68,7 +68,7 @@ def fabricate_run(workdir) -> dict:
                                "query": query, "config": {"speakers": 100, "aliases": 8}})
 
     dd = {"clips": 100, "speakers": 12, "threshold": ops.threshold, "threshold_meaning": "seed operating point",
-          "merge_threshold": None, "merge_rule": "2+ clips: ... (far_0.1% speaker-level points on dev speakers)",
+          "merge_threshold": None, "merge_rule": "2+ clips: ... (speaker-level merge points on dev speakers: far_0.1%, capped at frr_1%)",
           "merged_groups": 1, "speakers_in_merged_groups": 2, "suspicious_clips": 0, "clip_clusters": 9,
           "pooled_spread": 0.21, "scores": {"speakers": _scores(1.0, 0.25), "clips": _scores(0.9, 0.8)},
           "merge_curve": CURVE}
@@ -121,7 +121,7 @@ def test_the_answer_comes_first_and_names_the_thresholds(page):
     assert f"{THRESHOLD:g}" in answer
     assert "precision 100% · recall 25%" in answer.replace("&middot;", "·")
     # the merge rule: the separation under the model's speaker-level point for each group size
-    merge_point = _dev_operating_points().speaker_level(2).point("far_0.1%").threshold
+    merge_point = _dev_operating_points().speaker_level(2).point("merge").threshold
     assert "separation" in answer and f"{merge_point:.2f} for 2+ clips" in answer
     assert "RMS" not in text  # the statistic merges were decided by before
     # recall is low: the advice reads the threshold off the curve (highest recall at precision >= 90%)

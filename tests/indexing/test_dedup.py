@@ -4,7 +4,8 @@ Client_id merges are decided by the separation (``speechid.separation``: the dis
 voices in standard errors; about 1 for one voice under two ids). An explicit ``merge_threshold`` here is a
 separation, ``MERGE`` = 3.0 unless a test says otherwise: in the ``aliased`` corpus the planted aliases sit
 0.97-1.14 apart and the closest two distinct voices 4.6, and ``calibration.measure`` on dev voices of the same
-generator puts its far_0.1% points at 2.0 (2-clip groups) to 3.0 (5+ clips)."""
+generator puts its far_0.1% points at 2.0 (2-clip groups) to 3.0 (5+ clips), its merge points (capped at
+frr_1%) at about 1.3."""
 
 import itertools
 import json
@@ -377,17 +378,17 @@ def test_calibrated_index_merges_at_the_speaker_level_point(aliased, tmp_path):
     assert idx.threshold == ops.threshold and idx.operating_points.to_dict() == ops.to_dict()
     res = dedup(tmp_path / "cal", tmp_path / "out", truth=truth)
     assert res.summary["threshold"] == ops.threshold and "seed operating point" in res.summary["threshold_meaning"]
-    assert "far_0.1% speaker-level points on dev speakers" in res.summary["merge_rule"]
+    assert "merge points on dev speakers: far_0.1%, capped at frr_1%" in res.summary["merge_rule"]
     sp = res.scores["speakers"]
     # the aliases sit about 1 apart, the closest distinct voices 4.6 (over the 5+ clip point, 3.0)
     assert (sp.precision, sp.recall) == (1.0, 1.0)
     pairs = pq.read_table(tmp_path / "out" / "speaker_pairs.parquet").to_pydict()
     want = ops.merge_thresholds(np.array(pairs["clips_a"]), np.array(pairs["clips_b"]))
     assert np.allclose(pairs["merge_threshold"], want, atol=1e-6)
-    assert set(pairs["merge_threshold"]) <= {float(np.float32(lp.points["far_0.1%"].threshold)) for lp in ops.speaker}
+    assert set(pairs["merge_threshold"]) <= {float(np.float32(lp.points["merge"].threshold)) for lp in ops.speaker}
     assert all(s < t for s, t in zip(pairs["separation"], pairs["merge_threshold"], strict=True))
     text = (tmp_path / "out" / "summary.txt").read_text()
-    assert "speaker-level points on dev speakers" in text and "precision%" in text
+    assert "merge points on dev speakers" in text and "precision%" in text
     curve = {c["threshold"]: c for c in res.summary["merge_curve"]}
     assert list(curve) == list(CURVE_THRESHOLDS)
     for t in (1.0, 2.0, 5.0):

@@ -113,9 +113,18 @@ def test_measure_round_trips_and_orders_levels():
     assert ops.speaker[-1].points["eer"].far <= ops.clip.points["eer"].far
     ts = [lp.points["far_0.1%"].threshold for lp in ops.speaker]
     assert ts == sorted(ts) and ts[0] < ts[-1]
+    # the merge point is far_0.1%, capped at frr_1% (where 99% of same-voice trials pass); one voice's
+    # separation does not grow with n, so frr_1% stays put while far_0.1% rises past it
+    for lp in ops.speaker:
+        p = lp.points
+        assert p["merge"].threshold == min(p["far_0.1%"].threshold, p["frr_1%"].threshold)
+        assert p["frr_1%"].frr <= 0.01 and p["frr_1%"].frr > 0.005
+    frr1 = [lp.points["frr_1%"].threshold for lp in ops.speaker]
+    assert max(frr1) < 1.3 * min(frr1)
+    assert ops.speaker[-1].points["merge"].threshold < ops.speaker[-1].points["far_0.1%"].threshold
     # a pair of groups uses the largest calibrated size not above the smaller group
     t = ops.merge_thresholds(np.array([1, 4, 6, 40, 2.0]), np.array([9, 9, 5, 12, 7.0]))
-    want = [ops.speaker[i].points["far_0.1%"].threshold for i in (0, 2, 3, 4, 1)]
+    want = [ops.speaker[i].points["merge"].threshold for i in (0, 2, 3, 4, 1)]
     assert t.tolist() == pytest.approx(want)
     assert ops.merge_thresholds(np.array([3]), np.array([3]), threshold=0.5).tolist() == [0.5]
 
