@@ -19,8 +19,9 @@ import click
 @click.option("--train-minutes", default=None, type=click.FloatRange(min=0.0, min_open=True),
               help="--real: the training time budget [14].")
 @click.option("--speakers", default=None, type=click.IntRange(min=10), help="Synthetic voices [100].")
-@click.option("--clips-per-speaker", default=None, type=click.IntRange(min=4), help="[12]")
-@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Training epochs [the demo's default].")
+@click.option("--clips-per-speaker", default=None, type=click.IntRange(min=4),
+              help="Clips of each synthetic train voice [24].")
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Training epochs [8].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--report-only", is_flag=True,
               help="Write report.html again from the finished run in --workdir; run nothing.")
