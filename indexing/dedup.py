@@ -16,9 +16,9 @@ Steps (``dedup`` does the I/O, ``find_duplicates`` the work on arrays):
    pooled spread of its parts, so A~B~C cannot chain) while the separation is under the SPEAKER-level
    operating point calibrated for groups of that size (``speechid.operating_points``: FAR 0.1% on dev
    speakers' n-clip groups, capped where 99% of one voice's splits pass; a corpus of N ids compares N^2/2
-   pairs of them, so a merge needs a much lower FAR than one verification). Proposed pairs: separation under that threshold, or merged. Given a ground
-   truth, the merges are redone at a sweep of uniform separations: precision/recall against the threshold
-   (``merge_curve``).
+   pairs of them, so a merge needs a much lower FAR than one verification). Proposed pairs: separation
+   under that threshold, or merged. Given a ground truth, the merges are redone at a sweep of uniform
+   separations: precision/recall against the threshold (``merge_curve``).
 4. Suspicious labels: a clip with at least ``min_neighbors`` labelled neighbours of which more than
    ``label_fraction`` belong to other speakers (other merged groups, so aliases already proposed for a merge
    do not flag every clip twice).
@@ -379,7 +379,8 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         merge_rule = ops.merge_thresholds
         pts = [(lp.n, lp.point(ops.merge)) for lp in ops.speaker]
         merge_meaning = "; ".join(f"{n}+ clips: {p.threshold:.2f} (FAR {100 * p.far:.2g}% / FRR {100 * p.frr:.2g}%)"
-                                  for n, p in pts) + f" (speaker-level {ops.merge} points on dev speakers: far_0.1%, capped at frr_1%)"
+                                  for n, p in pts)
+        merge_meaning += f" (speaker-level {ops.merge} points on dev speakers: far_0.1%, capped at frr_1%)"
     else:
         merge_rule = 0.0
         merge_meaning = ("nothing merged: " + (ops.no_speaker_level() if ops is not None else

@@ -68,7 +68,8 @@ def fabricate_run(workdir) -> dict:
                                "query": query, "config": {"speakers": 100, "aliases": 8}})
 
     dd = {"clips": 100, "speakers": 12, "threshold": ops.threshold, "threshold_meaning": "seed operating point",
-          "merge_threshold": None, "merge_rule": "2+ clips: ... (speaker-level merge points on dev speakers: far_0.1%, capped at frr_1%)",
+          "merge_threshold": None,
+          "merge_rule": "2+ clips: ... (speaker-level merge points on dev speakers: far_0.1%, capped at frr_1%)",
           "merged_groups": 1, "speakers_in_merged_groups": 2, "suspicious_clips": 0, "clip_clusters": 9,
           "pooled_spread": 0.21, "scores": {"speakers": _scores(1.0, 0.25), "clips": _scores(0.9, 0.8)},
           "merge_curve": CURVE}
