@@ -169,6 +169,9 @@ def _read_flags(kind: str, mmap: bool) -> int:
     return faiss.IO_FLAG_MMAP_IFC
 
 
+_NOT_YET = object()
+
+
 class SpeakerIndex:
     """A loaded index directory: the FAISS index, its row metadata and its speaker centroids."""
 
@@ -179,6 +182,7 @@ class SpeakerIndex:
         self.clips = clips  # pyarrow Table: row, clip_id, source, speaker_id, split
         self._speakers = speakers
         self._speaker_index = None
+        self._decision = _NOT_YET  # the speaker-level decision's inputs, made on the first query by speaker
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True) -> SpeakerIndex:
@@ -350,7 +354,7 @@ class SpeakerIndex:
             keep = r >= 0
             sep = [None] * int(keep.sum())
             if level is not None:
-                sep = self._clip_separations(vec, r[keep], groups, pooled)
+                sep = separation.clip_separation(groups, r[keep], vec, pooled).tolist()
             matches = tuple(
                 SpeakerMatch(rank=i + 1, speaker_id=speaker_ids[int(j)].as_py(), n_clips=int(n_clips[int(j)]),
                              distance=float(dd), threshold=threshold, meaning=meaning, separation=sp)
@@ -361,7 +365,13 @@ class SpeakerIndex:
 
     def _speaker_decision(self):
         """(threshold, meaning, speaker Groups, pooled spread) for deciding clip-vs-speaker matches at the
-        speaker level, or None when this index cannot (no speaker-level points, or no ``mean_norm``)."""
+        speaker level, or None when this index cannot (no speaker-level points, or no ``mean_norm``).
+        Computed once per loaded index."""
+        if self._decision is _NOT_YET:
+            self._decision = self._make_speaker_decision()
+        return self._decision
+
+    def _make_speaker_decision(self):
         ops = self.operating_points
         if ops is None or not ops.speaker or "mean_norm" not in self._speakers.column_names:
             return None
@@ -374,16 +384,6 @@ class SpeakerIndex:
         meaning = (f"speaker level: {point.name} point for one clip, FAR {100 * point.far:.2g}% / FRR "
                    f"{100 * point.frr:.2g}% on dev speakers; the speaker's own spread weighs the distance")
         return point.threshold, meaning, groups, groups.pooled_spread()
-
-    @staticmethod
-    def _clip_separations(vec: np.ndarray, rows: np.ndarray, groups, pooled: float) -> list[float]:
-        """Separation of one query clip from each speaker in ``rows``. Were the clip that speaker's, it would
-        scatter around the speaker's mean as the speaker's own clips do: |x - mean| / sqrt(W (1 + 1/m)),
-        W the speaker's spread (shrunk toward ``pooled``), m its clips."""
-        w = separation.spreads(groups, pooled)[rows]
-        m = groups.counts[rows]
-        d = np.linalg.norm(groups.sums[rows] / m[:, None] - vec[None].astype(np.float64), axis=1)
-        return (d / np.sqrt(w * (1.0 + 1.0 / m))).tolist()
 
     def _clip_result(self, name: str, dist: np.ndarray, rows: np.ndarray, threshold: float,
                      meaning: str) -> QueryResult:

@@ -101,6 +101,17 @@ def separation(groups: Groups, a: np.ndarray, b: np.ndarray, pooled: float, prio
     return out
 
 
+def clip_separation(groups: Groups, rows: np.ndarray, x: np.ndarray, pooled: float,
+                    prior_dof: float = PRIOR_DOF) -> np.ndarray:
+    """Separation of one clip ``x`` from each group in ``rows``: were the clip that group's voice, it would
+    scatter around the group's mean as the group's own clips do, |x - m| / sqrt(W (1 + 1/m))."""
+    rows = np.asarray(rows, np.int64)
+    w = spreads(groups, pooled, prior_dof)[rows]
+    m = groups.counts[rows]
+    d = np.linalg.norm(groups.sums[rows] / m[:, None] - np.asarray(x, np.float64)[None], axis=1)
+    return d / np.sqrt(w * (1.0 + 1.0 / m))
+
+
 def separation_of(x: np.ndarray, y: np.ndarray, pooled: float, prior_dof: float = PRIOR_DOF) -> float:
     """Separation of two groups given as arrays of unit vectors [n, D] and [m, D]."""
     g = Groups.of_labels(np.concatenate([x, y]), np.r_[np.zeros(len(x), np.int64), np.ones(len(y), np.int64)], 2)
