@@ -217,6 +217,41 @@ def _best_partner(a: np.ndarray, b: np.ndarray, score: np.ndarray, m: int) -> np
     return best
 
 
+def _reciprocal_merges(m: int, a: np.ndarray, b: np.ndarray, score: np.ndarray,
+                       limit: Callable[[np.ndarray, np.ndarray], np.ndarray | float],
+                       merge: Callable[[np.ndarray, np.ndarray], None],
+                       rescore: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The merge rounds both linkages share: among edges (a, b) whose ``score`` is under ``limit(a, b)``,
+    every group picks its best partner and reciprocal pairs merge (``merge(ma, mb)``: group ma absorbs mb);
+    edges touching a merged group are relabelled and ``rescore``d, until no edge is under its limit.
+    Returns the group label (0..k-1, in order of first row) of each of the ``m`` nodes."""
+    node = np.arange(m, dtype=np.int64)
+    while a.size:
+        cand = score < limit(a, b)
+        if not cand.any():
+            break
+        ca, cb = a[cand], b[cand]
+        best = _best_partner(ca, cb, score[cand], m)
+        mutual = (best[ca] == cb) & (best[cb] == ca)
+        ma, mb = ca[mutual], cb[mutual]  # disjoint pairs: each group has one best partner
+        merge(ma, mb)
+        rep = np.arange(m, dtype=np.int64)
+        rep[mb] = ma
+        node = rep[node]
+        # Only edges that touch a merged group change; the rest keep their ids and scores. A relabelled
+        # edge always has a merged end, so it cannot duplicate an untouched one.
+        dirty = np.zeros(m, dtype=bool)
+        dirty[ma] = True
+        dirty[mb] = True
+        touched = dirty[a] | dirty[b]
+        ta, tb = _unique_pairs(rep[a[touched]], rep[b[touched]], m)
+        keep = ~touched
+        a = np.concatenate([a[keep], ta])
+        b = np.concatenate([b[keep], tb])
+        score = np.concatenate([score[keep], rescore(ta, tb)])
+    return np.unique(node, return_inverse=True)[1].astype(np.int64)
+
+
 def average_linkage(sums: np.ndarray, counts: np.ndarray, u: np.ndarray, v: np.ndarray,
                     threshold: float | Callable[[np.ndarray, np.ndarray], np.ndarray],
                     sq_distance: np.ndarray | None = None, copy: bool = True) -> np.ndarray:
@@ -243,38 +278,18 @@ def average_linkage(sums: np.ndarray, counts: np.ndarray, u: np.ndarray, v: np.n
     cnt = np.asarray(counts, dtype=np.float64).copy()
     if np.any(cnt <= 0):
         raise ValueError("every node needs a positive count")
-    node = np.arange(m, dtype=np.int64)
     u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
     if sq_distance is None:
         a, b = _unique_pairs(u, v, max(m, 1))
         score = mean_sq_cross(s, cnt, a, b)
     else:
         a, b, score = _unique_pairs(u, v, max(m, 1), np.asarray(sq_distance, np.float64))
-    while a.size:
-        cand = score < pair_t2(a, b)
-        if not cand.any():
-            break
-        ca, cb = a[cand], b[cand]
-        best = _best_partner(ca, cb, score[cand], m)
-        mutual = (best[ca] == cb) & (best[cb] == ca)
-        ma, mb = ca[mutual], cb[mutual]  # disjoint pairs: each group has one best partner
+
+    def merge(ma, mb):
         s[ma] += s[mb]
         cnt[ma] += cnt[mb]
-        rep = np.arange(m, dtype=np.int64)
-        rep[mb] = ma
-        node = rep[node]
-        # Only edges that touch a merged group change; the rest keep their ids and scores. A relabelled
-        # edge always has a merged end, so it cannot duplicate an untouched one.
-        dirty = np.zeros(m, dtype=bool)
-        dirty[ma] = True
-        dirty[mb] = True
-        touched = dirty[a] | dirty[b]
-        ta, tb = _unique_pairs(rep[a[touched]], rep[b[touched]], m)
-        keep = ~touched
-        a = np.concatenate([a[keep], ta])
-        b = np.concatenate([b[keep], tb])
-        score = np.concatenate([score[keep], mean_sq_cross(s, cnt, ta, tb)])
-    return np.unique(node, return_inverse=True)[1].astype(np.int64)
+
+    return _reciprocal_merges(m, a, b, score, pair_t2, merge, lambda ta, tb: mean_sq_cross(s, cnt, ta, tb))
 
 
 def separation_linkage(groups: separation.Groups, u: np.ndarray, v: np.ndarray,
@@ -298,31 +313,9 @@ def separation_linkage(groups: separation.Groups, u: np.ndarray, v: np.ndarray,
     m = len(groups.counts)
     if np.any(groups.counts <= 0):
         raise ValueError("every node needs a positive count")
-    node = np.arange(m, dtype=np.int64)
     a, b = _unique_pairs(np.asarray(u, np.int64), np.asarray(v, np.int64), max(m, 1))
-    score = separation.separation(groups, a, b, pooled)
-    while a.size:
-        cand = score < pair_t(a, b)
-        if not cand.any():
-            break
-        ca, cb = a[cand], b[cand]
-        best = _best_partner(ca, cb, score[cand], m)
-        mutual = (best[ca] == cb) & (best[cb] == ca)
-        ma, mb = ca[mutual], cb[mutual]
-        groups.merge(ma, mb)
-        rep = np.arange(m, dtype=np.int64)
-        rep[mb] = ma
-        node = rep[node]
-        dirty = np.zeros(m, dtype=bool)
-        dirty[ma] = True
-        dirty[mb] = True
-        touched = dirty[a] | dirty[b]
-        ta, tb = _unique_pairs(rep[a[touched]], rep[b[touched]], m)
-        keep = ~touched
-        a = np.concatenate([a[keep], ta])
-        b = np.concatenate([b[keep], tb])
-        score = np.concatenate([score[keep], separation.separation(groups, ta, tb, pooled)])
-    return np.unique(node, return_inverse=True)[1].astype(np.int64)
+    return _reciprocal_merges(m, a, b, separation.separation(groups, a, b, pooled), pair_t, groups.merge,
+                              lambda ta, tb: separation.separation(groups, ta, tb, pooled))
 
 
 def single_linkage(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
