@@ -40,6 +40,7 @@ from speechid.errors import ConfigError
 PACKAGES = ("flight-of-the-amazon-queen", "drascula", "drascula-spanish")
 INSTALL = "apt-get install " + " ".join(PACKAGES)
 MODE = "real"
+LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "it": "Italian"}
 
 
 @dataclass(frozen=True)
@@ -240,9 +241,9 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
             lists.append((key, voices, name, relation, emb[idx], [truth[cids[i]] for i in idx]))
         for archive in dr.archives if use_drascula else []:
             lang = archive.rsplit("-", 1)[-1].split(".")[0]  # drascula-<locale>.tar.gz
-            dw, dl = sample_clips(archive, ["validated.tsv"], enc.sample_rate, config.max_clips_per_speaker,
+            dw, dl, _ = sample_clips(archive, ["validated.tsv"], enc.sample_rate, config.max_clips_per_speaker,
                                   config.seed)
-            lists.append((f"drascula_{lang}", "real", f"Drascula, {'English' if lang == 'en' else 'Spanish'} cast",
+            lists.append((f"drascula_{lang}", "real", f"Drascula, {LANGUAGE_NAMES.get(lang, lang)} cast",
                           "another game: cross-corpus, never trained on", enc.embed_waveforms(dw), dl))
         drascula_metrics = {}
         for key, voices, name, relation, e, labels in lists:

@@ -1,4 +1,5 @@
-"""Drascula: The Vampire Strikes Back (Debian packages ``drascula``, English, and ``drascula-spanish``).
+"""Drascula: The Vampire Strikes Back (Debian packages ``drascula``, English, ``drascula-spanish`` and
+``drascula-italian``).
 
 Each voiced line is a ``.ALS`` file: raw unsigned 8-bit PCM at 11,025 Hz behind a 32-byte header, with 32
 trailing bytes that are not audio (ScummVM ``engines/drascula/sound.cpp``). The samples are kept
@@ -10,8 +11,10 @@ losslessly, as 16-bit FLAC. The character is the file name's prefix (``engines/d
            (talk_blind, from TEXTD_START = 68), 82 the bartender (his special line); others unlabelled
     S      sound effects, not speech; any other prefix: unlabelled
 
-The Spanish package is presumably another cast, so labels keep the language (``drascula-es/igor``).
-The German, French and Italian packages link to the English audio: no new voices.
+The Spanish and Italian packages are other casts, so labels keep the language (``drascula-it/igor``).
+No Italian file matches the English audio, but 24 match Spanish ones byte for byte and a few files of
+each are links to the English ones: a file whose bytes were already taken (languages in the order en, es,
+it) is one clip, and the copy fails as ``duplicate``. The German and French packages hold no voices.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from speechid.audio import encode
-from speechid.corpora.release import SourceClip, SourceFailure
+from speechid.corpora.release import IdenticalFiles, SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
 DEFAULT_ROOT = "/usr/share/scummvm/drascula"
-PACKAGES = {"en": "drascula", "es": "drascula-spanish"}
+PACKAGES = {"en": "drascula", "es": "drascula-spanish", "it": "drascula-italian"}
 RELEASE = "drascula"
 RATE = 11_025
 HEADER = TRAILER = 32
@@ -83,11 +86,11 @@ def resolve_languages(root: str | None, languages: list[str] | None) -> dict[str
     unknown = [lang for lang in wanted if lang not in PACKAGES]
     if unknown:
         raise ConfigError(
-            f"--languages {','.join(unknown)}: Drascula has voices in {' and '.join(sorted(PACKAGES))} only "
-            "(the German, French and Italian packages reuse the English audio)"
+            f"--languages {','.join(unknown)}: Drascula has voices in {', '.join(sorted(PACKAGES))} only "
+            "(the German and French packages hold no voices)"
         )
     found = {}
-    for lang in wanted:
+    for lang in sorted(wanted):  # en, es, it: the first language to hold a recording keeps it
         folder = os.path.join(root, lang)
         has_voice = os.path.isdir(folder) and any(n.upper().endswith(".ALS") for n in os.listdir(folder))
         if has_voice:
@@ -102,13 +105,14 @@ def resolve_languages(root: str | None, languages: list[str] | None) -> dict[str
         names = " ".join(PACKAGES[lang] for lang in sorted(PACKAGES))
         raise ConfigError(
             f"{root}: no Drascula voice files in {', '.join(wanted)}/; install the Debian packages {names} "
-            f"(apt-get install {names}) or pass --source with the folder that holds en/ and es/"
+            f"(apt-get install {names}) or pass --source with the folder that holds en/, es/ and it/"
         )
     return found
 
 
 def clips(root: str | None = None, languages: list[str] | None = None) -> Iterator[SourceClip | SourceFailure]:
     """Every ``.ALS`` file of the chosen languages as a labelled clip or a failure with its reason."""
+    identical = IdenticalFiles()
     for lang, folder in resolve_languages(root, languages).items():
         for file_name in sorted(os.listdir(folder)):
             if not file_name.upper().endswith(".ALS"):
@@ -118,6 +122,10 @@ def clips(root: str | None = None, languages: list[str] | None = None) -> Iterat
             who, reason, detail = speaker_of(file_name)
             if who is None:
                 yield SourceFailure(origin, reason, detail)
+                continue
+            copy = identical.copy_of(path, origin)
+            if copy:
+                yield copy
                 continue
 
             def read(path=path, origin=origin) -> bytes:

@@ -48,6 +48,7 @@ FAILURE_REASONS = (
     "missing",  # a labelled path that does not exist
     "malformed_row",  # a speakers TSV row without path and speaker, or with an unknown split
     "unsafe_path",  # a labelled path outside the audio folder
+    "duplicate",  # the same bytes as a clip already taken (a file shared by two language folders)
 ) + AUDIO_REASONS  # and every reason a clip fails to decode for
 
 
@@ -76,6 +77,28 @@ class SourceFailure:
     def __post_init__(self):
         if self.reason not in FAILURE_REASONS:
             raise ValueError(f"unknown corpus failure reason {self.reason!r} ({self.origin})")
+
+
+class IdenticalFiles:
+    """Identical source files are one clip: the first seen is kept, each later copy fails as ``duplicate``.
+
+    Packages share recordings between language folders (byte for byte, or by symbolic link), and one
+    recording counted twice is a same-speaker trial of a clip with itself."""
+
+    def __init__(self):
+        self._first: dict[bytes, str] = {}
+
+    def copy_of(self, path: str, origin: str) -> SourceFailure | None:
+        """None for a file not seen before; else the failure that names the clip it repeats."""
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).digest()
+        except OSError:
+            return None  # reading it again for the clip reports why it is unreadable
+        first = self._first.setdefault(digest, origin)
+        if first == origin:
+            return None
+        return SourceFailure(origin, "duplicate", f"the same bytes as {first}")
 
 
 SPEAKERS_TSV, ALIASES_TSV, FAILURES_TSV, MANIFEST_JSON = "speakers.tsv", "aliases.tsv", "failures.tsv", "corpus.json"
@@ -413,9 +436,9 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
 
 
 def sample_clips(archive: str, tsvs: Iterable[str], sample_rate: int, per_speaker: int, seed: int = 0
-                 ) -> tuple[list[np.ndarray], list[str]]:
-    """(waveforms, client_ids) of the clips a release archive's ``tsvs`` (file names such as ``test.tsv``)
-    list, at most ``per_speaker`` per client_id (a seeded sample), decoded at ``sample_rate``.
+                 ) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """(waveforms, client_ids, clip paths) of the clips a release archive's ``tsvs`` (file names such as
+    ``test.tsv``) list, at most ``per_speaker`` per client_id (a seeded sample), decoded at ``sample_rate``.
 
     For scoring trial lists straight from a release (the real-voice demo, bench_quality): the clips are
     read whole into memory, so it suits the small releases ``speechid corpus`` writes, not Common Voice.
@@ -435,7 +458,7 @@ def sample_clips(archive: str, tsvs: Iterable[str], sample_rate: int, per_speake
     for path in sorted(rows):
         by_speaker[rows[path]].append(path)
     rng = np.random.default_rng(seed)
-    waves, labels = [], []
+    waves, labels, names = [], [], []
     for speaker in sorted(by_speaker):
         paths = by_speaker[speaker]
         if len(paths) > per_speaker:
@@ -443,4 +466,5 @@ def sample_clips(archive: str, tsvs: Iterable[str], sample_rate: int, per_speake
         for path in paths:
             waves.append(audio.decode(data[path], sample_rate, audio.NO_LIMITS, name=path))
             labels.append(speaker)
-    return waves, labels
+            names.append(path)
+    return waves, labels, names

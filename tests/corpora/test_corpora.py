@@ -211,7 +211,7 @@ def test_drascula_missing_package_names_it(tmp_path):
         drascula.resolve_languages(str(tmp_path), ["es"])
     with pytest.raises(ConfigError, match="apt-get install drascula drascula-spanish"):
         drascula.resolve_languages(str(tmp_path), None)
-    with pytest.raises(ConfigError, match="reuse the English audio"):
+    with pytest.raises(ConfigError, match="hold no voices"):
         drascula.resolve_languages(str(tmp_path), ["fr"])
 
 
