@@ -42,6 +42,9 @@ class NetworkConfig:
     # "mean": average of the last LSTM's outputs over frames; "stats": their mean and standard deviation
     # (statistics pooling, as x-vectors; twice the width into the projection); "last": the final state
     pooling: str = "mean"
+    # subtract each utterance's own mean log-mel over its frames (cepstral mean normalisation): removes a
+    # fixed channel colouring (microphone, telephone band, mixing) that the training corpora share
+    utterance_norm: bool = False
 
     def __post_init__(self):
         units = tuple(int(u) for u in self.lstm_units)
@@ -63,6 +66,7 @@ class NetworkConfig:
             bidirectional=bool(d.get("bidirectional", cls.bidirectional)),
             embedding_dim=int(d.get("embedding_dim", cls.embedding_dim)),
             pooling=str(d.get("pooling", cls.pooling)),
+            utterance_norm=bool(d.get("utterance_norm", cls.utterance_norm)),
         )
 
 
@@ -123,6 +127,8 @@ def build_embedder(
     wave = layers.Input(shape=(None,), dtype=tf.float32, name="waveform")
     x = LogMel(features.to_dict(), name="log_mel")(wave)
     x = layers.Normalization(axis=-1, mean=mel_mean, variance=mel_var, dtype="float32", name="mel_norm")(x)
+    if config.utterance_norm:  # a TF op on the Keras tensor: the saved model still needs no custom objects
+        x = x - tf.reduce_mean(x, axis=1, keepdims=True)
     for i, units in enumerate(config.lstm_units):
         last = i == len(config.lstm_units) - 1
         # "last" pooling is return_sequences=False on the last layer, as in the seed.

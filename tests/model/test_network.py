@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from speechid.model.features import FeatureConfig
 from speechid.model.network import NetworkConfig, build_embedder, count_parameters, trainable_parameters
@@ -53,3 +54,25 @@ def test_statistics_pooling_counts_and_exports_without_custom_objects(tmp_path):
     got = load_serving_model(str(tmp_path / "m"))(x).numpy()
     np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_utterance_norm_removes_a_gain_and_exports_without_custom_objects(tmp_path):
+    """``utterance_norm``: each clip's mean log-mel is subtracted, so a fixed gain (a constant added to every
+    log-mel bin) leaves the embedding where it was; without it the embedding moves. The exported model
+    loads as Beam loads it and agrees with the in-process network."""
+    from speechid.model.export import export_model, load_serving_model
+
+    fc = FeatureConfig(n_mels=16)
+    mean, var = np.full(16, -4.0, np.float32), np.full(16, 5.0, np.float32)
+    x = np.random.default_rng(2).uniform(-0.3, 0.3, (2, 12_000)).astype(np.float32)
+    moved = {}
+    for norm in (False, True):
+        tf.keras.utils.set_random_seed(0)
+        config = NetworkConfig(lstm_units=(8,), embedding_dim=5, utterance_norm=norm)
+        model = build_embedder(mean, var, fc, config)
+        moved[norm] = float(np.abs(model(x * 8.0).numpy() - model(x).numpy()).max())
+    assert moved[True] < 1e-3 < moved[False]
+    assert NetworkConfig.from_dict(config.to_dict()) == config
+    export_model(model.get_weights(), str(tmp_path / "m"), mel_mean=mean, mel_var=var, features=fc, network=config,
+                 window_s=1.0, hop_s=0.5, data_fingerprint="test")
+    np.testing.assert_allclose(load_serving_model(str(tmp_path / "m"))(x).numpy(), model(x).numpy(), atol=1e-5)

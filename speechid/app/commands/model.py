@@ -26,10 +26,10 @@ def _given(**kwargs) -> dict:
             if v is not None and ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
 
 
-def _network(pooling: str):
+def _network(**given):
     from speechid.model.network import NetworkConfig
 
-    return NetworkConfig(pooling=pooling)
+    return NetworkConfig(**given)
 
 
 def _data_dir(path: str) -> str:
@@ -79,6 +79,8 @@ def _data_dir(path: str) -> str:
               help="On-the-fly noise/babble/reverb/band-limit/gain augmentation preset")
 @click.option("--pooling", type=click.Choice(["mean", "stats", "last"]), default="mean", show_default=True,
               help="Over frames of the last LSTM: mean, mean and standard deviation (stats), or its final state")
+@click.option("--utterance-norm", is_flag=True, default=None,
+              help="Subtract each clip's own mean log-mel (channel normalisation) before the LSTMs.")
 @click.option("--time-budget-minutes", type=click.FloatRange(min=0.0, min_open=True),
               help="Stop after the epoch that crosses this wall time", show_default="no limit")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -98,6 +100,7 @@ def train(
     aam_margin,
     augment,
     pooling,
+    utterance_norm,
     time_budget_minutes,
     seed,
     resume,
@@ -119,11 +122,13 @@ def train(
         aam_margin=aam_margin,
         augment=augment,
         pooling=pooling,
+        utterance_norm=utterance_norm,
         time_budget_s=None if time_budget_minutes is None else 60.0 * time_budget_minutes,
         seed=seed,
     )
-    if "pooling" in given:  # the one network size a user picks here; the rest stay the seed's
-        given["network"] = _network(given.pop("pooling"))
+    chosen = {k: given.pop(k) for k in ("pooling", "utterance_norm") if k in given}
+    if chosen:  # the network choices a user makes here; the sizes stay the seed's
+        given["network"] = _network(**chosen)
     result = run_train(data_dir, model_dir, resume=resume, log=click.echo, **given)
     best = result["best_dev_eer"]
     click.echo(
