@@ -151,6 +151,7 @@ def test_drascula_italian_cast_and_copies_of_other_languages(tmp_path):
 
 
 @pytest.mark.parametrize("recipe,package", [("asterisk", "asterisk-core-sounds-en-wav"),
+                                            ("bass", "beneath-a-steel-sky"),
                                             ("klettres", "klettres-data"), ("ktuberling", "ktuberling-data")])
 def test_cli_missing_package_is_one_line_exit_2(tmp_path, recipe, package):
     r = subprocess.run(
@@ -161,3 +162,25 @@ def test_cli_missing_package_is_one_line_exit_2(tmp_path, recipe, package):
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert package in lines[0] and str(tmp_path) in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_corpus_all_builds_each_installed_recipe_and_names_the_missing(asterisk_root, klettres_root, tmp_path,
+                                                                        monkeypatch):
+    from click.testing import CliRunner
+
+    from speechid.app.commands.corpus import corpus
+    from speechid.corpora import recipes
+
+    here = {"asterisk": str(asterisk_root), "klettres": str(klettres_root), "fotaq": str(tmp_path / "none")}
+    for name, make in list(recipes.RECIPES.items()):
+        monkeypatch.setitem(recipes.RECIPES, name, lambda root, make=make, name=name: make(here.get(name, "/nowhere")))
+    r = CliRunner().invoke(corpus, ["all", str(tmp_path / "out"), "--only", "asterisk,klettres,fotaq"])
+    assert r.exit_code == 0, r.output
+    assert "skipping fotaq" in r.output and "flight-of-the-amazon-queen" in r.output
+    assert "built 2 corpora" in r.output and "not installed: fotaq" in r.output
+    assert sorted(os.listdir(tmp_path / "out")) == ["asterisk", "klettres"]
+    r = CliRunner().invoke(corpus, ["all", str(tmp_path / "out2"), "--only", "fotaq"])
+    assert r.exit_code != 0 and "no real-voice recipe is installed" in str(r.exception or r.output)
+    r = CliRunner().invoke(corpus, ["all", str(tmp_path / "out3"), "--only", "voxceleb"])
+    assert r.exit_code == 2 and "voxceleb: choose from fotaq, drascula, bass" in r.output
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()

@@ -80,11 +80,12 @@ def fotaq(out_dir, source, **kw):
 @corpus.command()
 @_common
 @click.option("--source", default=None, show_default="the Debian packages' path",
-              help="Folder holding en/ and es/.")
+              help="Folder holding en/, es/ and it/.")
 @click.option("--languages", default=None, show_default="every installed one",
-              help="Comma-separated, of en, es.")
+              help="Comma-separated, of en, es, it.")
 def drascula(out_dir, source, languages, **kw):
-    """Drascula's voice acting, English and Spanish (apt-get install drascula drascula-spanish)."""
+    """Drascula's voice acting: English, Spanish and Italian casts
+    (apt-get install drascula drascula-spanish drascula-italian)."""
     from speechid.corpora import drascula as maker
 
     wanted = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
@@ -109,3 +110,88 @@ def folder(audio_dir, out_dir, speakers_tsv, name, locale, **kw):
     release = name or os.path.basename(os.path.normpath(audio_dir)) or "corpus"
     _write(maker.clips(audio_dir, speakers_tsv, locale), out_dir, maker.clip_name(release),
            sources=[audio_dir, speakers_tsv], **kw)
+
+
+@corpus.command()
+@_common
+@click.option("--source", default=None, show_default="the Debian package's path",
+              help="Folder holding sky.dnr, sky.dsk and sky.cpt.")
+def bass(out_dir, source, **kw):
+    """Beneath a Steel Sky's voice acting, speakers from the game's scripts
+    (apt-get install beneath-a-steel-sky)."""
+    from speechid.corpora import bass as maker
+
+    root = maker.resolve_source(source)
+    _write(maker.clips(root), out_dir, maker.RELEASE, sources=[root], caveat=maker.CAVEAT, **kw)
+
+
+@corpus.command()
+@_common
+@click.option("--source", default=None, show_default="the Debian packages' path",
+              help="Folder holding the <lang>_<COUNTRY>_<f|m>_<Name> voice folders.")
+def asterisk(out_dir, source, **kw):
+    """Asterisk's telephone prompts, five voices in five languages
+    (apt-get install asterisk-core-sounds-en-wav ... asterisk-prompt-it-menardi-wav)."""
+    from speechid.corpora import asterisk as maker
+
+    folders = maker.voice_folders(source)
+    root = source or maker.DEFAULT_ROOT
+    _write(maker.clips(root), out_dir, maker.RELEASE, sources=[f"{root}/{name}" for name in folders],
+           caveat=maker.CAVEAT, **kw)
+
+
+def _kdeedu_command(recipe: str, package: str):
+    @corpus.command(name=recipe, help=f"KDE's {recipe} letters and words, one credited reader per language "
+                    f"(apt-get install {package}).")
+    @_common
+    @click.option("--source", default=None, show_default="the Debian package's path",
+                  help="Folder holding the language folders.")
+    @click.option("--uncredited", is_flag=True,
+                  help="Take each language folder no credit covers as one voice (an assumption).")
+    def command(out_dir, source, uncredited, **kw):
+        from speechid.corpora import kdeedu
+
+        root = kdeedu.resolve_root(recipe, source)
+        _write(kdeedu.clips(recipe, root, uncredited), out_dir, recipe, sources=[root], caveat=kdeedu.CAVEAT,
+               **kw)
+
+    return command
+
+
+klettres = _kdeedu_command("klettres", "klettres-data")
+ktuberling = _kdeedu_command("ktuberling", "ktuberling-data")
+
+
+@corpus.command(name="all")
+@click.argument("out_root", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of each corpus's speaker split.")
+@click.option("--only", default=None, show_default="every recipe", help="Comma-separated recipe names.")
+def all_recipes(out_root, seed, only):
+    """Every installed real-voice recipe, each into OUT_ROOT/<recipe> (one release per corpus, so prep can
+    take any mix). A recipe whose package is missing is named on one line and skipped; none installed: exit 2."""
+    import os
+
+    from speechid.corpora.recipes import RECIPES, source
+    from speechid.errors import ConfigError
+
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else list(RECIPES)
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: choose from {', '.join(RECIPES)}", param_hint="--only")
+    built, missing = [], []
+    for name in names:
+        try:
+            src = source(name)
+        except ConfigError as e:
+            missing.append(name)
+            click.echo(f"speechid corpus all: skipping {name}: {e}", err=True)
+            continue
+        click.echo(f"== {name}")
+        _write(src.clips, os.path.join(out_root, name), src.release, seed, None, None, 10, 0, DEFAULT_MIN_DURATION,
+               DEFAULT_MAX_DURATION, src.paths, src.caveat)
+        built.append(name)
+    if not built:
+        raise ConfigError(f"no real-voice recipe is installed ({', '.join(missing)}); "
+                          "see `speechid corpus NAME --help`")
+    click.echo(f"built {len(built)} corpora under {out_root}: {', '.join(built)}"
+               + (f"; not installed: {', '.join(missing)}" if missing else ""))
