@@ -27,7 +27,8 @@ headline counts only corpora left out of training.
 Corpora and their packages (install by hand, ``apt-get install ...``): fotaq (flight-of-the-amazon-queen),
 drascula (drascula drascula-spanish drascula-italian), bass (beneath-a-steel-sky), asterisk
 (asterisk-core-sounds-{en,es,fr,it,ru}-wav asterisk-prompt-it-menardi-wav), klettres (klettres-data),
-ktuberling (ktuberling-data); synth needs nothing.
+ktuberling (ktuberling-data); synth needs nothing. ``klettres+uncredited`` and ``ktuberling+uncredited`` take
+every language folder no credit covers as one voice (``speechid corpus ktuberling --uncredited``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def build_corpora(root: str, names: list[str], synth_speakers: int) -> dict[str,
 
     out = {}
     for name in names:
-        if name != "synth" and name not in recipes.RECIPES:
+        base, _, option = name.partition("+")
+        if base != "synth" and base not in recipes.RECIPES or option not in ("", "uncredited"):
             raise SystemExit(f"bench_quality: unknown corpus {name!r}; choose from synth, {', '.join(recipes.RECIPES)}")
         d = os.path.join(root, name)
         if not glob.glob(os.path.join(d, "*.tar.gz")):
@@ -78,7 +80,7 @@ def build_corpora(root: str, names: list[str], synth_speakers: int) -> dict[str,
                 synth.make_corpus(d, speakers=synth_speakers, clips_per_speaker=12, seed=0)
             else:
                 try:
-                    src = recipes.source(name)
+                    src = recipes.source(base, uncredited=True) if option else recipes.source(base)
                 except ConfigError as e:
                     log(f"leaving out {name}: {e}")
                     continue
@@ -199,6 +201,7 @@ def train_model(args, corpora: dict[str, list[str]], train: list[str], out: str)
         clips_per_speaker=args.clips_per_speaker, crop_seconds=args.crop_seconds, learning_rate=args.learning_rate,
         margin=args.margin, loss=args.loss, aam_scale=args.aam_scale, aam_margin=args.aam_margin,
         time_budget_s=None if steps else args.budget_minutes * 60, augment=args.augment,
+        speed_perturb=tuple(float(x) for x in args.speed_perturb.split(",") if x),
         network=NetworkConfig(pooling=args.pooling, utterance_norm=args.utterance_norm), log=log,
     )
     keys = ("optimizer_steps", "best_epoch", "best_dev_eer", "wall_s", "clips_per_s", "trainable_parameters")
@@ -248,6 +251,8 @@ def parse_args(argv):
     ap.add_argument("--aam-margin", type=float, default=0.2)
     ap.add_argument("--pooling", default="mean", help="mean, stats (mean and standard deviation) or last.")
     ap.add_argument("--utterance-norm", action="store_true", help="Subtract each clip's mean log-mel.")
+    ap.add_argument("--speed-perturb", default="", help="Comma-separated speeds (e.g. 0.9,1.1): each training "
+                    "speaker played at each speed is one more speaker.")
     ap.add_argument("--augment", default="standard", help="Training augmentation: none or the trainer's preset name.")
     ap.add_argument("--peer-python", default=os.path.join(os.path.dirname(HERE), ".venv-bench", "bin", "python"))
     ap.add_argument("--model", default=None, help="Score an existing model directory instead of training.")

@@ -58,6 +58,20 @@ def random_crop(pcm: tf.Tensor, crop_samples: int, seed: tf.Tensor) -> tf.Tensor
     return tf.ensure_shape(piece, [crop_samples])
 
 
+def speed_copy(pcm: tf.Tensor, crop_samples: int, factor: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """int16 ``[n]`` -> int16 ``[crop_samples]`` played ``factor`` times as fast: a random window of
+    ``factor * crop_samples`` samples linearly resampled to ``crop_samples`` (tempo and pitch both move, as
+    in Kaldi's speed perturbation)."""
+    span = tf.cast(tf.round(tf.cast(crop_samples, tf.float32) * factor), tf.int32)
+    n = tf.shape(pcm)[0]
+    offset = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=tf.maximum(n - span, 0) + 1, dtype=tf.int32)
+    piece = pcm[offset : offset + span]
+    piece = tf.pad(piece, [[0, span - tf.shape(piece)[0]]])
+    image = tf.reshape(tf.cast(piece, tf.float32), [1, span, 1, 1])
+    out = tf.reshape(tf.image.resize(image, [crop_samples, 1], method="bilinear"), [crop_samples])
+    return tf.cast(tf.round(tf.clip_by_value(out, -32768.0, 32767.0)), tf.int16)
+
+
 def _distinct_speakers(p: int):
     """A scan step that keeps a K-group only if its speaker is not yet in the batch being filled."""
 
@@ -92,10 +106,14 @@ def pk_batches(
     cycle_length: int = 8,
     augment: AugmentConfig | None = None,
     sample_rate: int = 16_000,
+    speeds: tuple[float, ...] = (1.0,),
 ) -> tf.data.Dataset:
     """Infinite dataset of (waveforms float32 [P*K, crop_samples], labels int32 [P*K]) (module docstring).
 
-    With ``augment`` each batch goes through ``model.augment.augment_batch``, seeded by the batch index."""
+    With ``augment`` each batch goes through ``model.augment.augment_batch``, seeded by the batch index.
+    With several ``speeds`` each clip is played at one of them, drawn per clip, and speed i of speaker s is
+    another speaker, label ``s + i * len(speakers)``: a voice sped up by 10% is not the same voice to the
+    model (pitch and formants move), so the copies multiply the speakers it learns from."""
     p, k = int(speakers_per_batch), int(clips_per_speaker)
     if p < 2 or k < 2:
         raise ConfigError(f"P x K batches need P >= 2 speakers and K >= 2 clips each, got {p} x {k}")
@@ -117,11 +135,19 @@ def pk_batches(
     )
     ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed)
 
+    factors = tf.constant([float(f) for f in speeds], tf.float32)
+    n_vocab = tf.constant(len(speakers), tf.int64)
+
     def parse(index, serialized):
         ex = tf.io.parse_single_example(serialized, {k_: schema.feature_spec()[k_] for k_ in ("audio", "client_id")})
         pcm = tf.io.decode_raw(ex["audio"], tf.int16, little_endian=True)
-        crop = random_crop(pcm, crop_samples, tf.stack([tf.constant(crop_seed, tf.int64), index]))
-        return crop, table.lookup(ex["client_id"])
+        crop_seed_i = tf.stack([tf.constant(crop_seed, tf.int64), index])
+        label = table.lookup(ex["client_id"])
+        if len(speeds) == 1 and speeds[0] == 1.0:
+            return random_crop(pcm, crop_samples, crop_seed_i), label
+        copy = tf.random.stateless_uniform([], seed=crop_seed_i + 1, minval=0, maxval=len(speeds), dtype=tf.int32)
+        crop = speed_copy(pcm, crop_samples, tf.gather(factors, copy), crop_seed_i)
+        return crop, tf.where(label >= 0, label + tf.cast(copy, tf.int64) * n_vocab, label)
 
     ds = ds.enumerate().map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(lambda crop, label: label >= 0)  # clips of speakers outside the vocabulary (OOV)

@@ -137,6 +137,7 @@ def train(
     max_dev_clips: int = 2000,
     keep_checkpoints: int = 3,
     augment: str = "none",
+    speed_perturb: tuple[float, ...] = (),
     time_budget_s: float | None = None,
     stats=None,
     log: Callable[[str], None] = print,
@@ -153,8 +154,10 @@ def train(
     ``loss``: "triplet" (semi-hard, the seed's), "aam" (additive angular margin softmax over the training
     speakers, ``aam_scale``/``aam_margin``) or "triplet+aam" (their sum). The AAM speaker centres are
     training state only (checkpointed, never exported).
-    ``augment`` names a preset of ``model.augment`` ("none", "standard"). ``time_budget_s`` stops after
-    the epoch during which the run's wall time crossed it (the best epoch is still the one exported).
+    ``augment`` names a preset of ``model.augment`` ("none", "standard"). ``speed_perturb`` (e.g. (0.9, 1.1))
+    adds a copy of every training speaker played at each of these speeds, as another speaker.
+    ``time_budget_s`` stops after the epoch during which the run's wall time crossed it (the best epoch is
+    still the one exported).
 
     Returns a dict: model_dir, model_id, start_epoch, epochs_run, final_epoch, best_epoch, best_dev_eer,
     last_dev_eer, last_loss, optimizer_steps, trainable_parameters, wall_s, clips_per_s, warnings (a
@@ -185,6 +188,9 @@ def train(
     train_files = record_files(data_dir, "train")
     dev_files = record_files(data_dir, "dev", required=False)
     speakers = list(stats.speakers)
+    speeds = (1.0, *sorted(float(f) for f in speed_perturb if float(f) != 1.0))
+    if min(speeds) <= 0.5 or max(speeds) >= 2.0:
+        raise ConfigError(f"speed_perturb={speed_perturb}: speeds must lie between 0.5 and 2")
     # Before anything is built: a dev split that cannot give an EER used to fail after the first epoch.
     dev = load_clips(data_dir, "dev", max_clips=max_dev_clips, seed=seed) if dev_files else None
     if dev is not None:
@@ -225,7 +231,7 @@ def train(
             centres = None
             if "aam" in loss:
                 init = tf.keras.initializers.GlorotUniform(seed=seed)
-                centres = tf.Variable(init([network.embedding_dim, len(speakers)]), name="aam_centres")
+                centres = tf.Variable(init([network.embedding_dim, len(speakers) * len(speeds)]), name="aam_centres")
     finally:
         tf.keras.mixed_precision.set_global_policy(policy)
 
@@ -290,8 +296,9 @@ def train(
 
     writer = tf.summary.create_file_writer(os.path.join(model_dir, LOG_DIR))
     batch = speakers_per_batch * clips_per_speaker
+    speed_note = f" x {len(speeds)} speeds ({', '.join(f'{f:g}' for f in speeds)})" if len(speeds) > 1 else ""
     log(
-        f"training {trainable_parameters(model):,} parameters on {len(speakers)} speakers "
+        f"training {trainable_parameters(model):,} parameters on {len(speakers)} speakers{speed_note} "
         f"({len(train_files)} train shards), {speakers_per_batch}x{clips_per_speaker} clips of {crop_seconds:g} s "
         f"per step, {steps_per_epoch} steps/epoch, {replicas} replica(s){', mixed float16' if mixed else ''}"
     )
@@ -310,6 +317,7 @@ def train(
             shuffle_buffer=shuffle_buffer,
             augment=augment_config,
             sample_rate=rate,
+            speeds=speeds,
         )
         dist = strategy.experimental_distribute_dataset(data)
         losses = []
@@ -368,6 +376,7 @@ def train(
         "loss": loss,
         **({"aam_scale": aam_scale, "aam_margin": aam_margin} if centres is not None else {}),
         "augment": {"preset": augment, **(augment_config.to_json() if augment_config else {})},
+        **({"speed_perturb": list(speeds[1:])} if len(speeds) > 1 else {}),
         "seed": seed,
         "best_epoch": int(best_epoch.numpy()),
         "best_dev_eer": float(best_eer.numpy()) if dev is not None and int(best_epoch.numpy()) else None,

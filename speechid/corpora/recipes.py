@@ -22,28 +22,28 @@ class RecipeSource:
     caveat: str
 
 
-def _fotaq(root: str | None) -> RecipeSource:
+def _fotaq(root: str | None, **_) -> RecipeSource:
     from speechid.corpora import fotaq
 
     path = fotaq.resolve_source(root)
     return RecipeSource(fotaq.RELEASE, fotaq.clips(path), [path], fotaq.CAVEAT)
 
 
-def _drascula(root: str | None) -> RecipeSource:
+def _drascula(root: str | None, **_) -> RecipeSource:
     from speechid.corpora import drascula
 
     folders = drascula.resolve_languages(root, None)
     return RecipeSource(drascula.RELEASE, drascula.clips(root, list(folders)), list(folders.values()), drascula.CAVEAT)
 
 
-def _bass(root: str | None) -> RecipeSource:
+def _bass(root: str | None, **_) -> RecipeSource:
     from speechid.corpora import bass
 
     path = bass.resolve_source(root)
     return RecipeSource(bass.RELEASE, bass.clips(path), [path], bass.CAVEAT)
 
 
-def _asterisk(root: str | None) -> RecipeSource:
+def _asterisk(root: str | None, **_) -> RecipeSource:
     from speechid.corpora import asterisk
 
     root = root or asterisk.DEFAULT_ROOT
@@ -52,17 +52,17 @@ def _asterisk(root: str | None) -> RecipeSource:
                         asterisk.CAVEAT)
 
 
-def _kdeedu(recipe: str) -> Callable[[str | None], RecipeSource]:
-    def source(root: str | None) -> RecipeSource:
+def _kdeedu(recipe: str) -> Callable[..., RecipeSource]:
+    def source(root: str | None, uncredited: bool = False) -> RecipeSource:
         from speechid.corpora import kdeedu
 
         root = kdeedu.resolve_root(recipe, root)
-        return RecipeSource(recipe, kdeedu.clips(recipe, root), [root], kdeedu.CAVEAT)
+        return RecipeSource(recipe, kdeedu.clips(recipe, root, uncredited), [root], kdeedu.CAVEAT)
 
     return source
 
 
-RECIPES: dict[str, Callable[[str | None], RecipeSource]] = {
+RECIPES: dict[str, Callable[..., RecipeSource]] = {
     "fotaq": _fotaq,
     "drascula": _drascula,
     "bass": _bass,
@@ -72,6 +72,7 @@ RECIPES: dict[str, Callable[[str | None], RecipeSource]] = {
 }
 
 
-def source(name: str, root: str | None = None) -> RecipeSource:
-    """The installed files of recipe ``name`` (``root``: another folder than the package's)."""
-    return RECIPES[name](root)
+def source(name: str, root: str | None = None, **options) -> RecipeSource:
+    """The installed files of recipe ``name`` (``root``: another folder than the package's; ``options``:
+    the recipe's own, e.g. ``uncredited=True`` for klettres and ktuberling)."""
+    return RECIPES[name](root, **options)

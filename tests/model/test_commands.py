@@ -143,9 +143,13 @@ def test_train_command_forwards_only_given_options(tiny_data, tmp_path, capsys, 
         "--crop-seconds",
         1.5,
         "--resume",
+        "--speed-perturb",
+        "0.9,1.1",
+        "--utterance-norm",
     )
     assert code == 0, err
     assert seen["epochs"] == 3 and seen["crop_seconds"] == 1.5 and seen["resume"] is True
+    assert seen["speed_perturb"] == (0.9, 1.1) and seen["network"].utterance_norm and seen["network"].pooling == "mean"
     assert "learning_rate" not in seen and "speakers_per_batch" not in seen  # the library's defaults apply
     assert "best dev EER 10.00%" in out
 

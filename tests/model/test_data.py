@@ -7,7 +7,7 @@ import tensorflow as tf
 from speechid import schema
 from speechid.audio import to_pcm16
 from speechid.errors import ConfigError
-from speechid.model.data import load_clips, pk_batches, random_crop, record_files
+from speechid.model.data import load_clips, pk_batches, random_crop, record_files, speed_copy
 from speechid.schema import read_records
 
 from .conftest import client_id
@@ -90,3 +90,27 @@ def test_load_clips_reads_a_split_and_samples_with_a_cap(tiny_data):
     few, few_spk, few_ids = load_clips(tiny_data, "test", max_clips=5, seed=1)
     assert len(few) == 5 and set(few_ids) <= set(ids)
     assert load_clips(tiny_data, "test", max_clips=5, seed=1)[2] == few_ids
+
+
+def test_speed_copies_are_other_speakers_played_faster_or_slower(tiny_data):
+    speakers = [client_id(s) for s in range(8)]
+    files = record_files(tiny_data, "train")
+    ds = pk_batches(files, speakers, speakers_per_batch=4, clips_per_speaker=3, crop_samples=4000, seed=1,
+                    shuffle_buffer=32, speeds=(1.0, 0.9, 1.1))
+    labels = set()
+    for x, y in ds.take(12):
+        groups = y.numpy().reshape(4, 3)
+        assert np.all(groups == groups[:, :1]) and len(set(groups[:, 0])) == 4
+        assert x.shape == (12, 4000)
+        labels.update(y.numpy().tolist())
+    assert labels <= set(range(24)) and min(labels) < 8 and max(labels) >= 16  # copies are speakers 8-23
+
+
+def test_speed_copy_scales_the_frequency():
+    rate, f0 = 16_000, 200.0
+    pcm = tf.constant((10_000 * np.sin(2 * np.pi * f0 * np.arange(rate) / rate)).astype(np.int16))
+    for factor in (0.9, 1.0, 1.1):
+        out = speed_copy(pcm, 8000, tf.constant(factor), tf.constant([3, 4], tf.int64)).numpy().astype(float)
+        assert out.shape == (8000,)
+        crossings = np.sum((out[:-1] < 0) & (out[1:] >= 0))  # rising zero crossings in 0.5 s
+        assert abs(crossings - f0 * factor * 0.5) <= 2

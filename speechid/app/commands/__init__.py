@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from collections.abc import Sequence
 
 import click
@@ -18,6 +19,22 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence], right: Sequen
     return [indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
                                for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
             for r in cells]
+
+
+class Threshold(click.ParamType):
+    """The type of every threshold flag (``--threshold``, ``--merge-threshold``): a positive, finite number.
+    NaN would call every pair different, infinity every pair the same, and nothing is closer than 0."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"{value} is not a positive, finite number.", param, ctx)
+        return number
+
+
+THRESHOLD = Threshold()
 
 
 def beam_job_command(name: str, module: str, summary: str, report) -> click.Command:

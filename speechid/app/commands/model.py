@@ -15,7 +15,7 @@ import sys
 import click
 import numpy as np
 
-from speechid.app.commands import format_table
+from speechid.app.commands import THRESHOLD, format_table
 
 
 def _given(**kwargs) -> dict:
@@ -30,6 +30,16 @@ def _network(**given):
     from speechid.model.network import NetworkConfig
 
     return NetworkConfig(**given)
+
+
+def _speeds(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give speeds as numbers, e.g. 0.9,1.1",
+                                 param_hint="--speed-perturb") from None
 
 
 def _data_dir(path: str) -> str:
@@ -79,6 +89,9 @@ def _data_dir(path: str) -> str:
               help="On-the-fly noise/babble/reverb/band-limit/gain augmentation preset")
 @click.option("--pooling", type=click.Choice(["mean", "stats", "last"]), default="mean", show_default=True,
               help="Over frames of the last LSTM: mean, mean and standard deviation (stats), or its final state")
+@click.option("--speed-perturb", default=None, show_default="none",
+              help="Comma-separated speeds, e.g. 0.9,1.1: each training speaker played at each speed is one more "
+                   "speaker.")
 @click.option("--utterance-norm", is_flag=True, default=None,
               help="Subtract each clip's own mean log-mel (channel normalisation) before the LSTMs.")
 @click.option("--time-budget-minutes", type=click.FloatRange(min=0.0, min_open=True),
@@ -100,6 +113,7 @@ def train(
     aam_margin,
     augment,
     pooling,
+    speed_perturb,
     utterance_norm,
     time_budget_minutes,
     seed,
@@ -123,6 +137,7 @@ def train(
         augment=augment,
         pooling=pooling,
         utterance_norm=utterance_norm,
+        speed_perturb=_speeds(speed_perturb),
         time_budget_s=None if time_budget_minutes is None else 60.0 * time_budget_minutes,
         seed=seed,
     )
@@ -144,7 +159,7 @@ def train(
 @click.option("--split", default="test", show_default=True, help="A split of speakers not trained on.")
 @click.option(
     "--threshold",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=THRESHOLD,
     help="Euclidean 'same person' threshold", show_default="the model's config.json",
 )
 @click.option(
@@ -178,7 +193,7 @@ def evaluate(model_dir, data_dir, split, threshold, target_far, trials, seed, ou
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--threshold",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=THRESHOLD,
     help="Euclidean 'same person' threshold", show_default="the model's config.json",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (pairs and failed files) instead of a table.")
