@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Iterator
 
+from speechid.corpora.folder import clip_name
 from speechid.corpora.release import IdenticalFiles, SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
@@ -74,15 +75,5 @@ def clips(root: str | None = None) -> Iterator[SourceClip | SourceFailure]:
             if _NOT_SPEECH.match(rel):
                 yield SourceFailure(origin, "not_speech", "silence, a beep, a tone or a sound effect", speaker)
                 continue
-            copy = identical.copy_of(path, origin)
-            if copy:
-                yield copy
-                continue
-
-            def read(path=path) -> bytes:
-                with open(path, "rb") as f:
-                    return f.read()
-
-            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", rel[: -len(".wav")].replace("/", "__"))
-            yield SourceClip(speaker=speaker, name=f"{RELEASE}_{folder.lower()}_{stem}.wav", origin=origin,
-                             locale=lang, read=read, source=base)
+            yield identical.clip(path, origin, speaker=speaker, name=f"{RELEASE}_{folder.lower()}_{clip_name(rel)}",
+                                 locale=lang, source=base)

@@ -20,9 +20,9 @@ second). The Ogg Vorbis bytes are kept as they are.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 
+from speechid.corpora.folder import clip_name
 from speechid.corpora.release import IdenticalFiles, SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
@@ -99,15 +99,5 @@ def clips(recipe: str, root: str | None = None, uncredited: bool = False) -> Ite
                 if speaker is None:
                     yield SourceFailure(rel, "unlabelled", why)
                     continue
-                copy = identical.copy_of(path, rel)
-                if copy:
-                    yield copy
-                    continue
-
-                def read(path=path) -> bytes:
-                    with open(path, "rb") as f:
-                        return f.read()
-
-                stem = re.sub(r"[^A-Za-z0-9._-]+", "_", rel[: -len(".ogg")].replace("/", "__"))
-                yield SourceClip(speaker=speaker, name=f"{recipe}_{stem}.ogg", origin=rel,
-                                 locale=lang.split("_")[0].split("@")[0], read=read, source=folder)
+                yield identical.clip(path, rel, speaker=speaker, name=f"{recipe}_{clip_name(rel)}",
+                                     locale=lang.split("_")[0].split("@")[0], source=folder)

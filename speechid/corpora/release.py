@@ -100,6 +100,19 @@ class IdenticalFiles:
             return None
         return SourceFailure(origin, "duplicate", f"the same bytes as {first}")
 
+    def clip(self, path: str, origin: str, **fields) -> SourceClip | SourceFailure:
+        """The file at ``path`` as a clip kept byte for byte (``fields``: the rest of ``SourceClip``), or
+        the ``duplicate`` failure when its bytes were already taken."""
+        copy = self.copy_of(path, origin)
+        if copy:
+            return copy
+
+        def read() -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        return SourceClip(origin=origin, read=read, **fields)
+
 
 SPEAKERS_TSV, ALIASES_TSV, FAILURES_TSV, MANIFEST_JSON = "speakers.tsv", "aliases.tsv", "failures.tsv", "corpus.json"
 
