@@ -145,7 +145,8 @@ def _read_blocks(raw: bytes, limits: Limits, name: str) -> tuple[int, int, int, 
         if rate <= 0:
             raise AudioError("corrupt", name, f"sample rate {rate}")
         if limits.max_duration is not None and declared > 0 and declared / rate > limits.max_duration:
-            raise AudioError("too_long", name, f"{declared / rate:.2f} s > {limits.max_duration} s")
+            raise AudioError("too_long", name, f"{_seconds(declared / rate, limits.max_duration)} s > "
+                                               f"{limits.max_duration} s")
         # Read in blocks with a hard cap: a lying header cannot make us allocate more than max_duration.
         cap = None if limits.max_duration is None else int(limits.max_duration * rate) + 1
         blocks, total = [], 0
@@ -211,9 +212,19 @@ def decode(
 def check_duration(duration: float, limits: Limits, name: str) -> None:
     """Raise ``too_short`` / ``too_long`` for a clip of ``duration`` seconds outside ``limits``."""
     if limits.min_duration is not None and duration < limits.min_duration:
-        raise AudioError("too_short", name, f"{duration:.2f} s < {limits.min_duration} s")
+        raise AudioError("too_short", name, f"{_seconds(duration, limits.min_duration)} s < {limits.min_duration} s")
     if limits.max_duration is not None and duration > limits.max_duration:
-        raise AudioError("too_long", name, f"{duration:.2f} s > {limits.max_duration} s")
+        raise AudioError("too_long", name, f"{_seconds(duration, limits.max_duration)} s > {limits.max_duration} s")
+
+
+def _seconds(duration: float, limit: float) -> str:
+    """``duration`` with two decimals, or as many more as it takes to print it on its side of ``limit``:
+    0.4996 s against a 0.5 s minimum is "0.4996", never "0.50"."""
+    for digits in range(2, 17):
+        text = f"{duration:.{digits}f}"
+        if float(text) != limit and (float(text) < limit) == (duration < limit):
+            return text
+    return repr(duration)
 
 
 # --- speech or not ------------------------------------------------------------------------------------------

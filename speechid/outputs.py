@@ -9,12 +9,18 @@ Every command that writes a folder goes through here, so one rule protects them 
   any work starts. Replacing deletes only the listed files, never a whole prefix.
 - An output may not contain an input or lie inside one (``check_apart``): ``--output`` pointing at the
   folder the archives are in would otherwise replace them.
-- ``stage`` creates a fresh folder ``<output>.tmp-<id>`` beside the output (its marker says which run
-  owns it); ``publish`` moves it into place (a rename on local disks; on object stores, which have no
-  rename, a copy with the marker last, then the old result's listed files are deleted). A crashed run
-  never leaves a folder that looks complete, and the staging folders of killed runs into the same
-  output are removed by the next successful one. ``claim`` is the same check for commands that write
-  into their folder in place (``train``).
+- ``stage`` creates a fresh folder ``<output>.tmp-<id>`` beside the output; ``publish`` moves it into
+  place (on local disks the old result is renamed to ``<output>.old-<id>``, the staging folder renamed
+  into place, then the old one removed; on object stores, which have no rename, a copy with the marker
+  last, then the old result's listed files are deleted). A crashed run never leaves a folder that looks
+  complete. ``claim`` is the same check for commands that write into their folder in place (``train``).
+- Leftovers are recognised by record, never by name: each run records the folders it creates (its
+  random id, the staging folder, the old folder it moves aside) in ``runs_dir()``, a per-user folder
+  only speechid writes, before it creates them. The next run into the same output finishes what a
+  killed run left there: it puts back an output moved aside but not replaced, and removes the recorded
+  folders whose marker is still the recorded one. A folder named like a leftover (a user's
+  ``idx.old-mine``, a ``cp -a`` of an output, marker and all) is not in any record and is never touched;
+  a killed run on another machine is cleaned up by that machine's next run.
 
 Paths may be local or on any Beam filesystem (gs://, s3://, ...); Beam is imported only for those.
 Errors name the path as the user gave it, never the staging folder.
@@ -22,7 +28,6 @@ Errors name the path as the user gave it, never the staging folder.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -38,7 +43,7 @@ from speechid.errors import OutputError
 MARKER = ".speechid.json"
 STAGING_INFIX = ".tmp-"
 OLD_INFIX = ".old-"
-STALE_REMOTE_S = 24 * 3600  # a staging folder another machine made is left alone for this long
+STALE_REMOTE_S = 24 * 3600  # a record another machine made (a shared home) is taken for a running run this long
 
 
 def is_local(path: str) -> bool:
@@ -190,17 +195,21 @@ def check_output(
 
 
 def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> str:
-    """Check ``output`` (``check_output``), then create and mark a fresh staging folder beside it."""
+    """Finish what killed runs left at ``output`` (``recover``), check it (``check_output``), then create and
+    mark a fresh staging folder beside it, recorded as this run's."""
     output = os.fspath(output)
+    recover(output)
     path = check_output(output, command, inputs, flag=flag)
-    staging = f"{path}{STAGING_INFIX}{uuid.uuid4().hex[:8]}"
+    run = uuid.uuid4().hex
+    staging = f"{path}{STAGING_INFIX}{run[:8]}"
+    _record(run, output=path, command=command, staging=staging, host=socket.gethostname(), pid=os.getpid(),
+            created_unix=round(time.time(), 3))
     marker = {
         "command": command,
         "speechid_version": __version__,
         "created_unix": round(time.time(), 3),
         "staging_for": path,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+        "run": run,
         "files": None,
     }
     try:
@@ -210,8 +219,10 @@ def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--
     except OSError as e:
         if is_local(staging):
             shutil.rmtree(staging, ignore_errors=True)
+        _forget(run)
         raise OutputError(f"{flag} {output}: cannot write there ({e.strerror or e})") from None
     except Exception as e:  # noqa: BLE001  remote filesystems raise their own types (BeamIOError, ...)
+        _forget(run)
         raise OutputError(f"{flag} {output}: cannot write there ({e})") from None
     return staging
 
@@ -230,27 +241,32 @@ def staged(output: str, command: str, inputs: Iterable[str] = (), flag: str = "-
 
 
 def publish(staging: str, output: str, command: str) -> None:
-    """Move ``staging`` into place at ``output`` (see the module docstring), then clear stale staging."""
+    """Move ``staging`` into place at ``output`` (see the module docstring)."""
     output = os.fspath(output)
     path = check_output(output, command)  # again: the folder may have changed while the job ran
+    run = read_marker(staging)["run"]
     files = [f for f in list_files(staging) if f != MARKER]
     marker = {"command": command, "speechid_version": __version__, "created_unix": round(time.time(), 3),
-              "files": files}
+              "run": run, "files": files}
     write_json(_join(staging, MARKER), marker)
     if is_local(path):
         old = None
         if os.path.isdir(path):
             if list_files(path):
-                old = f"{path}{OLD_INFIX}{uuid.uuid4().hex[:8]}"
+                old = f"{path}{OLD_INFIX}{run[:8]}"
+                _record(run, old=old, old_marker=read_marker(path))  # before the rename: a kill may follow it
                 os.rename(path, old)
             else:
                 shutil.rmtree(path)  # empty folders only: nothing in it was anyone's file
         os.rename(staging, path)
         if old:
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                remove_tree(old)
+            except OSError:
+                return  # the record stays: the next run into this output removes it
     else:
         _publish_remote(staging, path, files)
-    remove_stale(path, command)
+    _forget(run)
 
 
 def _publish_remote(staging: str, path: str, files: list[str]) -> None:
@@ -266,42 +282,79 @@ def _publish_remote(staging: str, path: str, files: list[str]) -> None:
     remove_tree(staging)
 
 
-def remove_stale(output: str, command: str) -> None:
-    """Remove ``<output>.tmp-*`` / ``.old-*`` folders this command left behind in runs that were killed.
-
-    Only folders whose marker names this command (and, for staging, this output) are touched, and a
-    staging folder whose process still runs on this machine is left alone.
-    """
-    path = resolve(output)
-    if is_local(path):
-        candidates = glob.glob(glob.escape(path) + STAGING_INFIX + "*") + glob.glob(glob.escape(path) + OLD_INFIX + "*")
-    else:
-        fs = _filesystems()
-        pattern = [path + STAGING_INFIX + "*/" + MARKER, path + OLD_INFIX + "*/" + MARKER]
-        candidates = [m.path[: -len(MARKER) - 1] for r in fs.match(pattern) for m in r.metadata_list]
-    for folder in candidates:
-        marker = read_marker(folder)
-        if marker is None or marker["command"] != command:
-            continue
-        if STAGING_INFIX in folder[len(path) :]:
-            if marker.get("staging_for") != path or _still_running(marker):
-                continue
-        try:
-            remove_tree(folder)
-        except Exception:  # noqa: BLE001  best effort: a leftover is not worth failing a finished run
-            pass
+def runs_dir() -> str:
+    """Where runs record the folders they create: ``$XDG_STATE_HOME/speechid/runs`` (``~/.local/state``
+    when unset), one ``<run id>.json`` per run in progress, removed when the run has tidied up."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "speechid", "runs")
 
 
-def _still_running(marker: dict) -> bool:
-    if marker.get("host") != socket.gethostname():
-        return time.time() - float(marker.get("created_unix") or 0) < STALE_REMOTE_S
+def _record(run: str, **fields) -> None:
+    """Add ``fields`` to the record of ``run``. Best effort: a folder left without a record is kept, never
+    lost."""
+    path = os.path.join(runs_dir(), f"{run}.json")
     try:
-        os.kill(int(marker.get("pid") or 0), 0)
+        os.makedirs(runs_dir(), exist_ok=True)
+        write_json(path, {**(_read_json(path) or {}), "run": run, **fields})
+    except OSError:
+        pass
+
+
+def _forget(run: str) -> None:
+    try:
+        os.remove(os.path.join(runs_dir(), f"{run}.json"))
+    except OSError:
+        pass
+
+
+def _dead_runs(path: str) -> list[dict]:
+    """The records of runs into ``path`` (resolved) whose process is gone."""
+    try:
+        names = sorted(n for n in os.listdir(runs_dir()) if n.endswith(".json"))
+    except OSError:
+        return []
+    records = (_read_json(os.path.join(runs_dir(), n)) for n in names)
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("run"), str) and r.get("output") == path
+            and not _still_running(r)]
+
+
+def _is_recorded(folder: str, expected: dict) -> bool:
+    """``folder`` holds nothing, or its marker holds what the record says (staging: the run id; an old
+    output: its whole marker). ``remove_tree`` deletes a marker last, so a removal cut short still counts."""
+    marker = read_marker(folder)
+    if marker is None:
+        return not list_files(folder)
+    return all(marker.get(k) == v for k, v in expected.items())
+
+
+def recover(output: str) -> None:
+    """Finish what killed runs into ``output`` left: put back an output a run moved aside and did not
+    replace, and remove the staging and old folders they recorded (only those; see the module docstring)."""
+    path = resolve(output)
+    for record in _dead_runs(path):
+        staging, old = record.get("staging"), record.get("old")
+        try:
+            if (old and is_local(path) and not os.path.lexists(path) and os.path.isdir(old)
+                    and _is_recorded(old, record.get("old_marker") or {}) and list_files(old)):
+                os.rename(old, path)  # the killed run's result was never published: the old one stands
+            for folder, expected in ((staging, {"run": record["run"]}), (old, record.get("old_marker") or {})):
+                if folder and _is_recorded(folder, expected):
+                    remove_tree(folder)
+        except Exception:  # noqa: BLE001  best effort: the record stays for the next run
+            continue
+        _forget(record["run"])
+
+
+def _still_running(record: dict) -> bool:
+    if record.get("host") != socket.gethostname():
+        return time.time() - float(record.get("created_unix") or 0) < STALE_REMOTE_S
+    try:
+        os.kill(int(record.get("pid") or 0), 0)
     except ProcessLookupError:
         return False
     except (PermissionError, ValueError, OverflowError):
         return True
-    return int(marker.get("pid") or 0) > 0
+    return int(record.get("pid") or 0) > 0
 
 
 def claim(folder: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> str:
@@ -321,21 +374,31 @@ def claim(folder: str, command: str, inputs: Iterable[str] = (), flag: str = "--
 
 
 def discard(staging: str) -> None:
-    """Drop a failed run's staging folder (best effort: the next successful run removes a leftover)."""
+    """Drop a failed run's staging folder (best effort: the next run into the output removes a leftover)."""
+    run = (read_marker(staging) or {}).get("run")
     try:
         remove_tree(staging)
     except Exception:  # noqa: BLE001  never mask the error that made us discard
         import logging
 
         logging.getLogger("speechid").warning("could not remove %s", staging)
+        return
+    if run:
+        _forget(run)
 
 
 def remove_tree(path: str) -> None:
-    """Delete a folder this process wrote, on any filesystem, if it exists (object stores: by its files)."""
+    """Delete a folder this process wrote, on any filesystem, if it exists (object stores: by its files).
+    The marker goes last, so a removal cut short leaves a folder ``recover`` still recognises."""
+    files = list_files(path)
+    rest = [f for f in files if f != MARKER]
     if is_local(path):
+        for rel in rest:
+            os.unlink(os.path.join(path, rel))
         if os.path.lexists(path):
             shutil.rmtree(path)
         return
-    files = list_files(path)
-    if files:
-        _filesystems().delete([_join(path, f) for f in files])
+    if rest:
+        _filesystems().delete([_join(path, f) for f in rest])
+    if MARKER in files:
+        _filesystems().delete([_join(path, MARKER)])

@@ -34,6 +34,7 @@ from speechid.config import THRESHOLD
 from speechid.embedding_table import short_id
 from speechid.errors import ConfigError
 from speechid.model.calibration import summary as evaluation_summary
+from speechid.truth import read_truth
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,6 @@ def _pick_query_clip(tarball: str, aliases_tsv: str, workdir: str) -> tuple[str,
     import csv
     import tarfile
 
-    from speechid.corpora.synth import read_truth
-
     truth = read_truth(aliases_tsv)
     by_speaker: dict[str, list[str]] = {}
     for cid, spk in truth.items():
@@ -176,7 +175,7 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         figs["trainable_parameters"] = t["trainable_parameters"]
 
     with _stage(log, sec, 4, total, "evaluate: test speakers never seen in training"):
-        truth = synth.read_truth(corpus.aliases_tsv)  # trials by true voice: aliases are test speakers
+        truth = read_truth(corpus.aliases_tsv)  # trials by true voice: aliases are test speakers
         ev = evaluation.evaluate(paths["model"], paths["data"], split="test", trials=config.trials,
                                  seed=config.seed, output_dir=paths["eval"], truth=truth,
                                  log=lambda s: log("    " + s))

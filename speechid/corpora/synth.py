@@ -20,7 +20,6 @@ the number of worker processes.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -424,9 +423,3 @@ def make_corpus(
         clips=len(clip_bytes),
         rows={k: len(v) for k, v in rows.items()},
     )
-
-
-def read_truth(aliases_tsv: str) -> dict[str, str]:
-    """client_id -> true speaker, from ``aliases.tsv``."""
-    with open(aliases_tsv, newline="") as f:
-        return {r["client_id"]: r["true_speaker"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)}

@@ -42,3 +42,53 @@ def test_synth_writes_a_release(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "cv-corpus-synth-en.tar.gz").stat().st_size > 1000
     assert "3 speakers" in r.stdout
+
+
+def _threshold_cases():
+    """(command line, flag) for every threshold flag; paths are filled in by the test (empty folders and files:
+    the value must be refused before any model, index or data is read)."""
+    cases = [
+        (["compare", "--model", "{d}", "{f}", "{f2}"], "--threshold"),
+        (["evaluate", "--model", "{d}", "--data", "{d}"], "--threshold"),
+        (["query", "--index", "{d}", "--model", "{d}", "{f}"], "--threshold"),
+        (["index", "--embeddings", "{d}", "--output", "{o}"], "--threshold"),
+        (["dedup", "--index", "{d}", "--output", "{o}"], "--threshold"),
+        (["dedup", "--index", "{d}", "--output", "{o}"], "--merge-threshold"),
+    ]
+    return [pytest.param(argv, flag, id=f"{argv[0]} {flag}") for argv, flag in cases]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf"])
+@pytest.mark.parametrize("argv, flag", _threshold_cases())
+def test_every_threshold_flag_refuses_non_positive_nan_and_infinite_values(tmp_path, capsys, argv, flag, value):
+    from speechid.app import cli
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "a.wav").write_bytes(b"")
+    (tmp_path / "b.wav").write_bytes(b"")
+    paths = {"d": tmp_path / "d", "f": tmp_path / "a.wav", "f2": tmp_path / "b.wav", "o": tmp_path / "out"}
+    args = [argv[0], flag, value] + [a.format(**paths) for a in argv[1:]]
+    with pytest.raises(SystemExit) as e:
+        cli.main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err == f"speechid {argv[0]}: error: Invalid value for '{flag}': {value} is not a positive, finite number.\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "d"]  # nothing written
+
+
+def test_every_threshold_flag_has_the_one_threshold_type():
+    from speechid.app import cli
+    from speechid.app.commands import THRESHOLD
+
+    def commands(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from commands(sub, f"{path} {name}")
+
+    flags = {}
+    for name in cli.COMMANDS:
+        for path, cmd in commands(cli.cli.get_command(None, name), name):
+            flags.update({f"{path} {p.opts[0]}": p.type for p in cmd.params if "threshold" in p.name})
+    assert sorted(flags) == ["compare --threshold", "dedup --merge-threshold", "dedup --threshold",
+                             "evaluate --threshold", "index --threshold", "query --threshold"]
+    assert all(t is THRESHOLD for t in flags.values()), flags

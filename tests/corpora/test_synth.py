@@ -9,6 +9,7 @@ import pytest
 
 from speechid.audio import decode
 from speechid.corpora import synth
+from speechid.truth import read_truth
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_clips_are_48k_mono_mp3_that_decode(corpus):
 
 def test_aliases_ground_truth(corpus):
     out, res = corpus
-    truth = synth.read_truth(res.aliases_tsv)
+    truth = read_truth(res.aliases_tsv)
     tsvs, _ = _read(res.tarball)
     listed = {r["client_id"] for _, rows in tsvs.values() for r in rows}
     assert set(truth) == {r["client_id"] for r in tsvs["validated"][1]}

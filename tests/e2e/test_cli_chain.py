@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from speechid.config import THRESHOLD
-from speechid.corpora.synth import read_truth
 from speechid.operating_points import OperatingPoints
+from speechid.truth import read_truth
 
 
 def speechid(*args, timeout=600):

@@ -1,12 +1,14 @@
 """`speechid index`, `dedup`, `query` through speechid.app.cli.main: results, and errors as one line + exit 2."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from speechid.app import cli
 from speechid.indexing import synthetic
+from tests.conftest import tree_digest
 
 from .conftest import write_embeddings
 
@@ -109,20 +111,18 @@ def test_bad_flag_values(tmp_path, embeddings, capsys):
     assert "lsh" in err
     err = one_line_error(*run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "i"),
                                "--threshold", "0"], capsys)[::2])
-    assert "threshold 0.0" in err
+    assert "'--threshold': 0 is not a positive, finite number" in err
     assert run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "i"), "--threshold", "0.83"],
                capsys)[0] == 0
     for bad in ("0", "-1"):  # a separation is positive
         err = one_line_error(*run(["dedup", "--index", str(tmp_path / "i"), "--output", str(tmp_path / "d"),
                                    "--merge-threshold", bad], capsys)[::2])
-        assert "positive separation" in err
+        assert f"'--merge-threshold': {bad} is not a positive, finite number" in err
     assert not (tmp_path / "d").exists()
 
 
 def test_an_output_that_holds_the_input_is_refused_and_nothing_is_deleted(tmp_path, embeddings, capsys):
     import shutil
-
-    from tests.conftest import tree_digest
 
     idx = tmp_path / "idx"
     assert run(["index", "--embeddings", embeddings, "--output", str(idx)], capsys)[0] == 0
@@ -133,6 +133,47 @@ def test_an_output_that_holds_the_input_is_refused_and_nothing_is_deleted(tmp_pa
     err = one_line_error(*run(["dedup", "--index", str(idx), "--output", str(idx)], capsys)[::2])
     assert f"--output {idx} is the input {idx}" in err
     assert tree_digest(tmp_path) == before
+
+
+def test_a_users_renamed_or_copied_index_beside_the_output_survives_a_rebuild(tmp_path, embeddings, capsys):
+    # `speechid index ... --output idx; mv idx idx.old-mine; echo notes > idx.old-mine/NOTES.txt`, a rebuild, then
+    # `cp -a idx idx.old-backup` and another: both folders carry the index's marker, and both are the user's.
+    import shutil
+
+    idx = tmp_path / "idx"
+    argv = ["index", "--embeddings", embeddings, "--output", str(idx)]
+    assert run(argv, capsys)[0] == 0
+    idx.rename(tmp_path / "idx.old-mine")
+    (tmp_path / "idx.old-mine" / "NOTES.txt").write_text("notes\n")
+    assert run(argv, capsys)[0] == 0
+    shutil.copytree(idx, tmp_path / "idx.old-backup", symlinks=True)
+    assert run(argv, capsys)[0] == 0
+    assert (tmp_path / "idx.old-mine" / "NOTES.txt").read_text() == "notes\n"
+    assert sorted(os.listdir(tmp_path / "idx.old-backup")) == sorted(os.listdir(idx))
+
+
+def test_dedup_truth_with_a_bom_is_read_and_a_file_without_the_columns_is_refused(tmp_path, embeddings, capsys):
+    assert run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "idx"), "--threshold", "0.83"],
+               capsys)[0] == 0
+    text = (tmp_path / "aliases.tsv").read_text()
+    argv = ["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd"), "--merge-threshold", MERGE]
+    (tmp_path / "bom.tsv").write_text("\ufeff" + text, encoding="utf-8")  # as Excel and Notepad save it
+    code, out, err = run(argv + ["--truth", str(tmp_path / "bom.tsv")], capsys)
+    assert code == 0, err
+    assert "speakers: precision 1.000 recall 1.000" in out
+    before = tree_digest(tmp_path / "dd")
+    bad = {
+        "no-header.tsv": text.split("\n", 1)[1],
+        "speakers.tsv": "speaker\tclient_ids\tclips\nann\tc00\t6\n",  # another file of the release
+        "empty.tsv": "",
+    }
+    for name, content in bad.items():
+        (tmp_path / name).write_text(content)
+        code, out, err = run(argv + ["--truth", str(tmp_path / name)], capsys)
+        assert one_line_error(code, err) == (
+            f"speechid dedup: error: {tmp_path / name}: not a truth file: expected a header row with the "
+            "tab-separated columns client_id, true_speaker\n")
+    assert tree_digest(tmp_path / "dd") == before  # refused before any work
 
 
 # -- ids for people: client_ids are 128 hex digits; the console and summary.txt show 16 of them --------------------

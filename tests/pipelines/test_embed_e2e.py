@@ -12,6 +12,7 @@ from speechid import audio, schema
 from speechid.corpora import synth
 from speechid.model.features import FeatureConfig
 from speechid.model.network import NetworkConfig
+from speechid.truth import read_truth
 from tests.conftest import tone
 
 N_MELS = 16
@@ -91,7 +92,7 @@ def test_archive_and_tfrecords_give_the_same_vectors(model_dir, corpus, tmp_path
     m = embed_corpus(model_dir, [corpus.tarball], out_a)
     assert m["clips_written"] == m["clips_seen"] == 6 and m["reconciles"]
     rows_a, _ = _table(out_a)
-    truth = synth.read_truth(corpus.aliases_tsv)
+    truth = read_truth(corpus.aliases_tsv)
     assert all(r["speaker_id"] in truth for r in rows_a.values())
     assert {r["split"] for r in rows_a.values()} <= {"train", "dev", "test"}
 

@@ -101,6 +101,18 @@ def test_duration_and_byte_limits():
     assert e.value.reason == "too_large"
 
 
+@pytest.mark.parametrize("seconds, limits, detail", [
+    (0.4996, audio.Limits(min_duration=0.5), "0.4996 s < 0.5 s"),  # never "0.50 s < 0.5 s"
+    (0.2, audio.Limits(min_duration=0.5), "0.20 s < 0.5 s"),
+    (30.004, audio.Limits(max_duration=30.0), "30.004 s > 30.0 s"),
+    (0.49999999, audio.Limits(min_duration=0.5), "0.49999999 s < 0.5 s"),
+])
+def test_a_duration_outside_the_limits_is_printed_with_enough_digits_to_be_outside(seconds, limits, detail):
+    with pytest.raises(AudioError) as e:
+        audio.check_duration(seconds, limits, "clip.wav")
+    assert e.value.detail == detail
+
+
 def test_lying_header_cannot_force_a_big_allocation():
     # A FLAC stream longer than the limit is refused after reading at most max_duration of samples.
     raw = audio.encode(tone(6.0), 16_000, "FLAC")

@@ -7,6 +7,7 @@ Local folders are real temp dirs; the object-store path runs on a small in-memor
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -34,10 +35,44 @@ def _publish_files(output: str, command: str, files: dict[str, bytes], inputs=()
     return staging
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path_factory, monkeypatch):
+    """speechid records its runs' staging folders under XDG_STATE_HOME: keep these tests' records to themselves."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
+# A run of `command` into `output` in its own process, killed (os._exit: no clean-up, no handler) at `kill_at`:
+# "staged" (before publishing), "second rename" (the old result moved aside, the new one not yet in place) or
+# "removing old" (the new result in place, the old one not yet removed). Prints the staging folder it made.
+_KILLED_RUN = """
+import os, shutil, sys
+from speechid import outputs
+output, command, kill_at = sys.argv[1:]
+staging = outputs.stage(output, command)
+print(staging, flush=True)
+with open(os.path.join(staging, "new.txt"), "w") as f:
+    f.write("new")
+if kill_at == "staged":
+    os._exit(9)
+renames, rename = [], os.rename
+def kill_at_second_rename(src, dst):
+    renames.append(src)
+    if kill_at == "second rename" and len(renames) == 2:
+        os._exit(9)
+    rename(src, dst)
+os.rename = kill_at_second_rename
+if kill_at == "removing old":
+    shutil.rmtree = lambda *a, **k: os._exit(9)
+outputs.publish(staging, output, command)
+"""
+
+
+def _killed_run(output: str, command: str, kill_at: str) -> str:
+    """Run ``_KILLED_RUN``; returns the staging folder the killed run made."""
+    p = subprocess.run([sys.executable, "-c", _KILLED_RUN, output, command, kill_at], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 9, p.stderr
+    return p.stdout.strip()
 
 
 def test_a_users_folder_is_refused_and_left_as_it_was(tmp_path):
@@ -92,20 +127,60 @@ def test_only_the_commands_own_output_is_replaced_and_only_its_files_are_deleted
         outputs.stage(str(tmp_path / "file"), "prep")
 
 
-def test_the_staging_of_a_killed_run_is_removed_by_the_next_success(tmp_path):
+def test_the_staging_of_a_killed_run_is_removed_by_the_next_run(tmp_path):
     out = str(tmp_path / "out")
-    killed = outputs.stage(out, "prep")  # a run killed before it could publish or discard
-    marker = outputs.read_marker(killed)
-    outputs.write_json(os.path.join(killed, outputs.MARKER), {**marker, "pid": _dead_pid()})
+    killed = _killed_run(out, "prep", "staged")  # killed before it could publish or discard
+    assert os.path.isdir(killed)
     running = outputs.stage(out, "prep")  # a run of this process: still going, must be left alone
-    other = outputs.stage(out, "embed")  # another command's (dead) staging: not ours to judge
-    outputs.write_json(os.path.join(other, outputs.MARKER), {**outputs.read_marker(other), "pid": _dead_pid()})
+    assert not os.path.exists(killed)  # removed as the next run starts
+    other = _killed_run(out, "embed", "staged")  # another command's: its record still says it is speechid's
     stranger = tmp_path / "out.tmp-0badc0de"  # no marker: someone else's folder that looks alike
     stranger.mkdir()
     (stranger / "keep.txt").write_text("x")
+    assert os.path.isdir(other)
     _publish_files(out, "prep", {"a.txt": b"1"})
-    assert sorted(os.listdir(tmp_path)) == sorted(["out", os.path.basename(running), os.path.basename(other),
-                                                   stranger.name])
+    assert sorted(os.listdir(tmp_path)) == sorted(["out", os.path.basename(running), stranger.name])
+
+
+@pytest.mark.parametrize("kill_at", ["second rename", "removing old"])
+def test_a_run_killed_while_publishing_is_undone_or_finished_by_the_next_run(tmp_path, kill_at):
+    out = str(tmp_path / "out")
+    _publish_files(out, "prep", {"a.txt": b"old"})
+    killed = _killed_run(out, "prep", kill_at)
+    left = sorted(os.listdir(tmp_path))
+    if kill_at == "second rename":  # the old result moved aside, the new one still staged: no output at all
+        assert len(left) == 2 and os.path.basename(killed) in left and ".old-" in "".join(left)
+        staging = outputs.stage(out, "prep")  # the next run puts the old result back before it looks at it
+        with open(os.path.join(out, "a.txt")) as f:
+            assert f.read() == "old"
+        assert sorted(os.listdir(tmp_path)) == sorted(["out", os.path.basename(staging)])
+        outputs.discard(staging)
+    else:  # the new result in place, the old one beside it
+        assert len(left) == 2 and "out" in left and ".old-" in "".join(left)
+    _publish_files(out, "prep", {"b.txt": b"next"})
+    assert sorted(os.listdir(tmp_path)) == ["out"] and sorted(os.listdir(out)) == [outputs.MARKER, "b.txt"]
+
+
+def test_a_users_copy_of_an_output_or_of_a_staging_folder_survives_every_run(tmp_path):
+    # `speechid index --output idx; mv idx idx.old-mine; echo notes > idx.old-mine/NOTES.txt`, then a rerun;
+    # `cp -a idx idx.old-backup`: the copies carry the folder's marker, and are still the user's.
+    out = tmp_path / "idx"
+    _publish_files(str(out), "index build", {"a.txt": b"1"})
+    os.rename(out, tmp_path / "idx.old-mine")
+    (tmp_path / "idx.old-mine" / "NOTES.txt").write_text("notes")
+    _publish_files(str(out), "index build", {"a.txt": b"2"})
+    assert (tmp_path / "idx.old-mine" / "NOTES.txt").read_text() == "notes"
+    shutil.copytree(out, tmp_path / "idx.old-backup", symlinks=True)
+    shutil.copytree(out, tmp_path / "idx.tmp-backup", symlinks=True)
+    killed = _killed_run(str(out), "index build", "staged")
+    shutil.copytree(killed, tmp_path / "idx.tmp-copy", symlinks=True)  # a copy of a dead run's staging folder
+    _killed_run(str(out), "index build", "removing old")  # its old folder is removed by the next run; copies stay
+    mine = ["idx.old-mine", "idx.old-backup", "idx.tmp-backup", "idx.tmp-copy"]
+    before = {name: tree_digest(tmp_path / name) for name in mine}
+    for data in (b"3", b"4"):
+        _publish_files(str(out), "index build", {"a.txt": data})
+        assert sorted(os.listdir(tmp_path)) == sorted(["idx", *mine])
+        assert {name: tree_digest(tmp_path / name) for name in mine} == before
 
 
 def test_an_unwritable_output_is_named_as_given_not_by_its_staging_folder(tmp_path):

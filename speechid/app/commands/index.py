@@ -16,8 +16,9 @@ import os
 import click
 
 from speechid import outputs
-from speechid.app.commands import format_table
+from speechid.app.commands import THRESHOLD, format_table
 from speechid.embedding_table import SHORT_ID, short_id
+from speechid.truth import read_truth
 
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
 _OUT = click.Path(file_okay=False, dir_okay=True, writable=True)
@@ -43,7 +44,7 @@ def _embeddings_model(embeddings: str) -> str | None:
               help="auto: exact up to 200k vectors, IVF-Flat above.")
 @click.option("--metric", type=click.Choice(["l2", "ip"]), default="l2", show_default=True,
               help="FAISS metric; results are Euclidean either way.")
-@click.option("--threshold", type=float, default=None, show_default="the model's seed operating point",
+@click.option("--threshold", type=THRESHOLD, default=None, show_default="the model's seed operating point",
               help="Euclidean 'same person' threshold for this index.")
 @click.option("--nlist", type=int, default=None, show_default="~4 sqrt(N)", help="IVF cells.")
 @click.option("--nprobe", type=int, default=None, show_default="~1% of cells, >= 16",
@@ -67,9 +68,9 @@ def index(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe)
 @click.command("dedup")
 @click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index`).")
 @click.option("--output", required=True, type=_OUT, help="Directory for the Parquet tables and summary.")
-@click.option("--threshold", type=float, default=None, show_default="the index's: the model's seed operating point",
+@click.option("--threshold", type=THRESHOLD, default=None, show_default="the index's: the model's seed operating point",
               help="Clip-level Euclidean threshold.")
-@click.option("--merge-threshold", type=float, default=None,
+@click.option("--merge-threshold", type=THRESHOLD, default=None,
               show_default="the model's speaker-level point for each pair's clip counts",
               help="Speaker-level threshold for client_id merges: a separation, the distance between two ids' "
                    "mean voices in standard errors (about 1 for one voice under two ids).")
@@ -86,11 +87,7 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
     from speechid.indexing.dedup import DEFAULT_MAX_NEIGHBORS, SUMMARY_TXT
 
     outputs.check_apart(output, [index_dir] + ([truth] if truth else []))  # replacing it would delete them
-    truth_map = None
-    if truth:
-        from speechid.corpora.synth import read_truth
-
-        truth_map = read_truth(truth)
+    truth_map = read_truth(truth) if truth else None
     if max_neighbors is not None and max_neighbors < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-neighbors")
     result = run_dedup(index_dir, output, threshold=threshold, merge_threshold=merge_threshold, level=level,
@@ -106,7 +103,7 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
 @click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per clip.")
 @click.option("--by", type=click.Choice(["clip", "speaker"]), default="clip", show_default=True)
-@click.option("--threshold", type=float, default=None, show_default="the index's",
+@click.option("--threshold", type=THRESHOLD, default=None, show_default="the index's",
               help="Euclidean threshold (--by speaker: to the centroid, instead of the speaker-level decision).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document instead of text (always full ids).")
 @click.option("--full-ids", is_flag=True,
