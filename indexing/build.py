@@ -218,6 +218,7 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
     import faiss
 
     embeddings_dir = os.fspath(embeddings_dir)
+    read = outputs.snapshot([embeddings_dir])  # publishing refuses if another embed replaces them meanwhile
     store.check_metric(metric)
     if threshold is not None:
         store.search_radius(metric, threshold)  # validates both before any work
@@ -265,7 +266,8 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         "faiss_version": faiss.__version__,
     }
     # "index build": the mark earlier versions gave their indexes, kept so a rerun still replaces them.
-    with outputs.staged(os.fspath(output_dir), "index build") as tmp:  # never replaces what it did not write
+    # never replaces what it did not write
+    with outputs.staged(os.fspath(output_dir), "index build", [embeddings_dir], read=read) as tmp:
         faiss.write_index(index, os.path.join(tmp, store.INDEX_FILE))
         pq.write_table(clips, os.path.join(tmp, store.CLIPS_FILE))
         pq.write_table(_speaker_table(sums, counts, speakers), os.path.join(tmp, store.SPEAKERS_FILE))

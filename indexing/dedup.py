@@ -364,6 +364,7 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         raise ConfigError(f"level {level!r}: expected one of {', '.join(LEVELS)}")
     # Read into memory, not mapped: dedup scans every list, and FAISS scans mapped IVF lists
     # (OnDiskInvertedLists) ~1.7x slower.
+    read = outputs.snapshot([index.path if isinstance(index, SpeakerIndex) else os.fspath(index)])
     idx = index if isinstance(index, SpeakerIndex) else SpeakerIndex.load(index, mmap=False)
     threshold, meaning = idx.resolve_threshold(threshold)
     store.search_radius(idx.metric, threshold)  # validates the threshold
@@ -417,7 +418,8 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         if level != "clip":
             codes, speakers = speaker_codes(idx.clips.column("speaker_id"))
             summary["merge_curve"] = merge_curve(vectors, rg, codes, speakers, truth, CURVE_THRESHOLDS)
-    with outputs.staged(os.fspath(output_dir), "dedup") as tmp:  # never replaces what it did not write
+    # never replaces what it did not write
+    with outputs.staged(os.fspath(output_dir), "dedup", [idx.path], read=read) as tmp:
         if level in ("clip", "both"):
             pq.write_table(tables.clips, os.path.join(tmp, CLIPS_OUT))
             pq.write_table(tables.suspicious, os.path.join(tmp, SUSPICIOUS_OUT))

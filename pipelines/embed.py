@@ -597,8 +597,8 @@ def embed_corpus(
             raise RuntimeError(f"embed: counts do not reconcile: {manifest['reconciliation']}")
         outputs.write_json(os.path.join(staging, schema.MANIFEST), manifest)
         outputs.publish(staging, output, COMMAND)
-    except BaseException:
-        outputs.discard(staging)
+    except BaseException as e:
+        outputs.fail(staging, e)
         raise
     logging.getLogger("speechid").info(
         "embed: %d clips seen, %d written, %d failed, %d skipped -> %s",

@@ -263,8 +263,8 @@ def prepare(
         outputs.remove_tree(tft_temp)
         outputs.remove_tree(index_dir)
         outputs.publish(staging, given_output, COMMAND)
-    except BaseException:
-        outputs.discard(staging)
+    except BaseException as e:
+        outputs.fail(staging, e)
         raise
     metrics = jobs.log_metrics(NAMESPACE, result)
     recon = manifest["reconciliation"]

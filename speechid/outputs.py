@@ -14,6 +14,10 @@ Every command that writes a folder goes through here, so one rule protects them 
   into place, then the old one removed; on object stores, which have no rename, a copy with the marker
   last, then the old result's listed files are deleted). A crashed run never leaves a folder that looks
   complete. ``claim`` is the same check for commands that write into their folder in place (``train``).
+- A run never publishes what it read from an input that was replaced while it ran. ``stage`` (or
+  ``snapshot``, for commands that stage only once they have read everything) records the generation of
+  each input that is a speechid output (its marker's run id and time), and ``publish`` refuses with one
+  line when one changed: a reader during another job's publish reads one corpus or fails, never a mix.
 - Leftovers are recognised by record, never by name: each run records the folders it creates (its
   random id, the staging folder, the old folder it moves aside) in ``runs_dir()``, a per-user folder
   only speechid writes, before it creates them. The next run into the same output finishes what a
@@ -194,9 +198,53 @@ def check_output(
     return path
 
 
-def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> str:
+_GENERATION = ("command", "created_unix", "run")
+
+
+def snapshot(inputs: Iterable[str]) -> dict[str, dict]:
+    """The generation of every speechid output among ``inputs`` (a folder with a marker, or a file or
+    pattern directly inside one): {folder: its marker's command, time and run id}. Take it before reading."""
+    found: dict[str, dict] = {}
+    for given in inputs:
+        given = os.fspath(given)
+        parent = os.path.dirname(given) if is_local(given) else given.rstrip("/").rsplit("/", 1)[0]
+        for folder in (given, parent):
+            if not folder or "*" in folder or "?" in folder or "[" in folder:
+                continue
+            folder = resolve(folder)
+            if folder in found:
+                break
+            try:
+                marker = read_marker(folder)
+            except Exception:  # noqa: BLE001  not a folder we can read: not a speechid output
+                marker = None
+            if marker is not None:
+                found[folder] = {k: marker.get(k) for k in _GENERATION}
+                break
+    return found
+
+
+def replaced_input(staging: str) -> str | None:
+    """Why the run of ``staging`` may not publish: an input it read (``snapshot``) was replaced or removed
+    since, as one line naming it; None when every input is as it was."""
+    marker = read_marker(staging) or {}
+    for folder, generation in (marker.get("inputs_read") or {}).items():
+        try:
+            now = read_marker(folder)
+        except Exception:  # noqa: BLE001
+            now = None
+        if now is None or {k: now.get(k) for k in _GENERATION} != generation:
+            what = f"replaced by another `speechid {now['command']}` run" if now else "removed"
+            return (f"input {folder} was {what} while this run read it; nothing was published (what was read "
+                    "may mix two versions): run again")
+    return None
+
+
+def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output",
+          read: dict[str, dict] | None = None) -> str:
     """Finish what killed runs left at ``output`` (``recover``), check it (``check_output``), then create and
-    mark a fresh staging folder beside it, recorded as this run's."""
+    mark a fresh staging folder beside it, recorded as this run's. ``read``: the ``snapshot`` of the inputs
+    taken when the run began reading them (default: taken now)."""
     output = os.fspath(output)
     recover(output)
     path = check_output(output, command, inputs, flag=flag)
@@ -210,6 +258,7 @@ def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--
         "created_unix": round(time.time(), 3),
         "staging_for": path,
         "run": run,
+        "inputs_read": snapshot(inputs) if read is None else read,
         "files": None,
     }
     try:
@@ -228,15 +277,16 @@ def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--
 
 
 @contextmanager
-def staged(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output") -> Iterator[str]:
+def staged(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--output",
+           read: dict[str, dict] | None = None) -> Iterator[str]:
     """``stage`` a folder for ``output``, yield it, ``publish`` it on success and ``discard`` it on any
     failure: for commands that write their whole result from this process."""
-    staging = stage(output, command, inputs, flag=flag)
+    staging = stage(output, command, inputs, flag=flag, read=read)
     try:
         yield staging
         publish(staging, output, command)
-    except BaseException:
-        discard(staging)
+    except BaseException as e:
+        fail(staging, e)
         raise
 
 
@@ -244,10 +294,14 @@ def publish(staging: str, output: str, command: str) -> None:
     """Move ``staging`` into place at ``output`` (see the module docstring)."""
     output = os.fspath(output)
     path = check_output(output, command)  # again: the folder may have changed while the job ran
-    run = read_marker(staging)["run"]
+    problem = replaced_input(staging)
+    if problem:
+        raise OutputError(problem)
+    staged_marker = read_marker(staging)
+    run = staged_marker["run"]
     files = [f for f in list_files(staging) if f != MARKER]
     marker = {"command": command, "speechid_version": __version__, "created_unix": round(time.time(), 3),
-              "run": run, "files": files}
+              "run": run, "inputs_read": staged_marker.get("inputs_read") or {}, "files": files}
     write_json(_join(staging, MARKER), marker)
     if is_local(path):
         old = None
@@ -371,6 +425,15 @@ def claim(folder: str, command: str, inputs: Iterable[str] = (), flag: str = "--
         except OSError as e:
             raise OutputError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
     return path
+
+
+def fail(staging: str, error: BaseException) -> None:
+    """``discard`` the staging folder of a run that raised ``error``; when an input it read was replaced
+    meanwhile (the likely cause of a file vanishing mid-read), raise that as one line instead."""
+    problem = None if isinstance(error, (KeyboardInterrupt, OutputError)) else replaced_input(staging)
+    discard(staging)
+    if problem:
+        raise OutputError(problem) from error
 
 
 def discard(staging: str) -> None:

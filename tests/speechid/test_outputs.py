@@ -301,3 +301,38 @@ def test_on_an_object_store_a_replace_deletes_only_the_listed_objects(store):
     assert store == before
     with pytest.raises(OutputError, match="contains the input"):
         outputs.check_output("memtest://b", "embed", ["memtest://b/in/*.wav"])
+
+
+def test_a_run_never_publishes_what_it_read_from_an_input_replaced_meanwhile(tmp_path):
+    src, out = str(tmp_path / "corpus"), str(tmp_path / "out")
+    _publish_files(src, "prep", {"train-0.rec": b"first"})
+    staging = outputs.stage(out, "embed", [os.path.join(src, "train-0.rec")])  # a file inside a speechid output
+    _publish_files(src, "prep", {"train-0.rec": b"second"})  # another job publishes into the input meanwhile
+    with pytest.raises(OutputError, match=r"corpus was replaced by another `speechid prep` run while this run "
+                                          r"read it; nothing was published"):
+        outputs.publish(staging, out, "embed")
+    assert not os.path.exists(out)
+    outputs.discard(staging)
+
+    read = outputs.snapshot([src])  # a command that stages only after reading takes the snapshot first
+    shutil.rmtree(src)
+    with pytest.raises(OutputError, match="corpus was removed while this run read it"):
+        with outputs.staged(out, "dedup", [src], read=read):
+            pass
+    assert not os.path.exists(out) and os.listdir(tmp_path) == []  # its staging folder is gone too
+
+    _publish_files(src, "prep", {"train-0.rec": b"third"})
+    with outputs.staged(out, "embed", [src]) as staging:  # unchanged while it ran: published
+        open(os.path.join(staging, "part-0"), "w").close()
+    assert outputs.read_marker(out)["inputs_read"] == outputs.snapshot([src])
+
+
+def test_a_failure_while_an_input_was_replaced_is_reported_as_the_replacement(tmp_path):
+    src, out = str(tmp_path / "corpus"), str(tmp_path / "out")
+    _publish_files(src, "synth", {"a.tar.gz": b"first"})
+    with pytest.raises(OutputError, match="replaced by another `speechid synth` run") as caught:
+        with outputs.staged(out, "embed", [os.path.join(src, "a.tar.gz")]):
+            _publish_files(src, "synth", {"b.tar.gz": b"other"})
+            open(os.path.join(src, "a.tar.gz"))  # the file it was reading is gone: FileNotFoundError
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+    assert sorted(os.listdir(tmp_path)) == ["corpus"]
