@@ -17,6 +17,7 @@ from speechid.corpora import drascula, fotaq
 from speechid.errors import ConfigError
 from tests.conftest import run_cli, tone
 from tests.corpora.test_corpora import _als, _dog, make_queen
+from tests.corpora.test_packaged_voices import make_asterisk_root, make_klettres_root
 
 CHARACTERS = {"bob": 6, "faye": 18, "azura": 21, "frank": 33, "pygmy": 40}  # talk keys of .DOG files
 
@@ -50,7 +51,7 @@ def test_missing_packages_is_one_line_naming_them_and_nothing_is_written(tmp_pat
     work = tmp_path / "work"
     code, err, out = run_cli(["demo", "--real", "--workdir", str(work)], capsys)
     assert code == 2 and len(err) == 1, err
-    assert "apt-get install flight-of-the-amazon-queen drascula drascula-spanish" in err[0]
+    assert "apt-get install flight-of-the-amazon-queen" in err[0]
     assert out == "" and not work.exists()
 
 
@@ -62,13 +63,17 @@ def test_real_flags_are_refused_with_synthetic_sizes(tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
-def test_drascula_is_optional(tmp_path, monkeypatch):
+def test_every_corpus_but_fotaq_is_optional(tmp_path):
     from speechid.app.demo_real import find_sources
 
-    queen, _ = fabricate_packages(tmp_path)
-    monkeypatch.setattr(drascula, "DEFAULT_ROOT", str(tmp_path / "nowhere"))
-    sources = find_sources(queen)
-    assert sources.fotaq == queen and sources.drascula_languages == ()
+    queen, drascula_root = fabricate_packages(tmp_path)
+    nowhere = str(tmp_path / "nowhere")
+    sources = find_sources(queen, {"drascula": nowhere, "bass": nowhere, "asterisk": nowhere},
+                           training=("bass",), held_out=("drascula", "asterisk"))
+    assert sources.fotaq == queen and sources.training == () and sources.held_out == ()
+    sources = find_sources(queen, {"drascula": drascula_root, "asterisk": nowhere},
+                           training=(), held_out=("drascula", "asterisk"))
+    assert sources.held_out == ("drascula",)
     with pytest.raises(ConfigError, match="apt-get install flight-of-the-amazon-queen"):
         find_sources(str(tmp_path / "nowhere"))
 
@@ -79,13 +84,18 @@ def tiny_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("packages")
     queen, drascula_root = fabricate_packages(root)
+    asterisk_root = make_asterisk_root(root / "asterisk")  # held out: scored, never trained on
+    klettres_root = make_klettres_root(root / "klettres")  # trained on beside FOTAQ
     config = RealDemoConfig(aliases=1, synth_speakers=15, synth_clips_per_speaker=3, min_clips=2, dev_speakers=1,
                             test_speakers=2, train_minutes=0.01, max_epochs=1, steps_per_epoch=2,
                             speakers_per_batch=3, clips_per_speaker_batch=2, crop_seconds=1.0, augment="none",
                             max_dev_clips=50, trials=200, max_clips_per_speaker=2, workers=1)
     work = tmp_path_factory.mktemp("work")
     log: list[str] = []
-    res = run_real_demo(str(work), config, find_sources(queen, drascula_root), log=log.append)
+    sources = find_sources(queen, {"drascula": drascula_root, "asterisk": str(asterisk_root),
+                                   "klettres": str(klettres_root)},
+                           training=("klettres",), held_out=("drascula", "asterisk"))
+    res = run_real_demo(str(work), config, sources, log=log.append)
     return work, res, log
 
 
@@ -96,18 +106,28 @@ def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
     work, res, _ = tiny_run
     figs = res.figures
     lists = {item["key"]: item for item in figs["real"]["lists"]}
-    assert set(lists) == {"fotaq_heldout", "synth_test", "drascula_en"}
+    assert list(lists) == ["drascula_en", "asterisk", "fotaq_heldout", "synth_test"]  # cross-corpus first
+    assert all(lists[k]["relation"].startswith("cross-corpus") for k in ("drascula_en", "asterisk"))
+    assert lists["asterisk"]["speakers"] == 3  # Allison's two folders are one person
+    assert figs["real"]["trained_on"] == ["fotaq", "klettres", "synth"]
+    mean = (lists["drascula_en"]["eer"] + lists["asterisk"]["eer"]) / 2
+    assert figs["real"]["cross_corpus_mean_eer"] == pytest.approx(mean)
+    # the training mix holds klettres' readers (their client_ids are in the prepared data's manifest)
+    manifest = json.loads((work / "data" / "manifest.json").read_text())
+    assert "klettres" in json.dumps(manifest["inputs"])
     assert lists["fotaq_heldout"]["speakers"] == 2 and lists["fotaq_heldout"]["voices"] == "real"
     assert lists["synth_test"]["voices"] == "synthetic"
     assert lists["drascula_en"]["clips"] == 6  # 3 characters, at most 2 clips each
     # the aliased character's two client_ids are one speaker in the trials, and two ids in the dedup truth
     assert figs["dedup"]["speakers"]["true_pairs"] == 1
-    for name in ("corpus", "corpus-synth", "corpus-drascula", "data", "model", "eval", "eval-synth",
-                 "eval-drascula", "embeddings", "index", "dedup", "demo.json", "report.html"):
+    for name in ("corpus", "corpus-synth", "corpus-drascula", "corpus-asterisk", "corpus-klettres", "data", "model",
+                 "eval", "eval-synth", "eval-cross/metrics-drascula_en.json", "eval-cross/metrics-asterisk.json",
+                 "embeddings", "index", "dedup", "demo.json", "report.html"):
         assert (work / name).exists(), name
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     assert metrics["eer"] == lists["fotaq_heldout"]["eer"] and metrics["speakers"] == 2
     rows = dict(summary_rows(res))
+    assert list(rows)[0] == "real voices recorded elsewhere (never trained on): mean EER"
     assert any(k.startswith("real voices: FOTAQ held-out") for k in rows)
     assert any(k.startswith("synthetic voices:") for k in rows)
 
@@ -122,8 +142,9 @@ def test_the_report_labels_real_and_synthetic_figures(tiny_run):
     h2 = re.findall(r"<h2>(.*?)</h2>", page)
     assert h2[0] == "The answer"
     answer = text[text.index("The answer"):text.index("Same person? Verification")]
+    assert answer.index("Voices recorded elsewhere first") < answer.index("Same person? One clip")
     assert "FOTAQ held-out characters" in answer and "synthetic test speakers" in answer
-    assert "Drascula, English cast" in answer and "cross-corpus" in answer
+    assert "Drascula, English cast" in answer and "Asterisk prompts" in answer and "cross-corpus" in answer
     assert "real voices" in answer and "synthetic voices" in answer
     subtitle = text[:text.index("The answer")]  # says what was run
     assert "Flight of the Amazon Queen" in subtitle and "synthetic voices" in subtitle

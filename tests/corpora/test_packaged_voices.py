@@ -29,7 +29,12 @@ def _ogg(freq: float, seconds: float = 1.0) -> bytes:
 
 @pytest.fixture(scope="module")
 def asterisk_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sounds")
+    return make_asterisk_root(tmp_path_factory.mktemp("sounds"))
+
+
+def make_asterisk_root(root):
+    """Asterisk's sounds folder in miniature: four prompt folders (Allison in two languages), silence, tones,
+    a file shared by two folders, and update-alternatives' links."""
     voices = {"en_US_f_Allison": 210, "es_MX_f_Allison": 215, "it_IT_m_Carlo": 120, "fr_CA_f_June": 260}
     for folder, freq in voices.items():
         base = root / folder
@@ -75,7 +80,11 @@ def test_asterisk_missing_packages_are_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def klettres_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("klettres")
+    return make_klettres_root(tmp_path_factory.mktemp("klettres"))
+
+
+def make_klettres_root(root):
+    """KLettres' data folder in miniature: six language folders of letters and syllables, one file copied."""
     for lang, freq in (("en", 150), ("en_GB", 155), ("fr", 200), ("es", 230), ("hu", 260), ("nn", 280)):
         for sub in ("alpha", "syllab"):
             (root / lang / sub).mkdir(parents=True)

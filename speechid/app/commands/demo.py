@@ -1,4 +1,4 @@
-"""`speechid demo`: the whole chain on a generated corpus (or, with --real, on the voice acting of three
+"""`speechid demo`: the whole chain on a generated corpus (or, with --real, on the voice acting of
 Debian packages beside synthetic voices), ending in a summary table and report.html."""
 
 import logging
@@ -11,9 +11,11 @@ import click
               help="Where every stage writes; reused (replaced stage by stage) on a second run "
               "[demo-work; demo-real-work with --real].")
 @click.option("--real", is_flag=True,
-              help="Real voices: FOTAQ characters (aliases planted among the held-out ones) and synthetic speakers "
-              "trained with the recommended recipe, scored on held-out FOTAQ characters and, cross-corpus, on "
-              "Drascula. Needs: apt-get install flight-of-the-amazon-queen drascula drascula-spanish.")
+              help="Real voices: FOTAQ characters (aliases planted among the held-out ones), Beneath a Steel Sky's "
+              "and KTuberling's voices and synthetic speakers, trained with the recommended recipe, scored first on "
+              "corpora never trained on (Drascula's casts, Asterisk's prompts, KLettres' readers), then on held-out "
+              "FOTAQ characters. Needs apt-get install flight-of-the-amazon-queen; every other corpus is used when "
+              "its package is installed (README: Real voices, offline).")
 @click.option("--aliases", default=None, type=click.IntRange(min=0),
               help="Held-out speakers recorded under two client_ids [8 synthetic; 4 FOTAQ characters with --real].")
 @click.option("--train-minutes", default=None, type=click.FloatRange(min=0.0, min_open=True),
