@@ -58,7 +58,8 @@ ROWS, CLIPS, FAILURES, EVENTS, INDEXES, PAIRS = "rows", "clips", "failures", "ev
 READ_REASONS = (
     "unsafe_path",  # absolute member name or one with '..' (also for a TSV 'path' field)
     "not_a_file",  # link, device or fifo member: nothing to read in stream mode
-    "malformed_row",  # wrong field count, empty client_id/path, bad vote count, header without them
+    "malformed_row",  # wrong field count, empty client_id/path, bad vote count, header without them, a line the
+    # csv module refuses (a field over 128 KiB)
     "undecodable_row",  # bytes that are not UTF-8 (an identity must not change by replacement characters)
     "unusable_tsv",  # a selected TSV whose header lacks client_id or path (its rows fail as malformed_row)
     "archive_unreadable",  # not a tar archive (or an unknown compression)
@@ -153,7 +154,9 @@ def tsv_split(member: str) -> str | None:
 
 
 def is_clip_member(member: str) -> bool:
-    return posixpath.basename(posixpath.dirname(member)) == "clips"
+    """True for a member anywhere under a ``clips/`` folder: a TSV path may name a subfolder
+    (``sub dir/x.mp3`` is ``<tsv folder>/clips/sub dir/x.mp3``, see ``clip_member_path``)."""
+    return "clips" in member.split("/")[:-1]
 
 
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
@@ -215,6 +218,9 @@ def parse_tsv(
     without a usable path yields None (still a row read, and skipped by policy). A selected TSV whose
     header lacks a required column also yields one ``unusable_tsv`` Failure for the file itself.
 
+    A line the csv module cannot read (a field over its 128 KiB limit) fails as ``malformed_row`` with its
+    line number (in an unselected TSV: None), and the rows after it are still read.
+
     Bytes that are not UTF-8 are kept as they are (``surrogateescape``) so that a clip path still
     matches its member name, and a selected row holding any fails as ``undecodable_row``: replacing
     them would silently turn one client_id into another.
@@ -223,17 +229,24 @@ def parse_tsv(
         io.BufferedReader(_ForwardOnly(stream)), encoding="utf-8-sig", errors="surrogateescape", newline=""
     )
     reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader, None) or []
+    header, unreadable = _next_row(reader)
+    header = header or []
     path_col = header.index("path") if "path" in header else None
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if selected and missing:
         found = ", ".join(printable(c) for c in header) or "none"
-        yield Failure(archive, tsv, "unusable_tsv", f"header lacks {', '.join(missing)} (columns: {found})", split,
-                      tsv, 1)
-    for fields in reader:
+        detail = f"header: {unreadable}" if unreadable else f"header lacks {', '.join(missing)} (columns: {found})"
+        yield Failure(archive, tsv, "unusable_tsv", detail, split, tsv, 1)
+    while True:
+        fields, unreadable = _next_row(reader)
+        line = reader.line_num
+        if unreadable:  # its fields, path included, are unknown: the row fails, the next rows are still read
+            yield Failure(archive, "", "malformed_row", unreadable, split, tsv, line, rows=1) if selected else None
+            continue
+        if fields is None:
+            break
         if not fields:  # a blank line holds no row
             continue
-        line = reader.line_num
         raw_path = fields[path_col] if path_col is not None and path_col < len(fields) else ""
         clip = clip_member_path(tsv, raw_path) if raw_path and not unsafe_reason(raw_path) else ""
         if not selected:
@@ -251,6 +264,18 @@ def parse_tsv(
             yield Failure(archive, clip, reason, detail, split, tsv, line, rows=1)
             continue
         yield (archive, clip), TsvRow(archive, tsv, split, line, True, tuple(zip(header, fields, strict=True)))
+
+
+def _next_row(reader) -> tuple[list[str] | None, str]:
+    """(fields, "") of the reader's next row, (None, "") at the end, or (None, why) for a line the csv module
+    refuses (a field over ``csv.field_size_limit()``, 128 KiB: no Common Voice field comes near it, so such a
+    line is a broken row, not a reason to raise the limit for every reader). The reader goes on after it."""
+    try:
+        return next(reader), ""
+    except StopIteration:
+        return None, ""
+    except csv.Error as e:
+        return None, f"unreadable line: {e}"
 
 
 def _undecodable(text: str) -> bool:

@@ -132,18 +132,34 @@ def resolve_inputs(patterns: list[str], input_kind: str = "auto") -> list[tuple[
             prep.check_archives(archives)
             resolved.append((expanded, kind, archives))
             continue
+        literal = prep.literal_path(pattern)
+        if literal:  # Beam's readers glob what they are given, with no escape: '?' stands for each glob character
+            expanded = expand_input(prep.GLOB_CHARS.sub("?", pattern), kind)
         try:  # one match is enough to know the pattern is not a typo; the job lists the rest itself
-            found = [m.path for r in FileSystems.match([expanded], limits=[1]) for m in r.metadata_list]
+            limits = None if literal else [1]
+            found = [m.path for r in FileSystems.match([expanded], limits=limits) for m in r.metadata_list]
         except Exception as e:  # noqa: BLE001  Beam raises BeamIOError/ValueError depending on the scheme
             raise InputError(f"--input {pattern}: {e}") from None
         if not found:
             raise InputError(f"--input {pattern}: no {'record' if kind == 'tfrecord' else 'file'} matches")
+        stray = [f for f in found if literal and not _within(f, pattern)]
+        if stray:
+            raise InputError(f"--input {pattern}: its name holds glob characters, and read as a glob it would also "
+                             f"take {stray[0]}; rename it")
         folders = [f for f in found if outputs.is_local(f) and os.path.isdir(f)]
         if folders:
             raise InputError(f"--input {pattern}: matches the folder {folders[0]}; give a glob of files (e.g. "
                              f"'{os.path.join(glob_base(pattern), '**', '*.wav')}')")
-        resolved.append((expanded, kind, [pattern.rstrip("/") if kind == "tfrecord" else expanded]))
+        resolved.append((expanded, kind, [pattern.rstrip("/") if kind == "tfrecord" or literal else expanded]))
     return resolved
+
+
+def _within(found: str, path: str) -> bool:
+    """True when ``found`` is ``path`` or lies in the folder ``path``."""
+    if outputs.is_local(path):
+        found, path = os.path.abspath(found), os.path.abspath(path)
+    path = path.rstrip("/")
+    return found == path or found.startswith(path + "/")
 
 
 def glob_base(pattern: str) -> str:

@@ -34,6 +34,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,15 +133,31 @@ class PrepResult:
         return bool(self.manifest.get("reconciliation", {}).get("balanced"))
 
 
+GLOB_CHARS = re.compile(r"[*?[]")  # what Beam's FileSystems.match takes as a glob (it has no escape)
+
+
+def literal_path(pattern: str) -> bool:
+    """True when ``pattern`` holds glob characters and yet names an existing file or folder
+    (``cv [en] 2024.tar.gz``): it is that path, not a glob that would miss it."""
+    if not GLOB_CHARS.search(pattern):
+        return False
+    try:
+        return FileSystems.exists(pattern)
+    except Exception:  # noqa: BLE001  a pattern a filesystem refuses to look up is matched as a glob
+        return False
+
+
 def match_archives(patterns: Sequence[str]) -> list[str]:
     """Every file the patterns match (local or gs://), sorted and de-duplicated; ConfigError if one matches
-    none or names a folder."""
+    none or names a folder. An existing path is taken as it is, glob characters in its name or not."""
     if not patterns:
         raise ConfigError("no --input archive given")
     found: set[str] = set()
     for pattern in patterns:
         try:
-            files = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+            files = [pattern] if literal_path(pattern) else [
+                m.path for r in FileSystems.match([pattern]) for m in r.metadata_list
+            ]
         except Exception as e:  # noqa: BLE001  Beam raises BeamIOError/ValueError depending on the scheme
             raise ConfigError(f"--input {pattern}: {e}") from None
         files = [f for f in files if not f.endswith("/")]

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -47,7 +48,7 @@ FAILURE_REASONS = (
     "unreadable",  # the bytes could not be read from the source (outside the file, I/O error)
     "missing",  # a labelled path that does not exist
     "malformed_row",  # a speakers TSV row without path and speaker, or with an unknown split
-    "unsafe_path",  # a labelled path outside the audio folder
+    "unsafe_path",  # a labelled path outside the audio folder, or a file name no TSV can hold (a tab, a newline)
     "duplicate",  # the same bytes as a clip already taken (a file shared by two language folders)
 ) + AUDIO_REASONS  # and every reason a clip fails to decode for
 
@@ -180,10 +181,25 @@ def client_id(label: str, alias: int = 0) -> str:
     return hashlib.sha512(f"speechid-corpus:{label}{suffix}".encode()).hexdigest()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # tabs, line breaks and what splitlines() splits on
+
+
+def tsv_text(text: str) -> str:
+    """``text`` as one TSV field that no reader splits: control characters and line separators escaped
+    (``\\t``, ``\\n``, ``\\x0c``), bytes that are not UTF-8 as ``\\xNN``. Unchanged for a writable name."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def tsv_bytes(header: tuple, rows: Iterable) -> bytes:
-    """TSV bytes read back with ``csv.QUOTE_NONE`` as Common Voice's are. A str row is written raw."""
+    """TSV bytes read back with ``csv.QUOTE_NONE`` as Common Voice's are (a quote is an ordinary character).
+    A str row is written raw."""
     buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, lineterminator="\n")
+    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, escapechar=None,
+                   lineterminator="\n")
     w.writerow(header)
     for r in rows:
         if isinstance(r, str):
@@ -383,7 +399,7 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
             rows[m.clip.locale][split].append(row)
             rows[m.clip.locale]["validated"].append(row)
             durations[m.clip.locale].append((m.clip.name, int(round(m.seconds * 1000))))
-        origins = sorted({m.clip.source for m in items if m.clip.source})
+        origins = sorted({tsv_text(m.clip.source) for m in items if m.clip.source})
         speaker_rows.append(
             (spk, ",".join(ids), len(items), round(sum(m.seconds for m in items), 2), split, ";".join(origins))
         )
@@ -411,7 +427,7 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
     write_small_tsv(
         os.path.join(out_dir, FAILURES_TSV),
         ("source", "speaker", "reason", "detail"),
-        [(f.origin, f.speaker, f.reason, " ".join(f.detail.split())) for f in failures],
+        [(tsv_text(f.origin), tsv_text(f.speaker), f.reason, tsv_text(" ".join(f.detail.split()))) for f in failures],
     )
 
     per_split = {

@@ -23,7 +23,7 @@ import pytest
 
 from speechid import audio, schema
 from speechid.corpora import drascula, folder, fotaq
-from speechid.corpora.release import CV_HEADER, client_id, write_release
+from speechid.corpora.release import CV_HEADER, SourceFailure, client_id, write_release
 from speechid.errors import ConfigError
 from tests.conftest import tone
 from tests.speechid.test_audio import damaged_mp3
@@ -252,6 +252,71 @@ def test_a_release_without_held_out_speakers_says_how_to_prep_it(tmp_path):
     tsv.write_text("".join(f"{k}.wav\tann\n" for k in range(3)))
     result = write_release(str(tmp_path / "out"), "x", folder.clips(str(tmp_path / "a"), str(tsv)))
     assert "no dev or test speakers" in result.summary() and "--splits train" in result.summary()
+
+
+def test_folder_speakers_tsv_saved_with_a_bom_has_its_header_row_recognised(tmp_path):
+    for k in range(2):
+        (tmp_path / f"{k}.wav").write_bytes(audio.encode(tone(1.0, 16_000, 200 + k), 16_000))
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("\ufeffpath\tspeaker\n0.wav\tann\n1.wav\tann\n", encoding="utf-8")  # as Excel saves it
+    items = list(folder.clips(str(tmp_path), str(tsv)))
+    assert [(type(i).__name__, i.origin) for i in items] == [("SourceClip", "0.wav"), ("SourceClip", "1.wav")]
+
+
+def _wavs(folder_path, *names):
+    for k, name in enumerate(names):
+        (folder_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder_path / name).write_bytes(audio.encode(tone(1.0, 16_000, 200 + 10 * k), 16_000))
+
+
+def _failures_tsv(result) -> list[list[str]]:
+    with open(result.failures_tsv, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+
+
+def test_folder_speakers_tsv_row_over_the_csv_field_limit_fails_alone(tmp_path):
+    audio_dir = tmp_path / "audio"
+    _wavs(audio_dir, "0.wav", "1.wav", "2.wav")
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("path\tspeaker\n0.wav\tann\n" + "2.wav\t" + "x" * 200_000 + "\n1.wav\tann\n")
+    result = write_release(str(tmp_path / "out"), "x", folder.clips(str(audio_dir), str(tsv)))
+    m = result.manifest
+    assert (m["written"], m["failed_by_reason"]) == (2, {"malformed_row": 1, "unlabelled": 1})  # 2.wav: no row
+    assert m["sources"] == 4 == m["written"] + m["failed"]
+    ((source, _, _, detail),) = [r for r in _failures_tsv(result) if r[2] == "malformed_row"]
+    assert source == "s.tsv:3" and "field larger than field limit" in detail
+
+
+def test_folder_file_names_no_tsv_can_hold_fail_alone_and_the_rest_is_written(tmp_path):
+    audio_dir = tmp_path / "audio"
+    _wavs(audio_dir, "0.wav", "1.wav", 'say "hi".wav', "x\ty.wav", "p\nq.wav")
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text('0.wav\tBo "the voice"\n1.wav\tBo "the voice"\n')  # a quote is written and read back as is
+    items = list(folder.clips(str(audio_dir), str(tsv)))
+    refused = [(i.origin, i.reason) for i in items if isinstance(i, SourceFailure) and i.reason == "unsafe_path"]
+    assert sorted(refused) == [("p\\nq.wav", "unsafe_path"), ("x\\ty.wav", "unsafe_path")]  # never read
+    result = write_release(str(tmp_path / "out"), "x", folder.clips(str(audio_dir), str(tsv)))
+    m = result.manifest
+    assert (m["written"], m["failed_by_reason"]) == (2, {"unlabelled": 1, "unsafe_path": 2})
+    assert m["sources"] == 5 == m["written"] + m["failed"]
+    assert sorted((r[0], r[2]) for r in _failures_tsv(result)) == [
+        ("p\\nq.wav", "unsafe_path"), ('say "hi".wav', "unlabelled"), ("x\\ty.wav", "unsafe_path")]
+    assert "its name holds a tab" in " ".join(r[3] for r in _failures_tsv(result))
+    assert [s["speaker"] for s in m["speakers"]] == ['Bo "the voice"']
+
+
+def test_folder_paths_that_flatten_to_one_clip_name_are_all_kept(tmp_path):
+    audio_dir = tmp_path / "audio"
+    _wavs(audio_dir, "a_b/2.wav", "a_b__2__2.wav", "a_b__2.wav", "A b/2.WAV")
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("a_b/2.wav\tann\na_b__2__2.wav\tann\na_b__2.wav\tann\nA b/2.WAV\tann\n")
+    result = write_release(str(tmp_path / "out"), "x", folder.clips(str(audio_dir), str(tsv)))
+    assert (result.manifest["written"], result.manifest["failed"]) == (4, 0)
+    names, tsvs = _archive(result.archives[0])
+    assert sorted(n.rsplit("/", 1)[1] for n in names if "/clips/" in n) == [
+        "A_b__2.wav", "a_b__2.wav", "a_b__2__1.wav", "a_b__2__2.wav"]
+    again = write_release(str(tmp_path / "again"), "x", folder.clips(str(audio_dir), str(tsv)))
+    assert _archive(again.archives[0]) == (names, tsvs)  # the same names on every run
 
 
 def test_folder_speaker_in_two_splits_is_refused(tmp_path):

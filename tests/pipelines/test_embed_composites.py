@@ -188,3 +188,26 @@ def test_only_speech_is_embedded_and_a_clip_without_any_fails_no_speech():
         assert_that(out["rows"], _rows_close({"padded-rec": (vec, n_windows, "s")}), label="Rows")
         durations = out["rows"] | beam.Map(lambda r: round(r["duration_s"], 4))
         assert_that(durations, equal_to([round(len(trimmed) / RATE, 4)]), label="Duration")
+
+
+def test_inputs_that_exist_are_taken_literally_though_their_names_hold_glob_characters(tmp_path):
+    import apache_beam.io.fileio  # noqa: F401  (ReadAudioFiles's MatchAll; the full job imports it on the way)
+    from apache_beam.io.filesystems import FileSystems
+
+    from speechid.errors import InputError
+    from tests.pipelines.prep_helpers import local_pipeline, small_release
+
+    clip = tmp_path / "clip [1].wav"
+    clip.write_bytes(audio.encode(tone(1.0), RATE, "WAV"))
+    (tmp_path / "clip 1.wav").write_bytes(audio.encode(tone(1.0), RATE, "WAV"))  # "clip [1].wav" as a glob
+    archive = small_release(tmp_path / "cv [en].tar.gz")
+    small_release(tmp_path / "cv e.tar.gz")
+    (pattern, kind, stands_for), (_, akind, archives) = embed.resolve_inputs([str(clip), archive])
+    assert (kind, stands_for, akind, archives) == ("audio", [str(clip)], "archive", [archive])
+    assert [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list] == [str(clip)]
+    with local_pipeline() as p:
+        read = p | embed.ReadAudioFiles(pattern)
+        assert_that(read["clips"] | beam.Map(lambda c: c.clip_id), equal_to([str(clip)]))
+    (tmp_path / "clip x1].wav").write_bytes(b"")  # the one name its glob form would also take
+    with pytest.raises(InputError, match=r"clip \[1\]\.wav: its name holds glob characters.*clip x1\]\.wav"):
+        embed.resolve_inputs([str(clip)])

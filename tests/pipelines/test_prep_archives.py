@@ -16,6 +16,8 @@ from speechid.pipelines.archives import (
     Failure,
     ReadArchives,
     TsvRow,
+    clip_member_path,
+    is_clip_member,
     parse_tsv,
     unsafe_reason,
 )
@@ -198,3 +200,23 @@ def test_tsv_header_constant_matches_synth():
     from speechid.corpora import synth
 
     assert tuple(CV_HEADER.split("\t")) == synth.CV_HEADER
+
+
+def test_a_field_over_the_csv_limit_fails_its_row_and_the_rows_after_it_are_read():
+    huge = cv_row("c2", "b.mp3", "x" * 200_000)  # over csv.field_size_limit() (128 KiB)
+    out = _parse(tsv(cv_row("c1", "a.mp3"), huge, cv_row("c3", "c.mp3")))
+    assert [key[1].rsplit("/", 1)[1] for key, _ in (x for x in out if not isinstance(x, Failure))] == ["a.mp3", "c.mp3"]
+    (fail,) = [x for x in out if isinstance(x, Failure)]
+    assert (fail.archive, fail.tsv, fail.line, fail.rows) == ("A", f"{ROOT}/train.tsv", 3, 1)
+    assert fail.reason == "malformed_row" and "field larger than field limit (131072)" in fail.detail
+    unselected = _parse(tsv(cv_row("c1", "a.mp3"), huge, cv_row("c3", "c.mp3")), selected=False, split="other")
+    assert [x if x is None else x[0][1].rsplit("/", 1)[1] for x in unselected] == ["a.mp3", None, "c.mp3"]
+    header = _parse(tsv(cv_row("c1", "a.mp3"), header=CV_HEADER + "\t" + "h" * 200_000))
+    assert [(f.reason, f.line) for f in header] == [("unusable_tsv", 1), ("malformed_row", 2)]
+    assert "header: unreadable line: field larger" in header[0].detail
+
+
+def test_a_clip_in_a_folder_under_clips_is_a_clip_member():
+    assert is_clip_member(f"{ROOT}/clips/sub dir/x.mp3") and is_clip_member(f"{ROOT}/clips/x y.mp3")
+    assert clip_member_path(f"{ROOT}/train.tsv", "sub dir/x.mp3") == f"{ROOT}/clips/sub dir/x.mp3"
+    assert not is_clip_member(f"{ROOT}/README.txt") and not is_clip_member(f"{ROOT}/clips")

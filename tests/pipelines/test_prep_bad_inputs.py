@@ -13,6 +13,7 @@ import tarfile
 import pytest
 
 from speechid import outputs, schema
+from speechid.errors import ConfigError
 from speechid.pipelines.archives import Failure
 from tests.conftest import run_cli, tree_digest
 from tests.pipelines.prep_helpers import CV_HEADER, cv_row, small_release, wav
@@ -141,3 +142,38 @@ def test_parse_tsv_keeps_undecodable_bytes_out_of_every_field():
     assert out[0][1].get("client_id") == "ok"
     assert isinstance(out[1], Failure) and (out[1].reason, out[1].line) == ("undecodable_row", 3)
     assert "sentence" in out[1].detail and "\\x" not in out[1].path
+
+
+# -- 5. inputs read wrongly --------------------------------------------------------------------------------------
+
+
+def test_an_existing_archive_whose_name_holds_glob_characters_is_taken_literally(tmp_path):
+    from speechid.pipelines.prep import match_archives
+
+    literal = small_release(tmp_path / "cv [en] 2024.tar.gz")
+    other = small_release(tmp_path / "cv e 2024.tar.gz")  # what "cv [en] 2024.tar.gz" matches as a glob
+    assert match_archives([literal]) == [literal]
+    assert match_archives([str(tmp_path / "cv*.tar.gz")]) == sorted([literal, other])  # a glob is still a glob
+    with pytest.raises(ConfigError, match="no archive matches"):  # brackets that name no file: a glob
+        match_archives([str(tmp_path / "cv [ab] 2024.tar.gz")])
+
+
+def test_prep_reads_a_bracketed_archive_a_huge_field_and_a_clip_in_a_subfolder(tmp_path, capsys):
+    huge = cv_row("train-speaker-9", "huge.wav", "x" * 200_000).encode()  # over csv's 128 KiB field limit
+    sub = cv_row("train-speaker-0", "sub dir/x.wav").encode()
+    release = small_release(tmp_path / "cv [en] 2024.tar.gz", extra_rows={"train": [huge, sub]},
+                            extra_members=[("cv/en/clips/sub dir/x.wav", wav(0.6, freq=500)),
+                                           ("cv/en/clips/huge.wav", wav(0.6, freq=550))])
+    out = tmp_path / "data"
+    code, err, _ = run_cli(["prep", "--input", release, "--output", str(out)], capsys)
+    assert code == 0, err
+    manifest = json.load(open(out / schema.MANIFEST))
+    assert manifest["reconciliation"]["balanced"], manifest["reconciliation"]
+    assert manifest["failures"] == {"malformed_row": 1} and manifest["rows"]["failed"] == 1
+    assert manifest["clips"]["unlisted"] == 1  # huge.wav: the row naming it could not be read
+    failures = [Failure.from_json(line) for p in (out / schema.FAILURES_DIR).iterdir() for line in open(p)]
+    assert [(f.archive, f.tsv, f.line, f.reason) for f in failures] == [
+        (release, "cv/en/train.tsv", 6, "malformed_row")]
+    assert "field larger than field limit" in failures[0].detail
+    train = {r.clip_id for r in schema.read_records(schema.record_pattern(str(out), "train"))}
+    assert "sub dir/x.wav" in train and len(train) == 5
