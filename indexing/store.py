@@ -8,6 +8,10 @@ Layout of an index directory (written by ``speechid.indexing.build``)::
     <index>/meta.json        format, dimension, count, kind, params, metric, model_id, operating_points (the
                              model's, copied at build with its model_id) and/or threshold (given at build)
 
+``read_meta`` type- and range-checks every field of meta.json (``check_meta``) and ``check_index_file`` holds
+the FAISS index to it (size and metric), so a directory that contradicts itself is refused with one line
+naming the file, never read with a wrong conversion.
+
 Directories appear atomically and never replace what a user put there: ``build`` and ``dedup`` write
 through ``speechid.outputs.staged`` (a staging sibling renamed into place; a rebuild replaces only an
 index's own files).
@@ -21,6 +25,7 @@ of ``speechid.config``.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -104,17 +109,69 @@ def read_meta(index_dir: str | os.PathLike) -> dict:
             meta = json.load(f)
     except (OSError, ValueError) as e:
         raise IndexDirError(f"{path}: unreadable: {e}") from None
-    missing = [k for k in ("dimension", "count", "kind", "params", "metric", "model_id") if k not in meta]
-    if missing or meta.get("format") != FORMAT:
-        raise IndexDirError(f"{path}: not a {FORMAT} meta file (missing {', '.join(missing) or 'format'})")
-    if meta.get("version", 0) > FORMAT_VERSION:
-        raise IndexDirError(f"{path}: format version {meta['version']} is newer than this speechid reads")
-    if meta.get("operating_points") is not None:
-        OperatingPoints.from_dict(meta["operating_points"], path)  # refuse a malformed block at load
+    check_meta(meta, path)
     for name in (INDEX_FILE, CLIPS_FILE):
         if not os.path.exists(os.path.join(index_dir, name)):
             raise IndexDirError(f"{index_dir}: incomplete index (no {name})")
     return meta
+
+
+def _whole(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_meta(meta, path: str) -> dict:
+    """Type- and range-check every field of a meta.json its readers use: an IndexDirError naming ``path``
+    for the first that is wrong (the one check, so no reader meets a bad value later)."""
+    if not isinstance(meta, dict):
+        raise IndexDirError(f"{path}: not a {FORMAT} meta file (not a JSON object)")
+    missing = [k for k in ("dimension", "count", "kind", "params", "metric", "model_id") if k not in meta]
+    if missing or meta.get("format") != FORMAT:
+        raise IndexDirError(f"{path}: not a {FORMAT} meta file (missing {', '.join(missing) or 'format'})")
+    version = meta.get("version", 0)
+    if not _whole(version, 0):
+        raise IndexDirError(f"{path}: version {json.dumps(version)} is not a format version")
+    if version > FORMAT_VERSION:
+        raise IndexDirError(f"{path}: format version {version} is newer than this speechid reads")
+    problems = [
+        (not _whole(meta["dimension"], 1), "dimension", "a positive whole number"),
+        (not _whole(meta["count"], 0), "count", "a whole number"),
+        (meta["kind"] not in KINDS, "kind", f"one of {', '.join(KINDS)}"),
+        (meta["metric"] not in METRICS, "metric", f"one of {', '.join(METRICS)}"),
+        (not isinstance(meta["params"], dict), "params", "an object"),
+        (not isinstance(meta["model_id"], str) or not meta["model_id"], "model_id", "a model fingerprint"),
+    ]
+    threshold = meta.get("threshold")
+    if threshold is not None:
+        problems.append((isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                         or not (math.isfinite(threshold) and threshold > 0), "threshold",
+                         "a positive, finite number (or null: the model's operating point)"))
+    for bad, key, expected in problems:
+        if bad:
+            raise IndexDirError(f"{path}: {key} {json.dumps(meta[key])} is not {expected}")
+    for key, value in meta["params"].items():  # nlist, nprobe, M, ef_search, ...: counts, set on the index
+        if not _whole(value, 1):
+            raise IndexDirError(f"{path}: params.{key} {json.dumps(value)} is not a positive whole number")
+    if meta.get("operating_points") is not None:
+        OperatingPoints.from_dict(meta["operating_points"], path)  # refuse a malformed block at load
+    return meta
+
+
+def check_index_file(index, meta: dict, index_dir: str) -> None:
+    """A FAISS index read from ``index_dir`` against its meta.json: size and metric. A metric that differs
+    would turn every score into a wrong distance (inner products read as squared distances: neighbours in
+    reverse order), so it is refused, not converted."""
+    import faiss
+
+    path = os.path.join(index_dir, INDEX_FILE)
+    if index.d != meta["dimension"] or index.ntotal != meta["count"]:
+        raise IndexDirError(f"{index_dir}: {INDEX_FILE} holds {index.ntotal} x {index.d}, {META_FILE} says "
+                            f"{meta['count']} x {meta['dimension']}")
+    names = {faiss.METRIC_L2: "l2", faiss.METRIC_INNER_PRODUCT: "ip"}
+    actual = names.get(index.metric_type, f"FAISS metric {index.metric_type}")
+    if actual != meta["metric"]:
+        raise IndexDirError(f"{os.path.join(index_dir, META_FILE)}: metric {meta['metric']!r}, but {path} is an "
+                            f"index of metric {actual!r}; rebuild the index with `speechid index`")
 
 
 def check_model_id(index_model_id: str, model_id: str | None, where: str = "index") -> None:

@@ -16,6 +16,12 @@ speakers). A size is measured only when at least two speakers have 2n clips; its
 separations 0 to ``SPEAKER_CURVE_MAX``. Besides the clip level's named points it holds ``frr_1%`` and
 ``merge``, the lower of ``far_0.1%`` and ``frr_1%``: where dedup merges client_ids.
 
+Enough to mean something (``sample_problem``): at least ``MIN_SPEAKERS`` (10) dev speakers and at least
+``MIN_SAME_PAIRS`` (50) same-speaker clip pairs, so that one wrongly judged pair moves the FRR by at most 2
+points (2 speakers of 4 clips give 12 pairs: one error is 8 points, and "FAR 0.00%" is a statement about a
+single pair of voices). ``measure`` records a sample below that as ``measured_on["warning"]`` (config.json
+keeps it, an index copies it); ``calibrate`` refuses such a sample unless forced.
+
 ``calibrate`` embeds a prepared split with a model directory and rewrites its config.json atomically.
 """
 
@@ -43,6 +49,20 @@ from speechid.separation import Groups, separation
 TARGET_FARS = {"seed": SEED_FAR, "far_1%": 0.01, "far_0.1%": 0.001}
 MERGE_FRR = 0.01  # the speaker level's frr_1% point, the cap of its merge point
 GROUP_SIZES = (1, 2, 3, 5, 8, 12, 20)
+MIN_SPEAKERS = 10  # dev speakers: fewer, and FAR rests on a handful of pairs of voices
+MIN_SAME_PAIRS = 50  # same-speaker clip pairs: one error then moves the FRR by at most 2 points
+
+
+def sample_problem(speakers) -> str | None:
+    """Why operating points measured on clips of these ``speakers`` (one label per clip) would mean nothing,
+    or None when there are at least MIN_SPEAKERS speakers and MIN_SAME_PAIRS same-speaker pairs."""
+    counts = np.unique(np.asarray(speakers), return_counts=True)[1]
+    same_pairs = int((counts * (counts - 1) // 2).sum())
+    if len(counts) >= MIN_SPEAKERS and same_pairs >= MIN_SAME_PAIRS:
+        return None
+    return (f"{len(counts)} speakers and {same_pairs} same-speaker pairs ({int(counts.sum())} clips), fewer than "
+            f"the {MIN_SPEAKERS} speakers and {MIN_SAME_PAIRS} same-speaker pairs operating points need to mean "
+            "anything")
 
 
 def level_points(level: str, n: int, m: int, same: np.ndarray, diff: np.ndarray,
@@ -135,6 +155,9 @@ def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, group
         if got is not None:
             speaker.append(level_points("speaker", n, n, got[0], got[1], reference=None, speakers=got[2]))
     info = {"clips": int(len(emb)), "speakers": int(labels.max() + 1), "seed": int(seed), **(measured_on or {})}
+    problem = sample_problem(labels)
+    if problem:
+        info["warning"] = f"measured on {problem}"
     # the stored form (rounded to 6 decimals), so the thresholds in use are exactly those config.json holds
     return OperatingPoints.from_dict(OperatingPoints(clip, tuple(speaker), info).to_dict())
 
@@ -143,6 +166,8 @@ def summary(ops: OperatingPoints) -> str:
     """A few lines for a person: each level's named thresholds and rates."""
     lines = [f"operating points on {ops.measured_on.get('speakers')} {ops.measured_on.get('split', '')} speakers "
              f"({ops.measured_on.get('clips')} clips); default {ops.default} = {ops.threshold:.3f}"]
+    if ops.measured_on.get("warning"):
+        lines.append(f"  warning: {ops.measured_on['warning']}")
     for lp in (ops.clip, *ops.speaker):
         pts = ", ".join(f"{k} {p.threshold:.3f} (FAR {100 * p.far:.2f}%, FRR {100 * p.frr:.1f}%)"
                         for k, p in lp.points.items())
@@ -151,14 +176,22 @@ def summary(ops: OperatingPoints) -> str:
 
 
 def calibrate(model_dir: str, data_dir: str, split: str = "dev", max_clips: int | None = 2000, seed: int = 0,
-              log=print) -> OperatingPoints:
-    """Embed ``split`` of ``data_dir`` with the model, measure its operating points, rewrite config.json."""
+              force: bool = False, log=print) -> OperatingPoints:
+    """Embed ``split`` of ``data_dir`` with the model, measure its operating points, rewrite config.json.
+
+    A split too small to mean anything (``sample_problem``) is refused with a ConfigError before the model
+    loads, unless ``force``: then the points are written with the warning in ``measured_on``."""
     from speechid.model.data import load_clips
     from speechid.model.encoder import Encoder
-    from speechid.model.export import write_operating_points
+    from speechid.model.export import read_config, write_operating_points
 
-    encoder = Encoder.load(model_dir)
+    read_config(model_dir)  # a bad model directory is named before the data is read
     clips, speakers, _ = load_clips(data_dir, split, max_clips=max_clips, seed=seed)
+    problem = sample_problem(speakers)
+    if problem and not force:
+        raise ConfigError(f"{data_dir}: the {split} split holds {problem}; calibrate on more labelled speakers, "
+                          "or force it (--force) to record the points with this warning in config.json")
+    encoder = Encoder.load(model_dir)
     ops = measure(encoder.embed_waveforms(clips), speakers, seed=seed,
                   measured_on={"data": os.path.abspath(data_dir), "split": split})
     write_operating_points(model_dir, ops)

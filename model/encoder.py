@@ -55,12 +55,15 @@ class Encoder:
 
     @classmethod
     def load(cls, model_dir: str, **kwargs) -> Encoder:
-        """Load ``<model_dir>/saved_model`` and ``config.json`` (nothing else is needed)."""
-        from speechid.model.export import load_serving_model, read_config
+        """Load ``<model_dir>/saved_model`` and ``config.json`` (nothing else is needed); a directory whose two
+        halves disagree (another model's weights, an edited config.json) is refused with a ConfigError."""
+        from speechid.model.export import check_serving_model, load_serving_model, read_config
 
         model_dir = os.fspath(model_dir)
         config = read_config(model_dir)
-        return cls(load_serving_model(model_dir), config, model_dir, **kwargs)
+        model = load_serving_model(model_dir)
+        check_serving_model(model, config, model_dir)
+        return cls(model, config, model_dir, **kwargs)
 
     @property
     def sample_rate(self) -> int:

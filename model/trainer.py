@@ -406,6 +406,10 @@ def train(
             f"the best dev EER is {100 * training['best_dev_eer']:.1f}%, near chance (50%): this model does not "
             "tell these speakers apart yet (train longer, on more speakers, or check the data)"
         )
+    dev_warning = config.get("operating_points", {}).get("measured_on", {}).get("warning")
+    if dev_warning:  # recorded in config.json by calibration.measure; said here too
+        warnings.append(f"the operating points (the default threshold) were {dev_warning}: run `speechid "
+                        "calibrate` on more labelled speakers")
     for w in warnings:
         log(f"warning: {w}")
     steps_done = len(epochs_run) * steps_per_epoch

@@ -46,7 +46,7 @@ import speechid  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is im
 from speechid import audio as audio_lib
 from speechid import outputs, schema
 from speechid.errors import AudioError, ConfigError, InputError
-from speechid.model.export import read_config
+from speechid.model.export import read_config, verify_serving_model
 
 FAILED = "failed"
 KINDS = ("archive", "audio", "tfrecord")
@@ -543,6 +543,7 @@ def embed_corpus(
     pipeline_args = list(pipeline_args or [])
     jobs.check_pipeline_args(pipeline_args, OWN_FLAGS)
     model_cfg = read_config(model_dir)
+    verify_serving_model(model_dir, model_cfg)  # before Beam: a model that contradicts itself is refused here
     config = EmbedConfig(
         sample_rate=int(model_cfg["sample_rate"]),
         window_s=float(window_s or model_cfg["window_s"]),

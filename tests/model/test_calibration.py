@@ -200,10 +200,17 @@ def test_calibrate_rewrites_config_and_keeps_model_id(tiny_model, tiny_data, tmp
     shutil.copytree(tiny_model[0], model_dir)
     before = read_config(model_dir)
     assert OperatingPoints.from_dict(before["operating_points"]).threshold == before["threshold"]
-    ops = calibration.calibrate(model_dir, tiny_data, split="test", seed=1, log=lambda s: None)
+    # 4 test speakers of 4 clips: too few to mean anything, refused unless forced (then the warning is kept)
+    with pytest.raises(ConfigError, match=r"the test split holds 4 speakers and 24 same-speaker pairs"):
+        calibration.calibrate(model_dir, tiny_data, split="test", seed=1, log=lambda s: None)
+    assert read_config(model_dir) == before
+    logged = []
+    ops = calibration.calibrate(model_dir, tiny_data, split="test", seed=1, force=True, log=logged.append)
     after = read_config(model_dir)
     assert after["model_id"] == before["model_id"] and after["threshold"] == ops.threshold
     assert after["operating_points"]["measured_on"]["split"] == "test"
+    assert after["operating_points"]["measured_on"]["warning"].startswith("measured on 4 speakers and 24 same")
+    assert "warning: measured on 4 speakers" in logged[0]
     enc = speechid.Encoder.load(model_dir)
     assert enc.threshold == ops.threshold
     assert enc.verdict_for(ops.threshold / 2).startswith(f"same: {ops.threshold / 2:.3f} < {ops.threshold:.3f}")
@@ -212,3 +219,58 @@ def test_calibrate_rewrites_config_and_keeps_model_id(tiny_model, tiny_data, tmp
     (tmp_path / "model" / "config.json").write_text(json.dumps(after))
     with pytest.raises(ConfigError, match="not the operating points' default"):
         read_config(model_dir)
+
+
+def test_operating_points_need_ten_speakers_and_fifty_same_speaker_pairs():
+    """2 dev speakers of 4 clips once moved a model's threshold and reported "FAR 0.00%, FRR 0.0%": too few
+    speakers or same-speaker pairs to mean anything are named, and measure records it."""
+    def labels(speakers, clips):
+        return [f"s{s}" for s in range(speakers) for _ in range(clips)]
+
+    assert calibration.sample_problem(labels(10, 4)) is None  # 10 speakers, 60 pairs
+    assert calibration.sample_problem(labels(2, 4)).startswith("2 speakers and 12 same-speaker pairs (8 clips), "
+                                                               "fewer than the 10 speakers and 50")
+    assert calibration.sample_problem(labels(9, 24)).startswith("9 speakers")
+    assert calibration.sample_problem(labels(25, 2)).startswith("25 speakers and 25 same-speaker pairs")
+    x, voice = synthetic.clustered_unit_vectors(2, 4, dim=16, seed=1)
+    few = calibration.measure(x, voice, group_sizes=(1,))
+    assert few.measured_on["warning"].startswith("measured on 2 speakers and 12 same-speaker pairs")
+    assert "  warning: measured on 2 speakers" in calibration.summary(few)
+    x, voice = synthetic.clustered_unit_vectors(10, 4, dim=16, seed=1)
+    assert "warning" not in calibration.measure(x, voice, group_sizes=(1,)).measured_on
+
+
+def test_the_demo_calibrates_without_the_override():
+    """`speechid demo` measures its operating points on its dev voices (synth: a tenth of the speakers, each
+    with ``heldout_clips`` clips); they must clear the bar without --force."""
+    from speechid.app.demo import DemoConfig
+
+    demo = DemoConfig()
+    dev_speakers = max(1, int(round(0.1 * demo.speakers)))  # speechid.corpora.synth.make_corpus's dev split
+    assert dev_speakers * demo.heldout_clips <= demo.max_dev_clips  # every dev clip is used
+    assert calibration.sample_problem([s for s in range(dev_speakers) for _ in range(demo.heldout_clips)]) is None
+
+
+def test_calibrate_cli_states_the_rule_and_refuses_in_one_line(tiny_data, tmp_path, capsys):
+    from speechid.model.export import export_model
+    from speechid.model.features import FeatureConfig
+    from speechid.model.network import NetworkConfig, build_embedder
+    from tests.conftest import run_cli
+
+    code, err, out = run_cli(["calibrate", "--help"], capsys)
+    assert code == 0 and "at least 10 speakers and 50 same-speaker clip pairs" in " ".join(out.split())
+    fc, mean, var = FeatureConfig(n_mels=16), np.full(16, -4.0, np.float32), np.full(16, 5.0, np.float32)
+    net = NetworkConfig(lstm_units=(8,), bidirectional=False, embedding_dim=5)
+    model = str(tmp_path / "m")
+    export_model(build_embedder(mean, var, fc, net).get_weights(), model, mel_mean=mean, mel_var=var, features=fc,
+                 network=net, window_s=1.0, hop_s=0.5, data_fingerprint="test")
+    before = (tmp_path / "m" / "config.json").read_text()
+    code, err, out = run_cli(["calibrate", "--model", model, "--data", tiny_data, "--split", "dev"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"{tiny_data}: the dev split holds 3 speakers and 18 same-speaker pairs (12 clips)" in err[0]
+    assert (tmp_path / "m" / "config.json").read_text() == before
+    code, err, out = run_cli(["calibrate", "--model", model, "--data", tiny_data, "--split", "dev", "--force"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["operating_points"]["measured_on"]["warning"].startswith("measured on 3 speakers")
+    assert "warning: measured on 3 speakers" in out

@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from speechid.app.commands import THRESHOLD, format_table
+from speechid.model.calibration import MIN_SAME_PAIRS, MIN_SPEAKERS
 
 
 def _given(**kwargs) -> dict:
@@ -239,15 +240,21 @@ def compare(model_dir, threshold, as_json, files):
         sys.exit(2)  # the CLI's exit code for bad input (click's ctx.exit returns it unseen outside standalone mode)
 
 
-@click.command()
+@click.command(help=(
+    "Measure the model's operating points on labelled speakers and rewrite its config.json.\n\n"
+    f"Refused unless the split holds at least {MIN_SPEAKERS} speakers and {MIN_SAME_PAIRS} same-speaker clip pairs "
+    f"(so one misjudged pair moves the FRR by at most {100 / MIN_SAME_PAIRS:g} points): fewer measure nothing. "
+    "--force writes them anyway, with the warning recorded in config.json."))
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="A `speechid prep` output with speaker labels (your own domain).")
 @click.option("--split", default="dev", show_default=True, help="A split of speakers the model never trained on.")
 @click.option("--max-clips", type=click.IntRange(min=4), default=2000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def calibrate(model_dir, data_dir, split, max_clips, seed):
-    """Measure the model's operating points on labelled speakers and rewrite its config.json."""
+@click.option("--force", is_flag=True,
+              help="Write operating points measured on too few speakers or pairs anyway, with a warning recorded "
+                   "in config.json.")
+def calibrate(model_dir, data_dir, split, max_clips, seed, force):
     from speechid.model.calibration import calibrate as run_calibrate
 
-    run_calibrate(model_dir, data_dir, split=split, max_clips=max_clips, seed=seed, log=click.echo)
+    run_calibrate(model_dir, data_dir, split=split, max_clips=max_clips, seed=seed, force=force, log=click.echo)
