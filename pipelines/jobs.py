@@ -173,11 +173,50 @@ def _worker_message(dump: str, with_location: bool = True) -> str:
     return f"{message} ({entry.log_location})" if entry.log_location and with_location else message
 
 
+class InProcessNoiseFilter(logging.Filter):
+    """Drops the two warnings bundles run in this process print (the default in-memory mode) that
+    ``WorkerLogFilter`` drops for worker processes: Beam's "Resource module is not available" (logged on the
+    root logger) and Keras's "No training configuration found in save file" (RunInference loads the model
+    for inference only). Nothing else; SPEECHID_DEBUG=1 keeps them."""
+
+    NOISE = ("Resource module is not available", "No training configuration found in save file")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("SPEECHID_DEBUG") or record.levelno >= logging.ERROR:
+            return True
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.NOISE))
+
+
+class DiskFullFilter(logging.Filter):
+    """Drops Beam's log of a bundle that failed because the disk filled up (a traceback through TensorFlow's
+    or Beam's writers): the run then fails with one line naming the output and the space it needed
+    (``speechid.outputs.fail``). SPEECHID_DEBUG=1 keeps it."""
+
+    LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if os.environ.get("SPEECHID_DEBUG"):
+            return True
+        text = record.getMessage() + (record.exc_text or "")
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return "No space left on device" not in text and "[Errno 28]" not in text
+
+
 def quiet_worker_logs() -> None:
-    """Install ``WorkerLogFilter`` on the runner's relay logger (once per process)."""
+    """Install ``WorkerLogFilter`` on the runner's relay logger, ``InProcessNoiseFilter`` on the loggers
+    in-process bundles use and ``DiskFullFilter`` on Beam's bundle-failure loggers (once per process)."""
     relay = logging.getLogger(WORKER_LOG_RELAY)
     if not any(isinstance(f, WorkerLogFilter) for f in relay.filters):
         relay.addFilter(WorkerLogFilter())
+    for name in (None, "tensorflow"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, InProcessNoiseFilter) for f in logger.filters):
+            logger.addFilter(InProcessNoiseFilter())
+    for name in DiskFullFilter.LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DiskFullFilter) for f in logger.filters):
+            logger.addFilter(DiskFullFilter())
 
 
 def run_and_wait(p: beam.Pipeline):

@@ -32,6 +32,7 @@ Errors name the path as the user gave it, never the staging folder.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -168,6 +169,10 @@ def check_output(
     if is_local(path):
         if os.path.lexists(path) and not os.path.isdir(path):
             raise OutputError(f"{flag} {output}: exists and is not a folder")
+        if replace and os.path.ismount(path):
+            raise OutputError(f"{flag} {output}: is a mount point, and a finished result is moved into place by "
+                              f"renaming a folder, which a mount point cannot take; choose a folder inside it "
+                              f"(e.g. {os.path.join(output, 'out')})")
         files = list_files(path) if os.path.isdir(path) else []
     else:
         files = list_files(path)
@@ -427,13 +432,57 @@ def claim(folder: str, command: str, inputs: Iterable[str] = (), flag: str = "--
     return path
 
 
+def _disk_full(error: BaseException) -> bool:
+    """``error`` or one it wraps is "no space left" (Beam re-raises a worker's OSError as text in a
+    RuntimeError, so the text counts too)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "[Errno 28]" in str(error) or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _size(folder: str) -> int:
+    total = 0
+    for rel in list_files(folder) if is_local(folder) else []:
+        if rel == MARKER:
+            continue
+        try:
+            total += os.path.getsize(os.path.join(folder, rel))
+        except OSError:
+            pass
+    return total
+
+
 def fail(staging: str, error: BaseException) -> None:
     """``discard`` the staging folder of a run that raised ``error``; when an input it read was replaced
-    meanwhile (the likely cause of a file vanishing mid-read), raise that as one line instead."""
-    problem = None if isinstance(error, (KeyboardInterrupt, OutputError)) else replaced_input(staging)
+    meanwhile (the likely cause of a file vanishing mid-read), or the disk filled up, raise that as one
+    line naming the output instead."""
+    problem = None
+    if not isinstance(error, (KeyboardInterrupt, OutputError)):
+        problem = replaced_input(staging)
+        if problem is None and _disk_full(error):
+            output = (read_marker(staging) or {}).get("staging_for") or staging.rsplit(STAGING_INFIX, 1)[0]
+            written = _size(staging)
+            problem = (f"{output}: the disk filled up while this run wrote it (no space left on device); "
+                       f"nothing was published and what it had written is removed. It needs more than "
+                       f"{_human(written)} free there (that much was written when the disk filled): free space "
+                       "or choose another --output")
     discard(staging)
     if problem:
         raise OutputError(problem) from error
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def discard(staging: str) -> None:

@@ -135,3 +135,26 @@ def test_relayed_worker_logs_keep_only_errors_and_progress_as_plain_lines(caplog
         _relay(warn, info, error, progress)
     relayed = [r for r in caplog.records if r.name == jobs.WORKER_LOG_RELAY]
     assert len(relayed) == 4 and all(r.getMessage().startswith("Worker: severity:") for r in relayed)
+
+
+def test_in_process_bundles_keep_the_same_two_warnings_off_the_console(caplog, monkeypatch):
+    """The default in-memory mode runs bundles in this process: Beam's and Keras's two warnings that
+    ``WorkerLogFilter`` drops for worker processes are dropped here too, and nothing else is."""
+    import logging
+
+    monkeypatch.delenv("SPEECHID_DEBUG", raising=False)
+    jobs.make_pipeline([])  # the in-process runner: installs the filter
+    with caplog.at_level(logging.INFO):
+        logging.getLogger().warning("Resource module is not available for current platform, memory usage cannot "
+                                    "be fetched.")
+        logging.getLogger("tensorflow").warning("No training configuration found in save file, so the model was "
+                                                "*not* compiled. Compile it manually.")
+        logging.getLogger().warning("a warning a user needs")
+        logging.getLogger("tensorflow").error("No training configuration found in save file (as an error: kept)")
+    assert [r.getMessage() for r in caplog.records] == [
+        "a warning a user needs", "No training configuration found in save file (as an error: kept)"]
+    caplog.clear()
+    monkeypatch.setenv("SPEECHID_DEBUG", "1")
+    with caplog.at_level(logging.INFO):
+        logging.getLogger().warning("Resource module is not available for current platform")
+    assert len(caplog.records) == 1

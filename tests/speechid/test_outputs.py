@@ -336,3 +336,62 @@ def test_a_failure_while_an_input_was_replaced_is_reported_as_the_replacement(tm
             open(os.path.join(src, "a.tar.gz"))  # the file it was reading is gone: FileNotFoundError
     assert isinstance(caught.value.__cause__, FileNotFoundError)
     assert sorted(os.listdir(tmp_path)) == ["corpus"]
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   RuntimeError("Pipeline failed: OSError: [Errno 28] No space left on device")])
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path, error):
+    out = str(tmp_path / "out")
+    with pytest.raises(OutputError) as caught:
+        with outputs.staged(out, "prep") as staging:
+            with open(os.path.join(staging, "part-0"), "wb") as f:
+                f.write(b"x" * 2_500)
+            raise error  # as a writer (or Beam, re-raising a worker's error as text) reports it
+    message = str(caught.value)
+    assert message.startswith(f"{out}: the disk filled up") and "needs more than 2.5 KB free" in message
+    assert outputs.STAGING_INFIX not in message and os.listdir(tmp_path) == []
+
+
+def test_a_mount_point_is_refused_before_any_work(tmp_path, monkeypatch):
+    out = tmp_path / "mnt"
+    out.mkdir()
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(out) or real(p))
+    with pytest.raises(OutputError, match="is a mount point.*choose a folder inside it"):
+        outputs.stage(str(out), "prep")
+    assert os.listdir(tmp_path) == ["mnt"]
+    assert outputs.claim(str(out), "train") == str(out)  # a command writing in place may use it
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_and_a_real_mount_point(tiny_disk, tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    with pytest.raises(OutputError, match="is a mount point"):
+        outputs.stage(str(tiny_disk), "synth")
+    out = str(tiny_disk / "corpus")
+    code, err, _ = run_cli(["synth", out, "--speakers", "10", "--clips-per-speaker", "4"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert f"{out}: the disk filled up" in err[0] and "nothing was published" in err[0]
+    assert os.listdir(tiny_disk) == []  # the staging folder is gone, the disk is free again
+
+    from speechid.corpora import synth
+
+    corpus = synth.make_corpus(str(tmp_path / "corpus"), speakers=3, clips_per_speaker=2, seed=5, min_duration=1.0,
+                               max_duration=2.0, extra_fraction=0.0, workers=1)
+    out = str(tiny_disk / "data")
+    code, err, _ = run_cli(["prep", "--input", corpus.tarball, "--output", out], capsys)  # Beam + tf.Transform
+    assert code == 2 and len(err) == 1, err
+    assert f"{out}: the disk filled up" in err[0] and "Traceback" not in err[0]
+    assert os.listdir(tiny_disk) == []
