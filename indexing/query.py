@@ -64,6 +64,9 @@ def _one_thread_if_small(nq: int) -> Iterator[None]:
             faiss.omp_set_num_threads(previous)
 
 
+IDENTICAL_DISTANCE = 1e-3  # closer than this: the same audio (see ClipMatch.identical)
+
+
 @dataclass(frozen=True)
 class ClipMatch:
     """One neighbouring clip. ``distance`` is Euclidean between unit embeddings."""
@@ -89,10 +92,17 @@ class ClipMatch:
     def explanation(self) -> str:
         return verdict_text(self.distance, self.threshold, self.meaning or None)
 
+    @property
+    def identical(self) -> bool:
+        """The query's audio is this clip's (the clip itself, or a byte-for-byte copy): unit embeddings of
+        two recordings, even of one voice, are never this close; one file embedded twice is (up to float
+        rounding between the batch pipeline and the Encoder)."""
+        return self.distance < IDENTICAL_DISTANCE
+
     def to_dict(self) -> dict:
         return {"rank": self.rank, "clip_id": self.clip_id, "speaker_id": self.speaker_id, "source": self.source,
                 "euclidean_distance": round(self.distance, 6), "verdict": self.verdict,
-                "explanation": self.explanation}
+                "explanation": self.explanation, "identical_audio": self.identical}
 
 
 @dataclass(frozen=True)

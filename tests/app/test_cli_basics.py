@@ -15,8 +15,17 @@ def run(*args, **kw):
 def test_help_and_version():
     r = run("--help")
     assert r.returncode == 0 and "synth" in r.stdout
+    listing = " ".join(r.stdout.split("Commands:")[1].split())  # each command's first sentence, whole
+    assert "Find client_ids that are one voice and clips whose label looks wrong." in listing
+    assert "Nearest clips or speakers of each CLIP, with Euclidean distance and same/different verdict." in listing
+    assert "..." not in listing
     r = run("--version")
     assert r.returncode == 0 and __version__ in r.stdout
+
+
+def test_a_misspelt_command_gets_the_closest_one():
+    r = run("querry", "a.wav")
+    assert r.returncode == 2 and r.stderr.strip() == "speechid: error: no such command 'querry'; did you mean 'query'?"
 
 
 @pytest.mark.parametrize(

@@ -230,10 +230,46 @@ def test_query_prints_an_aligned_table_with_short_ids_unless_full_ids(tmp_path, 
     head, columns, *rows = out.splitlines()
     assert head.startswith(f"{clip}  (nearest clips; Euclidean distance, same person below 0.830")
     assert columns.split() == ["rank", "speaker_id", "clip_id", "distance", "verdict"] and len(rows) == 3
-    assert rows[0].split() == ["1", f"{ids[0][:16]}…", "clip00000.mp3", "0.0000", "same"]
+    assert rows[0].split()[:5] == ["1", f"{ids[0][:16]}…", "clip00000.mp3", "0.0000", "same"]
+    assert rows[0].endswith("same (the query's own audio: this clip or a copy of it)")  # distance ~0
+    assert not rows[1].endswith(")")
     assert len({r.index(" clip") for r in [columns] + rows}) == 1  # the columns line up
     code, out, err = run(argv + ["--full-ids"], capsys)
     assert code == 0 and out.splitlines()[2].split()[1] == ids[0]
     code, out, err = run(argv + ["--by", "speaker"], capsys)
     assert code == 0 and out.splitlines()[1].split() == ["rank", "speaker_id", "clips", "distance", "verdict"]
     assert all(len(r.split()[1]) == 17 for r in out.splitlines()[2:])
+
+
+def test_query_answers_the_good_clips_and_reports_each_bad_one_on_its_own_line(tmp_path, capsys, monkeypatch):
+    from speechid.errors import AudioError
+    from speechid.model.encoder import Encoder
+
+    x, ids, model = _long_id_index(tmp_path, capsys)
+
+    class FakeEncoder:
+        config = {"model_id": "model-a"}
+
+        def embed(self, path):
+            if path.endswith("missing.mp3"):
+                raise FileNotFoundError(2, "No such file or directory", path)
+            if path.endswith("bad.wav"):
+                raise AudioError("corrupt", path, "not audio")
+            return x[3]
+
+    monkeypatch.setattr(Encoder, "load", classmethod(lambda cls, model_dir, **kw: FakeEncoder()))
+    good = tmp_path / "good.wav"
+    good.write_bytes(b"")
+    argv = ["query", "--index", str(tmp_path / "idx"), "--model", str(model), str(good), str(tmp_path / "missing.mp3"),
+            str(tmp_path / "bad.wav"), "-k", "2"]
+    code, out, err = run(argv, capsys)
+    assert code == 2, err
+    assert out.splitlines()[0].startswith(f"{good}  (nearest clips") and len(out.splitlines()) == 4  # answered
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("speechid query: error:") and "missing.mp3" in lines[0]
+    assert lines[1] == f"speechid query: error: {tmp_path / 'bad.wav'}: corrupt (not audio)"
+    code, out, err = run(argv + ["--json"], capsys)
+    doc = json.loads(out)
+    assert code == 2 and [r["query"] for r in doc["results"]] == [str(good)]
+    assert [f["file"] for f in doc["failed"]] == [str(tmp_path / "missing.mp3"), str(tmp_path / "bad.wav")]
+    assert doc["results"][0]["matches"][0]["identical_audio"] is True

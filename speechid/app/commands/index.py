@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import click
 
@@ -100,7 +101,7 @@ def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neigh
 @click.command("query")
 @click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index`).")
 @click.option("--model", "model_dir", required=True, type=_DIR, help="Model directory the index was embedded with.")
-@click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("clips", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Neighbours per clip.")
 @click.option("--by", type=click.Choice(["clip", "speaker"]), default="clip", show_default=True)
 @click.option("--threshold", type=THRESHOLD, default=None, show_default="the index's",
@@ -118,14 +119,38 @@ def query(index_dir, model_dir, clips, k, by, threshold, as_json, full_ids):
     # Refuse a model of another model_id before importing TensorFlow and loading weights (seconds);
     # query_file checks the loaded encoder again.
     check_model_id(meta["model_id"], read_config(model_dir)["model_id"], index_dir)
+    import numpy as np
+
     import speechid
+    from speechid.errors import SpeechIdError
+    from speechid.indexing.query import check_encoder
 
     encoder = speechid.Encoder.load(model_dir)
-    results = SpeakerIndex.load(index_dir).query_file(clips, encoder, k=k, by=by, threshold=threshold)
+    idx = SpeakerIndex.load(index_dir)
+    check_encoder(idx.meta, encoder, idx.path)
+    vectors, names, failed = [], [], {}
+    for clip in clips:  # a file that cannot be used is reported on its own line; the others are answered
+        try:
+            vectors.append(idx.check_vectors(encoder.embed(clip), where=clip)[0])
+            names.append(clip)
+        except SpeechIdError as e:
+            failed[clip] = " ".join(str(e).split())
+        except OSError as e:
+            failed[clip] = f"{e.filename or clip}: {e.strerror or e}"
+    results = idx.query(np.stack(vectors), k=k, by=by, threshold=threshold, names=names) if vectors else []
     if as_json:
         click.echo(json.dumps({"index": index_dir, "model_id": meta["model_id"],
-                               "results": [r.to_dict() for r in results]}, indent=2))
-        return
+                               "results": [r.to_dict() for r in results],
+                               "failed": [{"file": f, "error": why} for f, why in failed.items()]}, indent=2))
+    else:
+        _print_results(results, by, full_ids)
+    for why in failed.values():
+        click.echo(f"speechid query: error: {why}", err=True)
+    if failed:
+        sys.exit(2)  # bad input, as compare does; the good clips were answered above
+
+
+def _print_results(results, by: str, full_ids: bool) -> None:
     for r in results:
         by_separation = any(getattr(m, "separation", None) is not None for m in r.matches)
         stat = "separation" if by_separation else "Euclidean distance"
@@ -133,7 +158,9 @@ def query(index_dir, model_dir, clips, k, by, threshold, as_json, full_ids):
                    f"{r.meaning or 'given, not calibrated'})")
         rows = [(m.rank, (m.speaker_id or "-") if full_ids else short_id(m.speaker_id),
                  m.clip_id if by == "clip" else m.n_clips, f"{m.distance:.4f}",
-                 *((f"{m.separation:.3f}",) if by_separation else ()), m.verdict) for m in r.matches]
+                 *((f"{m.separation:.3f}",) if by_separation else ()),
+                 m.verdict + (" (the query's own audio: this clip or a copy of it)"
+                              if getattr(m, "identical", False) else "")) for m in r.matches]
         head = ("rank", "speaker_id", "clip_id" if by == "clip" else "clips", "distance",
                 *(("separation",) if by_separation else ()), "verdict")
         right = (0, 3) if by == "clip" else (0, 2, 3, 4) if by_separation else (0, 2, 3)
