@@ -99,7 +99,8 @@ def run_one(n: int, args, work: str) -> dict:
 
     log(f"n={n}: data written ({out['data_s']} s); building")
     with Timer() as t:
-        summary = build_index(emb_dir, os.path.join(work, f"index-{n}"), kind=args.kind, nprobe=args.nprobe)
+        summary = build_index(emb_dir, os.path.join(work, f"index-{n}"), kind=args.kind, nprobe=args.nprobe,
+                              threshold=args.threshold)  # seeded vectors: no model, so no operating points
     out.update(kind=summary.kind, params=summary.params, build_s=t.wall, build_cpu_s=t.cpu)
     log(f"n={n}: built {summary.kind} {summary.params} in {t.wall} s; queries")
     shutil.rmtree(emb_dir)
@@ -131,7 +132,8 @@ def run_one(n: int, args, work: str) -> dict:
 
     log(f"n={n}: queries done (recall@1 {out['recall_at_1']}); dedup")
     with Timer() as t:
-        res = dedup(idx, os.path.join(work, f"dedup-{n}"), truth=truth, nprobe=args.dedup_nprobe)
+        res = dedup(idx, os.path.join(work, f"dedup-{n}"), truth=truth, nprobe=args.dedup_nprobe,
+                    merge_threshold=args.merge_threshold)
     out["dedup_s"], out["dedup_cpu_s"] = t.wall, t.cpu
     log(f"n={n}: dedup {t.wall} s wall, {t.cpu} s CPU; exact pair check")
     s = res.summary
@@ -175,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--exact-subset", type=int, default=2000, help="rows whose exact range search checks dedup")
     p.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.83,
+                   help="clip-level Euclidean threshold (the vectors come from no model, so no operating points)")
+    p.add_argument("--merge-threshold", type=float, default=2.0,
+                   help="speaker-level separation under which dedup merges two ids (about 1 for one voice)")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     import faiss
