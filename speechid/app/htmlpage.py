@@ -18,14 +18,18 @@ _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;padding:0 1em;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:2.2em;border-bottom:1px solid #ddd}
 h3{font-size:1.05em;margin-top:1.4em}.sub{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left;
-vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}.figs img{max-width:540px;border:1px solid #eee}
-.figs.three img{max-width:365px}.figs.three figcaption{max-width:365px}
-figcaption{font-size:.9em;color:#555;max-width:540px}code{background:#f4f4f4;padding:0 .2em}
+table{border-collapse:collapse;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}
+td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left;vertical-align:top}th{background:#f4f4f4}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0;max-width:100%}
+.figs img{width:540px;max-width:100%;height:auto;border:1px solid #eee}
+.figs.three img{width:365px}.figs.three figcaption{max-width:min(365px,100%)}
+figcaption{font-size:.9em;color:#555;max-width:min(540px,100%)}code{background:#f4f4f4;padding:0 .2em;
+overflow-wrap:anywhere}pre{white-space:pre-wrap;overflow-wrap:anywhere}
 .id{font-family:ui-monospace,monospace;border-bottom:1px dotted #999;cursor:help}
-.answer{display:flex;flex-wrap:wrap;gap:1em}.card{flex:1 1 420px;border:1px solid #ccc;border-radius:6px;
-padding:.8em 1.1em;background:#fafafa}.card h3{margin-top:0}.big{font-size:1.8em;font-weight:600}
+.answer{display:flex;flex-wrap:wrap;gap:1em}.card{flex:1 1 min(420px,100%);box-sizing:border-box;
+border:1px solid #ccc;border-radius:6px;padding:.8em 1.1em;background:#fafafa;min-width:0}.card h3{margin-top:0}
+.big{font-size:1.8em;font-weight:600}
 .card ul{padding-left:1.2em}.ok{border-left:6px solid #2a2}.warn{border-left:6px solid #e90}
 .bad{border-left:6px solid #d33}
 .bar{display:inline-block;height:.8em;background:#7aa7d8;vertical-align:middle}
@@ -100,7 +104,8 @@ def write_html(path: str, title: str, sections: list[tuple[str, str]], subtitle:
     body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
     sub = f'<p class="sub">{subtitle}</p>' if subtitle else ""
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{sub}\n{body}\n</body></html>\n"
     )
     tmp = path + ".tmp"
