@@ -23,7 +23,7 @@ td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left;vertical-align:top
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0;max-width:100%}
 .figs img{width:540px;max-width:100%;height:auto;border:1px solid #eee}
-.figs.three img{width:365px}.figs.three figcaption{max-width:min(365px,100%)}
+.figs.three img{width:540px}
 figcaption{font-size:.9em;color:#555;max-width:min(540px,100%)}code{background:#f4f4f4;padding:0 .2em;
 overflow-wrap:anywhere}pre{white-space:pre-wrap;overflow-wrap:anywhere}
 .id{font-family:ui-monospace,monospace;border-bottom:1px dotted #999;cursor:help}
@@ -120,6 +120,6 @@ def png(fig) -> bytes:
 
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # no axis label cut at the edge
     plt.close(fig)
     return buf.getvalue()

@@ -53,7 +53,7 @@ def training_curve_png(history: list[dict]) -> bytes:
                  label=f"kept: epoch {best[0]}, EER {100 * best[1]:.1f}%")
         ax2.set_ylabel("dev EER (%)", color="tab:red")
         lines = ax.get_lines() + ax2.get_lines()
-        ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=8)
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=9)
     ax.set_title("Training: loss and dev EER per epoch")
     ax.grid(True, alpha=0.3)
     return png(fig)
@@ -71,11 +71,11 @@ def merge_curve_png(curve: list[dict], marks: list[tuple[float, str, str]]) -> b
     for x, label, colour in marks:
         ax.axvline(x, color=colour, linestyle="--", linewidth=1, label=label)
     ax.axhline(100 * TARGET, color="grey", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("merge threshold (separation: distance between two ids' mean voices in standard errors)")
+    ax.set_xlabel("merge threshold (separation: the distance between two ids'\nmean voices, in standard errors)")
     ax.set_ylabel("%")
     ax.set_ylim(-3, 103)
     ax.set_title("Dedup: client_id merges vs planted aliases")
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=9, loc="center right")
     ax.grid(True, alpha=0.3)
     return png(fig)
 
@@ -319,7 +319,7 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
     curve = dd.get("merge_curve") or []
     if curve:
         marks = []
-        shades = ("#f08080", "#e03030", "#b01010", "#700000")  # lighter for smaller groups
+        shades = ("#ff7f0e", "#8c564b", "#1f77b4", "#000000")  # distinct, one per group size
         points = _merge_points(ops)
         marks += [(tt, f"default for {n}+ clips", shades[min(i, len(shades) - 1)])
                   for i, (n, tt) in enumerate(points[-len(shades):])]

@@ -86,7 +86,7 @@ def test_all_pairs_eer_separated_clusters():
 def test_pictures_mark_the_threshold_and_the_seeds(tmp_path):
     from speechid.model.evaluation import _threshold_marks, plot_figures
 
-    assert [label for _, label, _ in _threshold_marks(0.741, 0.83)] == ["threshold 0.741", "seed's 0.83"]
+    assert [label for _, label, _ in _threshold_marks(0.741, 0.83)] == ["threshold 0.741", "original project's 0.83"]
     assert len(_threshold_marks(0.83, 0.83)) == 1  # one line when they coincide
     assert len(_threshold_marks(0.741, None)) == 1
     rng = np.random.default_rng(0)
