@@ -90,6 +90,7 @@ def verification_metrics(same: np.ndarray, diff: np.ndarray, threshold: float, t
     diff = np.asarray(diff, np.float64)
     e, e_t = eer(same, diff)
     frr_t, t_far = frr_at_far(same, diff, target_far)
+    ref_far, ref_frr = rates_at(same, diff, THRESHOLD)
     return {
         "distance": "euclidean",
         "eer": e,
@@ -101,6 +102,9 @@ def verification_metrics(same: np.ndarray, diff: np.ndarray, threshold: float, t
         "target_far": float(target_far),
         "frr_at_target_far": frr_t,
         "threshold_at_target_far": t_far,
+        # the original project's threshold on these same trials, so every rate quoted beside the default's
+        # comes from one data set
+        "at_reference": {"threshold": THRESHOLD, "far": ref_far, "frr": ref_frr},
         "same_trials": int(same.size),
         "different_trials": int(diff.size),
         "trials": int(same.size + diff.size),

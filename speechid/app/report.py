@@ -213,9 +213,14 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
     far_t, frr_t = 1 - metrics["specificity"], 1 - metrics["sensitivity"]
     meaning = ops.clip.describe(t, prefer=ops.default) if ops else "given, not calibrated"
     ref = ""
-    if ops is not None:
+    at_ref = metrics.get("at_reference")
+    if at_ref:  # the same test trials as the default's rates: one data set per card
+        ref = (f"At the original project's {THRESHOLD:g}: FAR {pct(at_ref['far'])} / FRR {pct(at_ref['frr'])} on "
+               "the same test trials.")
+    elif ops is not None:  # a run evaluated before metrics.json carried it: say where the rates come from
         rfar, rfrr = ops.clip.rates(THRESHOLD)
-        ref = f" At the seed's {THRESHOLD:g}: FAR {pct(rfar)} / FRR {pct(rfrr)} on dev speakers."
+        ref = (f"At the original project's {THRESHOLD:g}: FAR {pct(rfar)} / FRR {pct(rfrr)} on dev speakers "
+               "(not the test trials above).")
     cls = "ok" if e <= 0.05 else "warn" if e <= 0.15 else "bad"
     tip = ("" if e <= 0.1 else "<li>EER above 10%: train longer or on more speakers (<code>speechid train "
                                "--epochs</code>); compare groups of clips rather than single clips.</li>")
@@ -271,9 +276,10 @@ def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str,
                   who: str = "test speakers") -> str:
     pics = figures([
         (os.path.join(eval_dir, "det.png"), f"DET curve on {who}: the EER point, the default threshold and "
-                                            f"the seed's {THRESHOLD:g} marked with their FAR/FRR."),
+                                            f"the original project's {THRESHOLD:g} marked with their FAR/FRR."),
         (os.path.join(eval_dir, "histograms.png"), "Same- and different-speaker distances with both thresholds."),
-        (os.path.join(eval_dir, "boxplot.png"), "The seed's boxplot of same vs different distances."),
+        (os.path.join(eval_dir, "boxplot.png"),
+         "Same vs different distances as a boxplot (the original project's picture)."),
     ], css="figs three")
     rows = [
         ("equal error rate", f"{pct(metrics['eer'], 2)} at {metrics['eer_threshold']:.3f}"),
@@ -422,7 +428,8 @@ def _pipeline(run: dict, prep: dict | None, embed: dict | None, prep_examples: d
     if prep:
         rows = [(s, prep["records"].get(s, 0), f"{prep['hours'].get(s, 0.0):.2f}", prep.get("speakers", {}).get(s, 0))
                 for s in prep.get("records", {})]
-        out.append("<h3>Prepared data</h3>" + table(rows, ("split", "clips", "hours", "speakers")))
+        out.append("<h3>Prepared data</h3>"
+                   + table(rows, ("split", "clips", "hours", "client_ids (an aliased voice counts twice)")))
         rec = prep.get("reconciliation", {})
         out.append(f"<p>{html.escape(rec.get('rows', ''))}; {html.escape(rec.get('clips', ''))}: "
                    f"{'the counts reconcile' if rec.get('balanced') else '<b>the counts do NOT reconcile</b>'}.</p>")
