@@ -127,6 +127,19 @@ def test_the_answer_comes_first_and_names_the_thresholds(page):
     assert "RMS" not in text  # the statistic merges were decided by before
     # recall is low: the advice reads the threshold off the curve (highest recall at precision >= 90%)
     assert "--merge-threshold 3.00" in answer
+    # 2 of 4 proposed pairs right, 2 of 8 planted found: the sample size and 95% intervals are on the card
+    assert "Measured on 8 planted pairs and 4 proposed" in answer
+    assert "precision 15%–85%, recall 7%–59%" in answer.replace("&ndash;", "–")
+
+
+def test_a_perfect_score_on_a_few_pairs_is_not_green():
+    from speechid.app.report import wilson
+
+    lo, hi = wilson(8, 8)
+    assert round(lo, 3) == 0.676 and hi == 1.0  # 8 of 8: the interval still reaches down to 68%
+    assert wilson(0, 0) is None
+    lo, hi = wilson(900, 1000)
+    assert 0.87 < lo < 0.9 < hi < 0.92
 
 
 def test_merge_proposals_show_separations(page):
