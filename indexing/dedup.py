@@ -381,7 +381,7 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         pts = [(lp.n, lp.point(ops.merge)) for lp in ops.speaker]
         merge_meaning = "; ".join(f"{n}+ clips: {p.threshold:.2f} (FAR {100 * p.far:.2g}% / FRR {100 * p.frr:.2g}%)"
                                   for n, p in pts)
-        merge_meaning += f" (speaker-level {ops.merge} points on dev speakers: far_0.1%, capped at frr_1%)"
+        merge_meaning += " (speaker-level merge points on dev speakers: FAR 0.1%, capped at FRR 1%)"
     else:
         merge_rule = 0.0
         merge_meaning = ("nothing merged: " + (ops.no_speaker_level() if ops is not None else

@@ -34,7 +34,7 @@ from speechid import separation
 from speechid.errors import ConfigError
 from speechid.indexing import store
 from speechid.indexing.build import apply_search_params
-from speechid.operating_points import OperatingPoints, is_same, verdict_text, verdict_word
+from speechid.operating_points import OperatingPoints, is_same, point_words, verdict_text, verdict_word
 
 BY = ("clip", "speaker")
 SMALL_BATCH = 16  # queries per call below which FAISS runs on one thread (see _one_thread_if_small)
@@ -387,7 +387,7 @@ class SpeakerIndex:
         groups = separation.Groups.of_sums(centroids * (norm * n)[:, None], n)
         lp = ops.speaker_level(1)
         point = lp.point(ops.default)
-        meaning = (f"speaker level: {point.name} point for one clip, FAR {100 * point.far:.2g}% / FRR "
+        meaning = (f"speaker level: the {point_words(point.name)} for one clip, FAR {100 * point.far:.2g}% / FRR "
                    f"{100 * point.frr:.2g}% on dev speakers; the speaker's own spread weighs the distance")
         return point.threshold, meaning, groups, groups.pooled_spread()
 

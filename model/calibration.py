@@ -43,6 +43,7 @@ from speechid.operating_points import (
     LevelPoints,
     OperatingPoint,
     OperatingPoints,
+    point_words,
 )
 from speechid.separation import Groups, separation
 
@@ -165,7 +166,7 @@ def measure(emb: np.ndarray, speakers, *, measured_on: dict | None = None, group
 def summary(ops: OperatingPoints) -> str:
     """A few lines for a person: each level's named thresholds and rates."""
     lines = [f"operating points on {ops.measured_on.get('speakers')} {ops.measured_on.get('split', '')} speakers "
-             f"({ops.measured_on.get('clips')} clips); default {ops.default} = {ops.threshold:.3f}"]
+             f"({ops.measured_on.get('clips')} clips); default: the {point_words(ops.default)} = {ops.threshold:.3f}"]
     if ops.measured_on.get("warning"):
         lines.append(f"  warning: {ops.measured_on['warning']}")
     for lp in (ops.clip, *ops.speaker):

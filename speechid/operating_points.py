@@ -5,7 +5,7 @@ model's config.json under ``operating_points``; an index built from the model ca
 (``speechid.indexing.build``). This module is the one reader of that block: ``OperatingPoints.from_dict``
 validates it, and every verdict text is made here, so each one names its threshold and its error rates::
 
-    same: 0.612 < 0.741 (seed operating point: FAR 1.7% / FRR 38.1% on dev speakers)
+    same: 0.612 < 0.741 (FAR 1.7% point (the original project's specificity): FAR 1.7% / FRR 38.1% on dev speakers)
 
 Two levels:
 
@@ -18,7 +18,7 @@ Two levels:
   Client_id merges in ``speechid dedup`` are decided at this level.
 
 Named points at each level: ``seed`` (the SpeechIdentity seed's specificity, 98.3%: FAR 1.7%), ``far_1%``,
-``far_0.1%``, ``eer`` and ``at_<reference>`` (FAR/FRR at the seed's 0.83). The model's default clip
+``far_0.1%``, ``eer`` and ``at_<reference>`` (FAR/FRR at the original project's 0.83). The model's default clip
 threshold is its ``seed`` point; dedup merges ids at the speaker level's ``merge`` point: ``far_0.1%`` (a corpus
 of N ids compares N^2/2 pairs of them, so a merge needs a much lower FAR than one verification), but no
 higher than ``frr_1%``, where 99% of same-voice trials already pass (one voice's separation does not grow
@@ -49,6 +49,25 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2g}%" if 0 < x < 0.01 else f"{100 * x:.1f}%"
 
 
+# The named points in words, for people: config.json keeps the short keys. "seed" is the key of the point at
+# the original project's specificity (its 0.83 threshold kept 98.3% of different-speaker pairs apart).
+POINT_WORDS = {
+    "seed": "FAR 1.7% point (the original project's specificity)",
+    "far_1%": "FAR 1% point",
+    "far_0.1%": "FAR 0.1% point",
+    "eer": "equal-error point",
+    "frr_1%": "FRR 1% point",
+    "merge": "merge point",
+}
+
+
+def point_words(name: str) -> str:
+    """A named point as a person reads it (``at_0.83``: the original project's threshold)."""
+    if name.startswith("at_"):
+        return f"the original project's {name[3:]}"
+    return POINT_WORDS.get(name, name)
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """A threshold (Euclidean; "same" as ``is_same`` decides) and its error rates on the dev trials."""
@@ -59,7 +78,7 @@ class OperatingPoint:
     frr: float  # same-speaker trials rejected
 
     def meaning(self) -> str:
-        return f"{self.name} operating point: FAR {_pct(self.far)} / FRR {_pct(self.frr)} on dev speakers"
+        return f"{point_words(self.name)}: FAR {_pct(self.far)} / FRR {_pct(self.frr)} on dev speakers"
 
 
 @dataclass(frozen=True)
@@ -186,7 +205,7 @@ class OperatingPoints:
         return ts[i]
 
     def verdict(self, distance: float, threshold: float | None = None, n_clips: int | None = None) -> str:
-        """"same: 0.612 < 0.741 (seed operating point: FAR 1.7% / FRR 38% on dev speakers)"."""
+        """"same: 0.612 < 0.741 (FAR 1.7% point (...): FAR 1.7% / FRR 38% on dev speakers)"."""
         level = self.clip if n_clips is None else self.speaker_level(n_clips)
         name = self.default if n_clips is None else self.merge
         if threshold is None:

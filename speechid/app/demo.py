@@ -11,7 +11,7 @@ synth (planted aliases and bad clips) -> prep (Beam DirectRunner + tf.Transform)
     <workdir>/embeddings/  Parquet
     <workdir>/index/       the FAISS index
     <workdir>/dedup/       clusters, merge proposals, summary.txt (at the model's operating points)
-    <workdir>/dedup-0.83/  the same with the seed's 0.83 as the clip threshold, for comparison
+    <workdir>/dedup-0.83/  the same with the original project's 0.83 as the clip threshold, for comparison
     <workdir>/demo.json    the run record: stage times, per-epoch training curve, the model's operating points
     <workdir>/report.html  the answer first, then everything above, on one page (``speechid.app.report``)
 
@@ -72,7 +72,7 @@ def workdir_paths(workdir: str) -> dict[str, str]:
     """Where each stage of a demo run in ``workdir`` writes (and where the report reads)."""
     workdir = os.path.abspath(workdir)
     paths = {k: os.path.join(workdir, k) for k in ("corpus", "data", "model", "eval", "embeddings", "index", "dedup")}
-    paths["dedup_seed"] = os.path.join(workdir, f"dedup-{THRESHOLD:g}")  # the seed's 0.83 as the clip threshold
+    paths["dedup_seed"] = os.path.join(workdir, f"dedup-{THRESHOLD:g}")  # 0.83 as the clip threshold
     paths["run"] = os.path.join(workdir, RUN_RECORD)
     return paths
 
@@ -220,7 +220,7 @@ def index_stage(paths: dict, ops, model_config: dict, figs: dict, log) -> None:
 
 
 def dedup_stage(paths: dict, truth: dict, figs: dict, log) -> None:
-    """Dedup against ``truth`` at the model's operating points, and again with the seed's 0.83 as the clip
+    """Dedup against ``truth`` at the model's operating points, and again with the original project's 0.83 as the clip
     threshold (client_id merges stay at the speaker level: 0.83 is a distance between two clips)."""
     from speechid.indexing import dedup
 
@@ -301,7 +301,8 @@ def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
         ("prep counts reconcile", str(f["prep_balanced"])),
         ("training time", f"{f['train_seconds']:.0f} s ({f['trainable_parameters']:,} parameters)"),
         ("test EER", pct(ev["eer"])),
-        ("default threshold (seed operating point on dev speakers)", f"{t:.3f} (the seed's is {THRESHOLD:g})"),
+        ("default threshold (FAR 1.7% on dev speakers: the original project's specificity)",
+         f"{t:.3f} (the original project used {THRESHOLD:g})"),
         (f"sensitivity / specificity at {t:.3f} (test speakers)",
          f"{pct(ev.get('sensitivity'))} / {pct(ev.get('specificity'))}"),
         ("minDCF (p_target 0.01 / 0.05)", f"{ev['min_dcf']['0.01']:.3f} / {ev['min_dcf']['0.05']:.3f}"),

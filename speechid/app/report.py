@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from speechid.app.htmlpage import Raw, figures, finite, pct, png, short_id, table, write_html
 from speechid.config import THRESHOLD
-from speechid.operating_points import OperatingPoints
+from speechid.operating_points import OperatingPoints, point_words
 from speechid.truth import read_truth
 
 TARGET = 0.9  # the precision/recall the advice aims for
@@ -287,7 +287,7 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
         f"<p>of client_id merges against the planted aliases: {counts}. Two ids merge when their separation "
         f"(the distance between their mean voices in standard errors of that difference, from each id's own "
         f"spread: about 1 for one voice under two ids, growing with the clips between two voices) is under the "
-        f"speaker-level {html.escape(ops.merge if ops else '')} point for their clip counts "
+        f"speaker-level {html.escape(point_words(ops.merge) if ops else 'merge point')} for their clip counts "
         f"({rule}).{seed_txt}</p>{small}<ul>{advice}</ul></div>"
     )
     side = _side_by_side(real) if real else ""
@@ -335,9 +335,9 @@ def _verification(metrics: dict, ops: OperatingPoints | None, eval_dir: str,
                     f"{pt.threshold:.3f}<br><small>FAR {pct(pt.far, 2)} &middot; FRR {pct(pt.frr, 2)}</small>")
                 row.append(Raw(f"<b>{cell}<br><small>default</small></b>" if name == used else cell))
             prow.append(row)
-        out.append(table(prow, ("level", *names)))
-        out.append(f"<p>Bold: the defaults ({html.escape(ops.default)} for one clip against one clip; "
-                   f"{html.escape(ops.merge)} of the group size for dedup merges).</p>")
+        out.append(table(prow, ("level", *(point_words(n) for n in names))))
+        out.append(f"<p>Bold: the defaults (the {html.escape(point_words(ops.default))} for one clip against one "
+                   f"clip; the {html.escape(point_words(ops.merge))} of the group size for dedup merges).</p>")
     return "\n".join(out)
 
 

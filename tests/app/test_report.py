@@ -67,7 +67,8 @@ def fabricate_run(workdir) -> dict:
                                "training": {"loss": "triplet", "epochs": 3, "best_epoch": 2}, "model_id": "m" * 64,
                                "query": query, "config": {"speakers": 100, "aliases": 8}})
 
-    dd = {"clips": 100, "speakers": 12, "threshold": ops.threshold, "threshold_meaning": "seed operating point",
+    dd = {"clips": 100, "speakers": 12, "threshold": ops.threshold,
+          "threshold_meaning": "FAR 1.7% point (the original project's specificity)",
           "merge_threshold": None,
           "merge_rule": "2+ clips: ... (speaker-level merge points on dev speakers: far_0.1%, capped at frr_1%)",
           "merged_groups": 1, "speakers_in_merged_groups": 2, "suspicious_clips": 0, "clip_clusters": 9,
@@ -140,6 +141,15 @@ def test_a_perfect_score_on_a_few_pairs_is_not_green():
     assert wilson(0, 0) is None
     lo, hi = wilson(900, 1000)
     assert 0.87 < lo < 0.9 < hi < 0.92
+
+
+def test_operating_points_are_named_in_words_and_seed_means_one_thing(page):
+    import html
+
+    text = html.unescape(_text(page))
+    for key in ("far_1%", "far_0.1%", "frr_1%", "at_0.83", "seed operating point", "seed's"):
+        assert key not in text, key
+    assert "FAR 1.7% point (the original project's specificity)" in text and "FRR 1% point" in text
 
 
 def test_merge_proposals_show_separations(page):

@@ -377,8 +377,9 @@ def test_calibrated_index_merges_at_the_speaker_level_point(aliased, tmp_path):
     idx = SpeakerIndex.load(tmp_path / "cal")
     assert idx.threshold == ops.threshold and idx.operating_points.to_dict() == ops.to_dict()
     res = dedup(tmp_path / "cal", tmp_path / "out", truth=truth)
-    assert res.summary["threshold"] == ops.threshold and "seed operating point" in res.summary["threshold_meaning"]
-    assert "merge points on dev speakers: far_0.1%, capped at frr_1%" in res.summary["merge_rule"]
+    assert res.summary["threshold"] == ops.threshold
+    assert "the original project's specificity" in res.summary["threshold_meaning"]
+    assert "merge points on dev speakers: FAR 0.1%, capped at FRR 1%" in res.summary["merge_rule"]
     sp = res.scores["speakers"]
     # the aliases sit about 1 apart, the closest distinct voices 4.6 (over the 5+ clip point, 3.0)
     assert (sp.precision, sp.recall) == (1.0, 1.0)

@@ -134,7 +134,7 @@ def test_verdicts_name_threshold_and_meaning():
     ops = calibration.measure(x, voice, group_sizes=(2,), seed=0)
     t = ops.threshold
     text = ops.verdict(t - 0.1)
-    assert text.startswith(f"same: {t - 0.1:.3f} < {t:.3f} (seed operating point: FAR ")
+    assert text.startswith(f"same: {t - 0.1:.3f} < {t:.3f} (FAR 1.7% point (the original project's specificity): FAR ")
     assert "on dev speakers" in text
     assert ops.verdict(t + 0.1).startswith("different:")
     assert "FAR ~" in ops.verdict(0.5, threshold=1.234)  # a threshold between named points: the curve's rates

@@ -45,7 +45,7 @@ def _embeddings_model(embeddings: str) -> str | None:
               help="auto: exact up to 200k vectors, IVF-Flat above.")
 @click.option("--metric", type=click.Choice(["l2", "ip"]), default="l2", show_default=True,
               help="FAISS metric; results are Euclidean either way.")
-@click.option("--threshold", type=THRESHOLD, default=None, show_default="the model's seed operating point",
+@click.option("--threshold", type=THRESHOLD, default=None, show_default="the model's default operating point",
               help="Euclidean 'same person' threshold for this index.")
 @click.option("--nlist", type=int, default=None, show_default="~4 sqrt(N)", help="IVF cells.")
 @click.option("--nprobe", type=int, default=None, show_default="~1% of cells, >= 16",
@@ -69,7 +69,8 @@ def index(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe)
 @click.command("dedup")
 @click.option("--index", "index_dir", required=True, type=_DIR, help="Index directory (`speechid index`).")
 @click.option("--output", required=True, type=_OUT, help="Directory for the Parquet tables and summary.")
-@click.option("--threshold", type=THRESHOLD, default=None, show_default="the index's: the model's seed operating point",
+@click.option("--threshold", type=THRESHOLD, default=None,
+              show_default="the index's: the model's default operating point",
               help="Clip-level Euclidean threshold.")
 @click.option("--merge-threshold", type=THRESHOLD, default=None,
               show_default="the model's speaker-level point for each pair's clip counts",
