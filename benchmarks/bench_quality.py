@@ -265,8 +265,20 @@ def parse_args(argv):
     return args
 
 
+def _import_everything_now() -> None:
+    """Import every module a run uses before it starts: a run takes tens of minutes, and a module first
+    imported at its end (the export, the scoring) would otherwise be whatever the working tree holds then."""
+    import importlib
+
+    for name in ("speechid.model.trainer", "speechid.model.export", "speechid.model.calibration",
+                 "speechid.model.encoder", "speechid.model.evaluation", "speechid.corpora.release",
+                 "speechid.corpora.recipes", "speechid.pipelines.prep", "speechid.operating_points"):
+        importlib.import_module(name)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    _import_everything_now()
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
     skip = ("output", "peer_python", "train", "test")
