@@ -17,6 +17,8 @@ setup(
     name="speechid",
     version=VERSION,
     description="Speaker identity at corpus scale: Beam prep, LSTM triplet embedder, FAISS dedup.",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.11,<3.13",
     packages=[
         "speechid",
