@@ -8,8 +8,9 @@ Distances are Euclidean between unit embeddings everywhere; the threshold comes 
 """
 
 from speechid.indexing.build import IndexSummary, build_index, choose_kind
-from speechid.indexing.dedup import DedupResult, PairScores, dedup, evaluate_dedup, pairwise_scores, score_groups
+from speechid.indexing.dedup import DedupResult, dedup, evaluate_dedup
 from speechid.indexing.query import ClipMatch, QueryResult, SpeakerIndex, SpeakerMatch
+from speechid.indexing.scores import PairScores, pairwise_scores, score_groups
 from speechid.indexing.store import DimensionMismatchError, IndexDirError, ModelMismatchError, check_model_id
 
 __all__ = [

@@ -24,7 +24,8 @@ the graph, where only linked groups are compared, it is a close approximation. E
 of NumPy passes over the edges, so a million clips take seconds, not a Python loop per merge.
 
 Known limit: a group that is mostly one voice can absorb a few clips of a near neighbour voice (they are a
-minority of its cross pairs); the suspicious-label check in ``speechid.indexing.dedup`` reports such clips.
+minority of its cross pairs). ``speechid dedup`` therefore places clips by the speaker-level decisions
+(``speechid.indexing.clusters``) and uses this linkage only for clips no client_id accounts for.
 """
 
 from __future__ import annotations

@@ -385,8 +385,7 @@ class SpeakerIndex:
         norm = self._speakers.column("mean_norm").to_numpy().astype(np.float64)
         centroids = et.fixed_list_to_numpy(self._speakers.column("centroid").combine_chunks()).astype(np.float64)
         groups = separation.Groups.of_sums(centroids * (norm * n)[:, None], n)
-        lp = ops.speaker_level(1)
-        point = lp.point(ops.default)
+        point = ops.clip_to_speaker_point()
         meaning = (f"speaker level: the {point_words(point.name)} for one clip, FAR {100 * point.far:.2g}% / FRR "
                    f"{100 * point.frr:.2g}% on dev speakers; the speaker's own spread weighs the distance")
         return point.threshold, meaning, groups, groups.pooled_spread()

@@ -268,11 +268,14 @@ def evaluate(
     max_clips: int | None = None,
     truth: Mapping[str, str] | None = None,
     log=print,
+    clip_truth: Mapping[str, str] | None = None,
 ) -> dict:
     """Embed ``split`` of ``data_dir`` with the model in ``model_dir`` and score seeded balanced trials.
 
     ``truth`` (client_id -> true speaker, e.g. a synthetic release's aliases.tsv): trials are labelled by
-    true speaker, so two client_ids of one voice are never scored as a different-speaker trial.
+    true speaker, so two client_ids of one voice are never scored as a different-speaker trial;
+    ``clip_truth`` (clip_id -> true speaker: the clip rows of aliases.tsv) does the same for a clip filed
+    under another voice's client_id.
 
     Writes metrics.json and the PNGs to ``output_dir`` (default ``model_dir``) and metrics.json also to
     ``model_dir`` (the model directory describes its last evaluation). ``threshold`` defaults to the
@@ -293,9 +296,11 @@ def evaluate(
     if separate:
         outputs.check_output(output_dir, "evaluate", [model_dir, data_dir])
 
-    clips, speakers, _ = load_clips(data_dir, split, max_clips=max_clips, seed=seed)
+    clips, speakers, clip_ids = load_clips(data_dir, split, max_clips=max_clips, seed=seed)
     if truth is not None:
         speakers = [truth.get(s, s) for s in speakers]
+    if clip_truth:
+        speakers = [clip_truth.get(c, s) for c, s in zip(clip_ids, speakers, strict=True)]
     emb = encoder.embed_waveforms(clips)
     pairs, same = make_trials(speakers, trials, seed=seed)
     dist = np.linalg.norm(emb[pairs[:, 0]] - emb[pairs[:, 1]], axis=1)

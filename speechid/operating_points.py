@@ -24,6 +24,9 @@ of N ids compares N^2/2 pairs of them, so a merge needs a much lower FAR than on
 higher than ``frr_1%``, where 99% of same-voice trials already pass (one voice's separation does not grow
 with the clips, so a higher threshold would only admit the closest pairs of voices, which a dev set of a few
 speakers cannot measure at 0.1%).
+Dedup flags a clip as not its client_id's voice at ``flag_point``: the n = 1 speaker level's FRR 0.1%, read
+off its stored curve (every clip of a corpus is tested, so the FRR is the share of a clean corpus flagged;
+``speechid.indexing.mislabels``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ SEED_SPECIFICITY = 0.983  # the seed's operating point at 0.83 (sensitivity 60.2
 SEED_FAR = round(1.0 - SEED_SPECIFICITY, 6)
 CLIP_DEFAULT = "seed"  # the model's default "same person" threshold
 MERGE_DEFAULT = "merge"  # the speaker-level point dedup merges client_ids at: min(far_0.1%, frr_1%)
+# Dedup flags a clip as not its client_id's voice at the n = 1 speaker level's FRR 0.1% (read off its curve):
+# every clip of a corpus is tested, so the point's FRR is the share of a clean corpus flagged
+# (speechid.indexing.mislabels says why 0.1% and not the named frr_1%).
+FLAG_FRR = 0.001
+FLAG_POINT = "frr_0.1%"
 CURVE_STEP = 0.01  # the stored clip-level FAR/FRR curve: Euclidean thresholds 0, 0.01, ..., 2.0
 SPEAKER_CURVE_STEP = 0.05  # the speaker level's: separations 0, 0.05, ..., SPEAKER_CURVE_MAX
 SPEAKER_CURVE_MAX = 20.0
@@ -58,6 +66,7 @@ POINT_WORDS = {
     "eer": "equal-error point",
     "frr_1%": "FRR 1% point",
     "merge": "merge point",
+    FLAG_POINT: "FRR 0.1% point",
 }
 
 
@@ -110,6 +119,15 @@ class LevelPoints:
         """(FAR, FRR) at ``threshold``, interpolated on the stored curve (exact at the grid points)."""
         grid = np.arange(len(self.far_curve)) * self.step
         return float(np.interp(threshold, grid, self.far_curve)), float(np.interp(threshold, grid, self.frr_curve))
+
+    def point_at_frr(self, frr: float, name: str) -> OperatingPoint:
+        """The lowest threshold of the stored curve that rejects at most ``frr`` of the same-voice trials,
+        with its rates (on the curve's grid: at most one step above the exact point). For a point the
+        calibration does not name, on any stored model."""
+        curve = np.asarray(self.frr_curve)
+        ok = np.flatnonzero(curve <= frr)
+        i = int(ok[0]) if ok.size else curve.size - 1
+        return OperatingPoint(name, i * self.step, float(self.far_curve[i]), float(curve[i]))
 
     def point(self, name: str) -> OperatingPoint:
         if name not in self.points:
@@ -188,6 +206,17 @@ class OperatingPoints:
             raise ConfigError(self.no_speaker_level())
         fit = [lp for lp in self.speaker if lp.n <= n_clips]
         return fit[-1] if fit else self.speaker[0]
+
+    def flag_point(self) -> OperatingPoint:
+        """Where dedup calls a clip not its client_id's voice: one clip against the rest of its id's clips is
+        decided at the n = 1 speaker level (as ``query --by speaker`` decides a clip against a speaker), at
+        ``FLAG_FRR`` of its calibrated curve."""
+        return self.speaker_level(1).point_at_frr(FLAG_FRR, FLAG_POINT)
+
+    def clip_to_speaker_point(self) -> OperatingPoint:
+        """Where one clip is "same" as a speaker's clips: the n = 1 speaker level's default point, the rule of
+        ``query --by speaker`` (and of the id a flagged clip resembles in dedup)."""
+        return self.speaker_level(1).point(self.default)
 
     def merge_thresholds(self, counts_a: np.ndarray, counts_b: np.ndarray, threshold: float | None = None
                          ) -> np.ndarray:

@@ -1,16 +1,17 @@
 """The whole mission on a generated corpus, with the real components, in one call.
 
-synth (planted aliases and bad clips) -> prep (Beam DirectRunner + tf.Transform) -> train (Keras, CPU)
--> evaluate -> embed (Beam RunInference) -> index (FAISS) -> dedup -> query, then a summary table and
-``<workdir>/report.html``. Every stage writes where a user would find it::
+synth (planted aliases, mislabelled clips and bad clips) -> prep (Beam DirectRunner + tf.Transform)
+-> train (Keras, CPU) -> evaluate -> embed (Beam RunInference) -> index (FAISS) -> dedup -> query, then a
+summary table and ``<workdir>/report.html``. Every stage writes where a user would find it::
 
-    <workdir>/corpus/      the synthetic release, aliases.tsv (ground truth), faults.tsv
+    <workdir>/corpus/      the synthetic release, aliases.tsv (ground truth: aliases, mislabelled clips),
+                           faults.tsv
     <workdir>/data/        prep output (TFRecords, transform_fn, manifest.json, failures/)
     <workdir>/model/       the exported model (saved_model/, config.json, metrics.json)
     <workdir>/eval/        metrics.json and the pictures
     <workdir>/embeddings/  Parquet
     <workdir>/index/       the FAISS index
-    <workdir>/dedup/       clusters, merge proposals, summary.txt (at the model's operating points)
+    <workdir>/dedup/       clusters, merge proposals, mislabelled clips, summary.txt (at the model's operating points)
     <workdir>/dedup-0.83/  the same with the original project's 0.83 as the clip threshold, for comparison
     <workdir>/demo.json    the run record: stage times, per-epoch training curve, the model's operating points
     <workdir>/report.html  the answer first, then everything above, on one page (``speechid.app.report``)
@@ -34,7 +35,7 @@ from speechid.config import THRESHOLD
 from speechid.embedding_table import short_id
 from speechid.errors import ConfigError
 from speechid.model.calibration import summary as evaluation_summary
-from speechid.truth import read_truth
+from speechid.truth import read_clip_truth, read_truth
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class DemoConfig:
     clips_per_speaker: int = 24
     heldout_clips: int = 24  # per dev/test voice: calibration measures groups of up to 12 clips
     aliases: int = 8  # test voices under two client_ids of 12 clips each
+    # test voices' clips filed under another test voice's client_id (1% of the clips): the flags' precision
+    # and recall against them, and the share of the other clips flagged, are the demo's mislabel figures
+    mislabels: int = 24
     seed: int = 0
     # 320 steps: at 160 (test EER ~5%) the closest pairs of training voices still sat within the merge
     # point; see the README's demo levers.
@@ -104,13 +108,15 @@ def _stage(log: Callable[[str], None], seconds: dict, number: int, total: int, n
 
 
 def _pick_query_clip(tarball: str, aliases_tsv: str, workdir: str) -> tuple[str, str, str]:
-    """A clip of the first aliased speaker, copied out of the release ``tarball`` for ``speechid query``.
+    """A clip of the first aliased speaker (not one filed under another voice's id), copied out of the
+    release ``tarball`` for ``speechid query``.
 
     Returns (path, its client_id, the true speaker)."""
     import csv
     import tarfile
 
     truth = read_truth(aliases_tsv)
+    mislabelled = read_clip_truth(aliases_tsv)
     by_speaker: dict[str, list[str]] = {}
     for cid, spk in truth.items():
         by_speaker.setdefault(spk, []).append(cid)
@@ -120,7 +126,7 @@ def _pick_query_clip(tarball: str, aliases_tsv: str, workdir: str) -> tuple[str,
         validated = next(m for m in tar.getmembers() if m.name.endswith("/validated.tsv"))
         rows = list(csv.DictReader(tar.extractfile(validated).read().decode().splitlines(), delimiter="\t",
                                    quoting=csv.QUOTE_NONE))
-        row = next(r for r in rows if r["client_id"] in target_ids)
+        row = next(r for r in rows if r["client_id"] in target_ids and r["path"] not in mislabelled)
         member = next(m for m in tar.getmembers() if m.name.endswith("/clips/" + row["path"]))
         out = os.path.join(workdir, "query-" + row["path"])
         with open(out, "wb") as f:
@@ -148,7 +154,7 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         corpus = synth.make_corpus(paths["corpus"], speakers=config.speakers,
                                    clips_per_speaker=config.clips_per_speaker,
                                    heldout_clips=config.heldout_clips, seed=config.seed, aliases=config.aliases,
-                                   plant_faults=True, workers=config.workers)
+                                   mislabels=config.mislabels, plant_faults=True, workers=config.workers)
         log("    " + corpus.summary())
 
     with _stage(log, sec, 2, total, "prep: Beam DirectRunner + tf.Transform"):
@@ -175,9 +181,10 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
         figs["trainable_parameters"] = t["trainable_parameters"]
 
     with _stage(log, sec, 4, total, "evaluate: test speakers never seen in training"):
-        truth = read_truth(corpus.aliases_tsv)  # trials by true voice: aliases are test speakers
+        # trials by true voice: aliases and mislabelled clips are test speakers'
+        truth, clip_truth = read_truth(corpus.aliases_tsv), read_clip_truth(corpus.aliases_tsv)
         ev = evaluation.evaluate(paths["model"], paths["data"], split="test", trials=config.trials,
-                                 seed=config.seed, output_dir=paths["eval"], truth=truth,
+                                 seed=config.seed, output_dir=paths["eval"], truth=truth, clip_truth=clip_truth,
                                  log=lambda s: log("    " + s))
         figs["eval"] = ev
         from speechid.model.export import operating_points, read_config
@@ -199,8 +206,8 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Callable[[str
     with _stage(log, sec, 6, total, "index: FAISS"):
         index_stage(paths, ops, model_config, figs, log)
 
-    with _stage(log, sec, 7, total, "dedup: clusters and client_id merge proposals"):
-        dedup_stage(paths, truth, figs, log)
+    with _stage(log, sec, 7, total, "dedup: client_id merges, mislabelled clips, clip clusters"):
+        dedup_stage(paths, truth, figs, log, clip_truth)
 
     with _stage(log, sec, 8, total, "query: who does this clip most resemble?"):
         clip, client_id, true_speaker = _pick_query_clip(corpus.tarball, corpus.aliases_tsv, workdir)
@@ -219,12 +226,13 @@ def index_stage(paths: dict, ops, model_config: dict, figs: dict, log) -> None:
     log(f"    {summary}")
 
 
-def dedup_stage(paths: dict, truth: dict, figs: dict, log) -> None:
-    """Dedup against ``truth`` at the model's operating points, and again with the original project's 0.83 as the clip
-    threshold (client_id merges stay at the speaker level: 0.83 is a distance between two clips)."""
+def dedup_stage(paths: dict, truth: dict, figs: dict, log, clip_truth: dict | None = None) -> None:
+    """Dedup against ``truth`` (and ``clip_truth``, the mislabelled clips) at the model's operating points,
+    and again with the original project's 0.83 as the clip threshold (client_id merges and mislabel flags stay
+    at the speaker level: 0.83 is a distance between two clips)."""
     from speechid.indexing import dedup
 
-    dd = dedup(paths["index"], paths["dedup"], truth=truth)
+    dd = dedup(paths["index"], paths["dedup"], truth=truth, clip_truth=clip_truth)
     figs["dedup"] = {k: asdict(v) for k, v in dd.scores.items()}
     figs["dedup_curve"] = dd.summary.get("merge_curve", [])
     figs["dedup_rule"] = dd.summary.get("merge_rule")
@@ -232,7 +240,7 @@ def dedup_stage(paths: dict, truth: dict, figs: dict, log) -> None:
         figs["dedup_summary"] = f.read()
     for k, v in dd.scores.items():
         log(f"    at the model's operating points: {k}: {v}")
-    seed = dedup(paths["index"], paths["dedup_seed"], truth=truth, threshold=THRESHOLD)
+    seed = dedup(paths["index"], paths["dedup_seed"], truth=truth, clip_truth=clip_truth, threshold=THRESHOLD)
     figs["dedup_seed"] = {k: asdict(v) for k, v in seed.scores.items()}
     for k, v in seed.scores.items():
         log(f"    with {THRESHOLD:g} as the clip threshold: {k}: {v}")
@@ -311,6 +319,7 @@ def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
          f"precision {pct(spk.get('precision'))}, recall {pct(spk.get('recall'))}"),
         ("dedup at the default: clip clusters vs true speakers",
          f"precision {pct(clips.get('precision'))}, recall {pct(clips.get('recall'))}"),
+        *_mislabel_rows(f["dedup"].get("mislabels"), f["dedup"].get("mislabels_resembling")),
         (f"dedup with {THRESHOLD:g} as the clip threshold: client_id merges / clip clusters",
          f"precision {pct(seed_spk.get('precision'))}, recall {pct(seed_spk.get('recall'))} / "
          f"precision {pct(seed_clips.get('precision'))}, recall {pct(seed_clips.get('recall'))}"),
@@ -318,3 +327,20 @@ def summary_rows(res: DemoResult) -> list[tuple[str, str]]:
          f"{q['clip']} -> {short_id(best['speaker_id'])} at {best['euclidean_distance']:.3f} ({best['verdict']}); "
          f"{'an alias of the same voice' if alias_hit else 'not one of its aliases'}" if best else "no match"),
     ]
+
+
+def _mislabel_rows(flags: dict | None, resembling: dict | None = None) -> list[tuple[str, str]]:
+    """The summary row of mislabel flags against the planted mislabels, and of those flags that resemble
+    another id (none when not scored)."""
+    if not flags:
+        return []
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    rate = flags["clean_flagged"] / flags["clean_clips"] if flags["clean_clips"] else None
+    subset = (f" (the {resembling['flagged']} that resemble another id: precision {pct(resembling['precision'])}, "
+              f"recall {pct(resembling['recall'])})" if resembling else "")
+    return [(f"dedup: mislabelled clips flagged vs the {flags['planted']} planted",
+             f"precision {pct(flags['precision'])}, recall {pct(flags['recall'])}{subset}; "
+             f"{flags['clean_flagged']} of {flags['clean_clips']:,} other clips flagged ({pct(rate)})")]

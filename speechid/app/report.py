@@ -16,9 +16,10 @@ import os
 from collections.abc import Mapping
 
 from speechid.app.htmlpage import Raw, figures, finite, pct, png, short_id, table, write_html
+from speechid.app.mislabels_section import mislabels_section
 from speechid.config import THRESHOLD
 from speechid.operating_points import OperatingPoints, point_words
-from speechid.truth import read_truth
+from speechid.truth import read_clip_truth, read_truth
 
 TARGET = 0.9  # the precision/recall the advice aims for
 EXAMPLES_PER_REASON = 2
@@ -372,7 +373,7 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
                f"{dd.get('threshold', 0):.3f} ({html.escape(str(dd.get('threshold_meaning', '')))}); "
                f"{dd.get('clip_clusters', 0):,} clip clusters of 2+ clips; {dd.get('merged_groups', 0)} merged "
                f"groups covering {dd.get('speakers_in_merged_groups', 0)} client_ids; "
-               f"{dd.get('suspicious_clips', 0)} clips whose neighbours mostly carry another client_id.</p>")
+               f"{dd.get('suspicious_clips', 0)} clips flagged as not their client_id's voice (below).</p>")
     side.append('<div style="flex:1 1 420px">' + "\n".join(facts) + "</div>")
     out.append('<div class="figs">' + "\n".join(side) + "</div>")
     if pairs:
@@ -480,7 +481,7 @@ def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pa
     model's operating points, training settings and model_id, the query. Returns the page's path."""
     import pyarrow.parquet as pq
 
-    from speechid.indexing.dedup import GROUPS_OUT, PAIRS_OUT
+    from speechid.indexing.dedup import GROUPS_OUT, PAIRS_OUT, SUSPICIOUS_OUT
     from speechid.schema import MANIFEST
 
     run = run if run is not None else (_json(paths["run"]) or {})
@@ -493,8 +494,11 @@ def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pa
     dd_seed = _json(os.path.join(paths["dedup_seed"], "summary.json"))
     pairs_path = os.path.join(paths["dedup"], PAIRS_OUT)
     pairs = pq.read_table(pairs_path).slice(0, top_pairs).to_pylist() if os.path.exists(pairs_path) else []
+    flags_path = os.path.join(paths["dedup"], SUSPICIOUS_OUT)
+    flags = pq.read_table(flags_path).slice(0, top_pairs).to_pylist() if os.path.exists(flags_path) else []
     aliases = os.path.join(paths["corpus"], "aliases.tsv")
     truth = read_truth(aliases) if os.path.exists(aliases) else {}
+    clip_truth = read_clip_truth(aliases) if os.path.exists(aliases) else {}
     voices: dict[str, str] = {}
     by_voices = None
     if run.get("real"):  # a --real run: FOTAQ's ids (real voices) and the synthetic release's, in one index
@@ -516,6 +520,7 @@ def build(paths: Mapping[str, str], output: str, run: dict | None = None, top_pa
         sections.append((f"Same person? Verification on {who}", _verification(metrics, ops, paths["eval"], who)))
     sections += [
         ("Dedup: client_id merges against the planted aliases", _dedup(dd, dd_seed, ops, pairs, truth, voices)),
+        ("Dedup: clips filed under another voice's client_id", mislabels_section(dd, flags, clip_truth)),
         ("Training", _training(run)),
         ("Example query: who does this clip most resemble?", _query(run.get("query"))),
         ("Pipeline: times, data and failures",

@@ -13,7 +13,8 @@ bytes. ``write_release`` then
    split TSVs with Common Voice's header (the order of the current Common Voice bundler), with fixed
    metadata so the same sources and seed give the same bytes; client_ids are stable hashes of the label;
 4. writes ``speakers.tsv`` (speaker, client_ids, clips, seconds, split, source), ``aliases.tsv`` (every
-   client_id and the true speaker behind it: the ``--truth`` file of ``speechid dedup``), ``failures.tsv``
+   client_id and the true speaker behind it, and every clip planted under another voice's client_id: the
+   ``--truth`` file of ``speechid dedup``, read by ``speechid.truth``), ``failures.tsv``
    and ``corpus.json`` (counts that reconcile: sources = written + failed).
 
 Clip bytes are read twice (to measure, then to write) and never held all at once, so a folder corpus
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechid import audio, outputs
+from speechid.corpora import mislabels as planted_mislabels
 from speechid.errors import AUDIO_REASONS, AudioError, ConfigError
 
 CV_HEADER = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment")
@@ -343,23 +345,26 @@ def write_release(
     sources: Iterable[str] = (),
     caveat: str = "",
     progress: Callable[[str], None] = lambda text: None,
+    mislabels: int = 0,
 ) -> ReleaseResult:
     """Measure, split and write ``clips`` as ``<out_dir>/<release>-<locale>.tar.gz`` (see the module doc).
 
     ``aliases`` held-out (test, then dev) speakers are recorded under two client_ids each, alternating
-    clip by clip, so dedup has planted ground truth. ``sources`` are the files or folders read: the output
+    clip by clip, so dedup has planted ground truth. ``mislabels`` clips of test speakers are filed under
+    another test speaker's client_id (``speechid.corpora.mislabels``), with a row each in aliases.tsv.
+    ``sources`` are the files or folders read: the output
     may not contain or lie inside one. Raises ``ConfigError`` when no clip survives, ``OutputError`` when
     ``out_dir`` is not for this command to write (before any work).
     """
     sources = [os.fspath(x) for x in sources]
     with outputs.staged(out_dir, "corpus", sources, flag="OUT_DIR") as staging:
         manifest = _write_release(staging, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases,
-                                  limits, sources, caveat, progress)
+                                  limits, sources, caveat, progress, mislabels)
     return ReleaseResult(os.fspath(out_dir), manifest)
 
 
 def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, min_clips, aliases, limits, sources,
-                   caveat, progress) -> dict:
+                   caveat, progress, mislabels=0) -> dict:
     """The work of ``write_release`` into ``out_dir`` (a staging folder); returns the manifest."""
     kept, failures, warned = _measure(clips, limits, progress)
     if not kept:
@@ -403,6 +408,7 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
         speaker_rows.append(
             (spk, ",".join(ids), len(items), round(sum(m.seconds for m in items), 2), split, ";".join(origins))
         )
+    moved = _plant_mislabels(rows, {cid: spk for cid, spk in truth}, split_of, mislabels, seed)
 
     archives = []
     for locale in sorted(rows):
@@ -423,7 +429,7 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
 
     write_small_tsv(os.path.join(out_dir, SPEAKERS_TSV), ("speaker", "client_ids", "clips", "seconds", "split",
                                                           "source"), speaker_rows)
-    write_small_tsv(os.path.join(out_dir, ALIASES_TSV), ("client_id", "true_speaker"), truth)
+    write_small_tsv(os.path.join(out_dir, ALIASES_TSV), *planted_mislabels.truth_rows(truth, moved))
     write_small_tsv(
         os.path.join(out_dir, FAILURES_TSV),
         ("source", "speaker", "reason", "detail"),
@@ -451,6 +457,7 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
         "seed": seed,
         "min_clips": min_clips,
         "aliased_speakers": sorted(aliased),
+        "mislabelled_clips": len(moved),
         "splits": per_split,
         "speakers": [
             {"speaker": r[0], "clips": r[2], "seconds": r[3], "split": r[4], "source": r[5]} for r in speaker_rows
@@ -462,6 +469,27 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
     with open(os.path.join(out_dir, MANIFEST_JSON), "w") as f:
         json.dump(manifest, f, indent=2)
     return manifest
+
+
+def _plant_mislabels(rows: dict, truth: dict[str, str], split_of: dict[str, str], n: int, seed: int
+                     ) -> list[planted_mislabels.Mislabel]:
+    """File ``n`` test speakers' clips under other test speakers' client_ids, in ``rows`` (locale -> TSV name
+    -> rows) in place; returns them. Both voices are test voices, so each clip stays in its split."""
+    if not n:
+        return []
+    test = [(r[1], r[0], truth[r[0]]) for by_name in rows.values() for r in by_name["test"]]
+    if len({spk for _, _, spk in test}) < 2:
+        raise ConfigError(f"--plant-mislabels {n}: needs two test speakers, this split has "
+                          f"{sum(1 for s in split_of.values() if s == 'test')} (see --test-speakers)")
+    try:
+        moved = planted_mislabels.choose(test, n, seed)
+    except ValueError as e:
+        raise ConfigError(f"--plant-mislabels: {e}") from None
+    new_id = {m.clip: m.client_id for m in moved}
+    for by_name in rows.values():
+        for name in ("test", "validated"):
+            by_name[name] = [(new_id[r[1]], *r[1:]) if r[1] in new_id else r for r in by_name[name]]
+    return moved
 
 
 def sample_clips(archive: str, tsvs: Iterable[str], sample_rate: int, per_speaker: int, seed: int = 0

@@ -3,7 +3,8 @@
 ``make_corpus`` writes ``<out>/cv-corpus-synth-<locale>.tar.gz`` laid out like a Common Voice release
 (``cv-corpus-synth/<locale>/clips/*.mp3`` at 48 kHz mono, and train/dev/test/validated/invalidated/other
 TSVs with Common Voice 7.0's header), plus ``<out>/aliases.tsv`` (ground truth: every client_id and the
-true speaker behind it) and, with ``plant_faults``, ``<out>/faults.tsv`` (each planted bad row or clip and
+true speaker behind it, and with ``mislabels`` every clip filed under another voice's client_id:
+``speechid.corpora.mislabels``) and, with ``plant_faults``, ``<out>/faults.tsv`` (each planted bad row or clip and
 the outcome a correct pipeline must report).
 
 Each speaker is a stable voice from a source-filter synthesiser: a glottal pulse train with its own
@@ -30,6 +31,7 @@ from scipy import signal
 
 from speechid import outputs
 from speechid.audio import encode, resample
+from speechid.corpora import mislabels as planted_mislabels
 from speechid.corpora.release import (
     CV_HEADER,
     TSV_NAMES,
@@ -89,12 +91,15 @@ class SynthResult:
     client_ids: int
     clips: int
     rows: dict = field(default_factory=dict)  # TSV name -> data rows
+    mislabels: int = 0  # clips filed under another voice's client_id (their rows in aliases.tsv)
 
     def summary(self) -> str:
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
         return (
             f"wrote {self.tarball}: {self.speakers} speakers under {self.client_ids} client_ids, "
-            f"{self.clips} clips; TSV rows: {rows}; ground truth {self.aliases_tsv}"
+            f"{self.clips} clips"
+            + (f" ({self.mislabels} filed under another voice's client_id)" if self.mislabels else "")
+            + f"; TSV rows: {rows}; ground truth {self.aliases_tsv}"
             + (f"; planted faults {self.faults_tsv}" if self.faults_tsv else "")
         )
 
@@ -290,6 +295,7 @@ def make_corpus(
     extra_fraction: float = 0.03,
     workers: int | None = None,
     heldout_clips: int | None = None,
+    mislabels: int = 0,
 ) -> SynthResult:
     """Write a synthetic Common Voice release into ``out_dir`` (see the module docstring).
 
@@ -297,7 +303,8 @@ def make_corpus(
     calibration measure speaker-level operating points for bigger groups of clips. ``aliases`` speakers are
     drawn among the test speakers (the test split grows to hold them) and their clips alternate between two
     client_ids: a model trained on both ids of a voice would have learned to tell them apart, and a
-    deduplication run meets ids no model was trained on."""
+    deduplication run meets ids no model was trained on. ``mislabels`` clips of test speakers are filed under
+    another test speaker's client_id (``speechid.corpora.mislabels``; at least two test speakers then)."""
     if speakers < 3:
         raise ValueError(f"speakers={speakers}: need at least 3 (train, dev and test are speaker-disjoint)")
     if clips_per_speaker < 1:
@@ -309,16 +316,19 @@ def make_corpus(
         raise ValueError(f"heldout_clips={heldout_clips}: need at least 1")
     if aliases and heldout_clips < 2:
         raise ValueError("aliases need at least 2 clips per speaker (one under each client_id)")
+    if mislabels < 0:
+        raise ValueError(f"mislabels={mislabels}: must be at least 0")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     voices = distinct_voices(speakers, rng)
 
     # Speaker-disjoint splits, like Common Voice; aliased speakers are test speakers (never trained on).
     order = rng.permutation(speakers)
     n_held = max(1, int(round(0.1 * speakers)))
-    n_test = max(n_held, aliases)
+    n_test = max(n_held, aliases, 2 if mislabels else 0)
     if n_test + n_held >= speakers:
-        raise ValueError(f"aliases={aliases}: the test split holds the aliased speakers, and {n_test} test plus "
-                         f"{n_held} dev speakers leave none of {speakers} to train on")
+        raise ValueError(f"aliases={aliases}, mislabels={mislabels}: the test split holds the aliased and "
+                         f"mislabelled speakers, and {n_test} test plus {n_held} dev speakers leave none of "
+                         f"{speakers} to train on")
     split_of = {}
     for rank, spk in enumerate(order):
         split_of[int(spk)] = "test" if rank < n_test else ("dev" if rank < n_test + n_held else "train")
@@ -327,6 +337,7 @@ def make_corpus(
     jobs: list[_ClipJob] = []
     rows: dict[str, list] = {k: [] for k in TSV_NAMES}
     truth: list[tuple[str, str]] = []
+    truth_of: dict[str, str] = {}
     prefix = f"{RELEASE}/{locale}"
     clip_base = 20_000_000 + (seed % 1000) * 100_000
 
@@ -345,6 +356,7 @@ def make_corpus(
     for spk, voice in enumerate(voices):
         ids = [_client_id(seed, spk, 0)] + ([_client_id(seed, spk, 1)] if spk in aliased else [])
         truth.extend((cid, f"speaker_{spk:05d}") for cid in ids)
+        truth_of.update((cid, f"speaker_{spk:05d}") for cid in ids)
         split = split_of[spk]
         for k in range(clips_per_speaker if split == "train" else heldout_clips):
             cid = ids[k % len(ids)]
@@ -352,6 +364,11 @@ def make_corpus(
             r = row(cid, path, voice, up=int(rng.integers(2, 6)), down=int(rng.integers(0, 2)))
             rows[split].append(r)
             rows["validated"].append(r)
+    moved = planted_mislabels.choose([(r[1], r[0], truth_of[r[0]]) for r in rows["test"]], mislabels, seed)
+    if moved:  # the same row, under another voice's client_id, in every TSV that lists it
+        new_id = {m.clip: m.client_id for m in moved}
+        for name in ("test", "validated"):
+            rows[name] = [(new_id[r[1]], *r[1:]) if r[1] in new_id else r for r in rows[name]]
 
     # Clips that only invalidated.tsv / other.tsv list, as in a real release.
     n_extra = int(round(extra_fraction * speakers * clips_per_speaker))
@@ -407,7 +424,7 @@ def make_corpus(
     tar_name = f"{RELEASE}-{locale}.tar.gz"
     with outputs.staged(out_dir, "synth", flag="OUT_DIR") as staging:  # a fresh folder: no stale faults.tsv can survive
         write_tarball(os.path.join(staging, tar_name), members)
-        write_small_tsv(os.path.join(staging, "aliases.tsv"), ("client_id", "true_speaker"), truth)
+        write_small_tsv(os.path.join(staging, "aliases.tsv"), *planted_mislabels.truth_rows(truth, moved))
         if plant_faults:
             write_small_tsv(os.path.join(staging, "faults.tsv"), ("path", "expected"), faults)
     tar_path = os.path.join(out_dir, tar_name)
@@ -422,4 +439,5 @@ def make_corpus(
         client_ids=len(truth),
         clips=len(clip_bytes),
         rows={k: len(v) for k, v in rows.items()},
+        mislabels=len(moved),
     )

@@ -387,3 +387,64 @@ def test_a_failure_reason_outside_the_vocabulary_is_a_maker_bug():
     assert SourceFailure("a.wav", "no_speech").reason == "no_speech"  # decoder reasons belong to it too
     with pytest.raises(ValueError, match="unknown corpus failure reason 'lost'"):
         SourceFailure("a.wav", "lost")
+
+
+def _four_voices(tmp_path):
+    """ann and bo (train), cy and di (test), four clips each, and a speakers TSV that names the splits."""
+    audio_dir = tmp_path / "audio"
+    rows = ["path\tspeaker\tsplit"]
+    for j, (spk, split) in enumerate((("ann", "train"), ("bo", "train"), ("cy", "test"), ("di", "test"))):
+        (audio_dir / spk).mkdir(parents=True)
+        for k in range(4):
+            (audio_dir / spk / f"{k}.wav").write_bytes(audio.encode(tone(1.0, 16_000, 150 + 60 * j + k), 16_000))
+            rows.append(f"{spk}/{k}.wav\t{spk}\t{split}")
+    (tmp_path / "speakers.tsv").write_text("\n".join(rows) + "\n")
+    return str(audio_dir), str(tmp_path / "speakers.tsv")
+
+
+def test_planted_mislabels_file_test_clips_under_another_test_voice(tmp_path):
+    from speechid.truth import read_clip_truth, read_truth
+
+    audio_dir, tsv = _four_voices(tmp_path)
+    plain = write_release(str(tmp_path / "plain"), "mine", folder.clips(audio_dir, tsv))
+    res = write_release(str(tmp_path / "out"), "mine", folder.clips(audio_dir, tsv), mislabels=2)
+    m = res.manifest
+    assert m["mislabelled_clips"] == 2 and plain.manifest["mislabelled_clips"] == 0
+    assert m["sources"] == m["written"] + m["failed"] == plain.manifest["sources"]
+    assert m["speakers"] == plain.manifest["speakers"]  # clips per true voice unchanged
+    truth, clip_truth = read_truth(res.aliases_tsv), read_clip_truth(res.aliases_tsv)
+    assert truth == read_truth(plain.aliases_tsv) and len(clip_truth) == 2
+    names0, tsvs0 = _archive(plain.archives[0])
+    names1, tsvs1 = _archive(res.archives[0])
+    assert names0 == names1
+    before = {r["path"]: r["client_id"] for r in tsvs0["validated.tsv"]}
+    after = {r["path"]: r["client_id"] for r in tsvs1["validated.tsv"]}
+    assert {p for p in after if after[p] != before[p]} == set(clip_truth)
+    for p, voice in clip_truth.items():
+        assert truth[before[p]] == voice in ("cy", "di") and truth[after[p]] in ("cy", "di")
+        assert truth[after[p]] != voice
+        assert p in {r["path"] for r in tsvs1["test.tsv"]}  # still a test clip
+    assert {r["path"]: r["client_id"] for r in tsvs1["test.tsv"]} == {
+        p: after[p] for p in after if truth[before[p]] in ("cy", "di")}
+
+
+def test_corpus_cli_plants_mislabels_and_refuses_what_the_test_split_cannot_hold(tmp_path, capsys):
+    from speechid.truth import read_clip_truth
+    from tests.conftest import run_cli
+
+    audio_dir, tsv = _four_voices(tmp_path)
+    code, err, out = run_cli(["corpus", "folder", audio_dir, str(tmp_path / "ok"), "--speakers", tsv,
+                              "--plant-mislabels", "2"], capsys)
+    assert code == 0, err
+    assert len(read_clip_truth(str(tmp_path / "ok" / "aliases.tsv"))) == 2
+    code, err, out = run_cli(["corpus", "folder", audio_dir, str(tmp_path / "no"), "--speakers", tsv,
+                              "--plant-mislabels", "3"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "--plant-mislabels: 3 mislabels: 2 voices under 2 client_ids can move 2 clips" in err[0]
+    assert not (tmp_path / "no").exists()
+    one = tmp_path / "one.tsv"
+    one.write_text(open(tsv).read().replace("\ttest\n", "\ttrain\n", 4))  # cy alone in test
+    code, err, out = run_cli(["corpus", "folder", audio_dir, str(tmp_path / "one"), "--speakers", str(one),
+                              "--plant-mislabels", "1"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "--plant-mislabels 1: needs two test speakers, this split has 1" in err[0]

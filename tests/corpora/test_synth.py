@@ -9,7 +9,8 @@ import pytest
 
 from speechid.audio import decode
 from speechid.corpora import synth
-from speechid.truth import read_truth
+from speechid.truth import read_clip_truth, read_truth
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,59 @@ def test_heldout_speakers_get_their_own_clip_count(tmp_path):
     assert per_split == {"train": 8 * 2, "dev": 5, "test": 5}  # 1 dev and 1 test voice of 10
     test_ids = [r["client_id"] for r in tsvs["test"][1]]
     assert sorted(test_ids.count(c) for c in set(test_ids)) == [2, 3]  # the aliased test voice's 5 clips, 3 + 2
+
+
+def _small(out, speakers=20, **kw):
+    return synth.make_corpus(str(out), speakers=speakers, clips_per_speaker=2, heldout_clips=5, workers=1,
+                             extra_fraction=0.0, min_duration=0.5, max_duration=0.6, **kw)
+
+
+def test_planted_mislabels_move_test_clips_between_test_voices_and_are_in_the_truth(tmp_path):
+    """Each planted clip keeps its bytes, path and split; only its client_id changes, to another test
+    voice's; aliases.tsv gains a clip row per mislabel and keeps every client_id row; counts reconcile."""
+    plain = _small(tmp_path / "plain")
+    res = _small(tmp_path / "planted", mislabels=3)
+    assert res.mislabels == 3 and "3 filed under another voice's client_id" in res.summary()
+    (tsv0, clips0), (tsv1, clips1) = _read(plain.tarball), _read(res.tarball)
+    assert clips0 == clips1 and res.rows == plain.rows and res.clips == plain.clips
+    per_split = {s: len(tsv1[s][1]) for s in ("train", "dev", "test")}
+    assert per_split == {"train": 16 * 2, "dev": 2 * 5, "test": 2 * 5}  # two test voices to move clips between
+    truth, clip_truth = read_truth(res.aliases_tsv), read_clip_truth(res.aliases_tsv)
+    assert truth == read_truth(plain.aliases_tsv) and len(clip_truth) == 3
+    before = {r["path"]: r["client_id"] for r in tsv0["validated"][1]}
+    after = {r["path"]: r["client_id"] for r in tsv1["validated"][1]}
+    moved = {p for p in after if after[p] != before[p]}
+    assert moved == set(clip_truth)
+    test_ids = {r["client_id"] for r in tsv1["test"][1]}
+    for p in moved:
+        assert truth[before[p]] == clip_truth[p] != truth[after[p]]  # filed under another voice's id
+        assert {before[p], after[p]} <= test_ids
+    assert {r["path"]: r["client_id"] for r in tsv1["test"][1]} == {p: after[p] for p in after if after[p] in test_ids}
+    ids = [after[p] for p in after if after[p] in test_ids]
+    for cid in set(ids):  # every id keeps 3 of its own clips
+        assert sum(1 for p in after if after[p] == cid and p not in moved) >= 3
+    with open(res.aliases_tsv, encoding="utf-8") as f:
+        assert f.readline() == "client_id\ttrue_speaker\tclip\n"
+    with open(plain.aliases_tsv, encoding="utf-8") as f:
+        assert f.readline() == "client_id\ttrue_speaker\n"  # no mislabels: the two-column file, as before
+
+
+def test_too_many_mislabels_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="5 mislabels: 2 voices under 2 client_ids can move 4 clips"):
+        _small(tmp_path / "x", speakers=10, mislabels=5)  # the test split grows to two voices
+    code, err, _ = run_cli(["synth", str(tmp_path / "y"), "--speakers", "10", "--clips-per-speaker", "2",
+                            "--heldout-clips", "5", "--plant-mislabels", "5"], capsys)
+    assert code == 2 and len(err) == 1 and "5 mislabels" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "y").exists()
+
+
+def test_synth_cli_plants_mislabels(tmp_path, capsys):
+    code, err, out = run_cli(["synth", str(tmp_path / "c"), "--speakers", "10", "--clips-per-speaker", "2",
+                              "--heldout-clips", "5", "--plant-mislabels", "2", "--min-duration", "0.5",
+                              "--max-duration", "0.6"], capsys)
+    assert code == 0, err
+    assert "2 filed under another voice's client_id" in out
+    assert len(read_clip_truth(str(tmp_path / "c" / "aliases.tsv"))) == 2
 
 
 def test_distinct_voices_have_no_near_twins():

@@ -176,6 +176,37 @@ def test_dedup_truth_with_a_bom_is_read_and_a_file_without_the_columns_is_refuse
     assert tree_digest(tmp_path / "dd") == before  # refused before any work
 
 
+def test_dedup_flags_a_mislabelled_clip_and_scores_it_from_the_truth_files_clip_rows(tmp_path, capsys):
+    """A three-column aliases.tsv: the clip row says clip00030.mp3 (voice c05) is filed under c07; at
+    --mislabel-threshold 1.8 it is the one clip flagged (2.2 from the rest of c07; clean clips 1.46 at most)."""
+    x, voice = synthetic.clustered_unit_vectors(12, 6, dim=16, seed=4)
+    ids = np.array([f"c{i:02d}" for i in voice], dtype=object)
+    wrong = int(np.flatnonzero(voice == 5)[0])
+    ids[wrong] = "c07"
+    emb = write_embeddings(tmp_path / "emb", x, ids)
+    (tmp_path / "aliases.tsv").write_text(
+        "client_id\ttrue_speaker\tclip\n" + "".join(f"c{i:02d}\tc{i:02d}\t\n" for i in range(12))
+        + f"c07\tc05\tclip{wrong:05d}.mp3\n")
+    assert run(["index", "--embeddings", emb, "--output", str(tmp_path / "idx"), "--threshold", "0.83"],
+               capsys)[0] == 0
+    argv = ["dedup", "--index", str(tmp_path / "idx"), "--output", str(tmp_path / "dd"),
+            "--truth", str(tmp_path / "aliases.tsv")]
+    code, out, err = run(argv, capsys)  # no flag point in an uncalibrated index: nothing flagged, and why
+    assert code == 0, err
+    assert "nothing flagged" in out and "--mislabel-threshold" in out
+    assert "mislabels: precision n/a recall 0.000 (0 of 0 flags" in out
+    code, out, err = run(argv + ["--mislabel-threshold", "1.8"], capsys)
+    assert code == 0, err
+    assert "mislabels: precision 1.000 recall 1.000 (1 of 1 flags are planted mislabels" in out
+    assert f"clip{wrong:05d}.mp3: filed under c07" in out and "resembles c05" in out
+    assert "clips: precision 1.000 recall 1.000" in out  # the clip's voice, c05, is its cluster
+    summary = json.loads((tmp_path / "dd" / "summary.json").read_text())
+    assert summary["suspicious_clips"] == 1 and summary["mislabel_threshold"] == 1.8
+    for bad in ("0", "-1", "nan", "inf"):
+        err = one_line_error(*run(argv + ["--mislabel-threshold", bad], capsys)[::2])
+        assert f"'--mislabel-threshold': {bad} is not a positive, finite number" in err
+
+
 # -- ids for people: client_ids are 128 hex digits; the console and summary.txt show 16 of them --------------------
 
 def _long_id_index(tmp_path, capsys):

@@ -23,6 +23,9 @@ def _common(fn):
         click.option("--aliases", default=0, show_default=True, type=click.IntRange(min=0),
                      help="Held-out speakers recorded under two client_ids each "
                      "(ground truth in OUT_DIR/aliases.tsv)."),
+        click.option("--plant-mislabels", "mislabels", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Test speakers' clips filed under another test speaker's client_id (each a row in "
+                     "OUT_DIR/aliases.tsv with its clip; `speechid dedup --truth` scores the flags)."),
         click.option("--min-duration", default=DEFAULT_MIN_DURATION, show_default=True, type=click.FloatRange(min=0.0),
                      help="Shorter clips go to failures (too_short), as prep would fail them."),
         click.option("--max-duration", default=DEFAULT_MAX_DURATION, show_default=True, type=click.FloatRange(min=0.1)),
@@ -33,7 +36,7 @@ def _common(fn):
 
 
 def _write(clips, out_dir, release, seed, dev_speakers, test_speakers, min_clips, aliases, min_duration,
-           max_duration, sources, caveat=""):
+           max_duration, sources, caveat="", mislabels=0):
     from speechid.audio import Limits
     from speechid.corpora.release import parse_speaker_choice, write_release
 
@@ -51,6 +54,7 @@ def _write(clips, out_dir, release, seed, dev_speakers, test_speakers, min_clips
         limits=Limits(min_duration=min_duration, max_duration=max_duration),
         sources=sources,
         caveat=caveat,
+        mislabels=mislabels,
         progress=lambda text: click.echo(f"speechid corpus: {text}", err=True),
     )
     click.echo(result.table())

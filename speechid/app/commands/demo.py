@@ -18,6 +18,9 @@ import click
               "its package is installed (README: Real voices, offline).")
 @click.option("--aliases", default=None, type=click.IntRange(min=0),
               help="Held-out speakers recorded under two client_ids [8 synthetic; 4 FOTAQ characters with --real].")
+@click.option("--mislabels", default=None, type=click.IntRange(min=0),
+              help="Synthetic test voices' clips filed under another test voice's client_id [24; a quarter of "
+              "--speakers when that is given: 1% of the clips].")
 @click.option("--train-minutes", default=None, type=click.FloatRange(min=0.0, min_open=True),
               help="--real: the training time budget [14].")
 @click.option("--speakers", default=None, type=click.IntRange(min=10), help="Synthetic voices [100].")
@@ -27,7 +30,7 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--report-only", is_flag=True,
               help="Write report.html again from the finished run in --workdir; run nothing.")
-def demo(workdir, real, aliases, train_minutes, speakers, clips_per_speaker, epochs, seed, report_only):
+def demo(workdir, real, aliases, mislabels, train_minutes, speakers, clips_per_speaker, epochs, seed, report_only):
     """synth -> prep -> train -> evaluate -> embed -> index -> dedup -> query, in about 10 minutes on 2 CPUs
     (--real: about 20 minutes)."""
     from dataclasses import replace
@@ -36,8 +39,8 @@ def demo(workdir, real, aliases, train_minutes, speakers, clips_per_speaker, epo
 
     workdir = workdir or ("demo-real-work" if real else "demo-work")
     if real:
-        if speakers is not None or clips_per_speaker is not None or epochs is not None:
-            raise click.UsageError("--speakers, --clips-per-speaker and --epochs size the synthetic demo; "
+        if any(v is not None for v in (speakers, clips_per_speaker, epochs, mislabels)):
+            raise click.UsageError("--speakers, --clips-per-speaker, --epochs and --mislabels size the synthetic demo; "
                                    "--real takes --aliases and --train-minutes")
         from speechid.app.demo_real import find_sources
 
@@ -68,8 +71,11 @@ def demo(workdir, real, aliases, train_minutes, speakers, clips_per_speaker, epo
                                            epochs=epochs).items() if v is not None}
         if "speakers" in overrides:
             overrides["aliases"] = max(2, overrides["speakers"] // 12)
+            overrides["mislabels"] = max(2, overrides["speakers"] // 4)
         if aliases is not None:
             overrides["aliases"] = aliases
+        if mislabels is not None:
+            overrides["mislabels"] = mislabels
         config = replace(config, **overrides)
         res = run_demo(workdir, config, log=lambda s: click.echo(s))
         rows = summary_rows(res)

@@ -19,7 +19,7 @@ import click
 from speechid import outputs
 from speechid.app.commands import THRESHOLD, format_table
 from speechid.embedding_table import SHORT_ID, short_id
-from speechid.truth import read_truth
+from speechid.truth import read_clip_truth, read_truth
 
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
 _OUT = click.Path(file_okay=False, dir_okay=True, writable=True)
@@ -76,24 +76,29 @@ def index(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe)
               show_default="the model's speaker-level point for each pair's clip counts",
               help="Speaker-level threshold for client_id merges: a separation, the distance between two ids' "
                    "mean voices in standard errors (about 1 for one voice under two ids).")
+@click.option("--mislabel-threshold", type=THRESHOLD, default=None,
+              show_default="the model's speaker-level FRR 0.1% point for one clip",
+              help="Flag a clip whose separation from the rest of its client_id's clips is at or over this "
+                   "(about 1 for the id's own voice).")
 @click.option("--level", type=click.Choice(["clip", "speaker", "both"]), default="both", show_default=True,
-              help="Clip clusters, client_id merges, or both.")
+              help="Clip clusters and mislabelled clips, client_id merges, or both.")
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="aliases.tsv (client_id, true_speaker) to report pairwise precision/recall.")
+              help="aliases.tsv (client_id, true_speaker[, clip]) to score merges, clusters and mislabel flags.")
 @click.option("--max-neighbors", type=int, default=None, show_default="1000", help="Neighbours kept per clip.")
 @click.option("--nprobe", type=int, default=None, show_default="the index's",
               help="IVF cells scanned by the range search.")
-def dedup(index_dir, output, threshold, merge_threshold, level, truth, max_neighbors, nprobe):
-    """Find client_ids that are one voice and clips whose label looks wrong."""
+def dedup(index_dir, output, threshold, merge_threshold, mislabel_threshold, level, truth, max_neighbors, nprobe):
+    """Find client_ids that are one voice and clips filed under the wrong one."""
     from speechid.indexing import dedup as run_dedup
     from speechid.indexing.dedup import DEFAULT_MAX_NEIGHBORS, SUMMARY_TXT
 
     outputs.check_apart(output, [index_dir] + ([truth] if truth else []))  # replacing it would delete them
     truth_map = read_truth(truth) if truth else None
+    clip_truth = read_clip_truth(truth) if truth else None
     if max_neighbors is not None and max_neighbors < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-neighbors")
-    result = run_dedup(index_dir, output, threshold=threshold, merge_threshold=merge_threshold, level=level,
-                       truth=truth_map,
+    result = run_dedup(index_dir, output, threshold=threshold, merge_threshold=merge_threshold,
+                       mislabel_threshold=mislabel_threshold, level=level, truth=truth_map, clip_truth=clip_truth,
                        max_neighbors=max_neighbors or DEFAULT_MAX_NEIGHBORS, nprobe=nprobe)
     with open(os.path.join(result.output_dir, SUMMARY_TXT), encoding="utf-8") as f:
         click.echo(f.read(), nl=False)
