@@ -284,7 +284,7 @@ def _answer(run: dict, metrics: dict, ops: OperatingPoints | None, dd: dict, dd_
                                                                 dev_speakers=dev_speakers))
     dedup_card = (
         f'<div class="card {cls}"><h3>Dedup: one voice under several client_ids</h3>'
-        f'<div class="big">precision {pct(p, 0)} &middot; recall {pct(r, 0)}</div>'
+        f'<div class="big">precision {pct(p)} &middot; recall {pct(r)}</div>'
         f"<p>of client_id merges against the planted aliases: {counts}. Two ids merge when their separation "
         f"(the distance between their mean voices in standard errors of that difference, from each id's own "
         f"spread: about 1 for one voice under two ids, growing with the clips between two voices) is under the "

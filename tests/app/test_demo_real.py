@@ -149,3 +149,27 @@ def test_the_report_labels_real_and_synthetic_figures(tiny_run):
     subtitle = text[:text.index("The answer")]  # says what was run
     assert "Flight of the Amazon Queen" in subtitle and "synthetic voices" in subtitle
     assert rebuild_report(str(work)) == res.report  # --report-only on a real run
+
+
+@pytest.mark.slow
+def test_the_report_the_console_and_the_json_files_give_the_same_numbers(tiny_run):
+    """One run, three readers: the report page, the console summary and metrics.json / summary.json."""
+    from speechid.app.demo_real import summary_rows
+    from speechid.app.htmlpage import pct
+
+    work, res, _ = tiny_run
+    page = open(res.report, encoding="utf-8").read().replace("&middot;", "·")
+    rows = dict(summary_rows(res))
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    dedup = json.loads((work / "dedup" / "summary.json").read_text())["scores"]["speakers"]
+    eer = pct(metrics["eer"])
+    assert f"EER {eer}" in page and rows["real voices: FOTAQ held-out characters EER"].startswith(eer)
+    merges = f"precision {pct(dedup['precision'])}, recall {pct(dedup['recall'])}"
+    assert merges in next(v for k, v in rows.items() if k.startswith("real voices: dedup vs"))
+    assert merges.replace(", ", " · ") in page
+    for name in ("drascula_en", "asterisk"):
+        cross = json.loads((work / "eval-cross" / f"metrics-{name}.json").read_text())
+        assert f"<b>{pct(cross['eer'])}</b>" in page
+    mean = res.figures["real"]["cross_corpus_mean_eer"]
+    assert rows["real voices recorded elsewhere (never trained on): mean EER"] == pct(mean)
+    assert f"EER {pct(mean)}" in page

@@ -121,7 +121,7 @@ def test_the_answer_comes_first_and_names_the_thresholds(page):
     answer = text[text.index("The answer"):text.index("Same person? Verification")]
     assert "EER" in answer and "FAR" in answer and "FRR" in answer
     assert f"{THRESHOLD:g}" in answer
-    assert "precision 100% · recall 25%" in answer.replace("&middot;", "·")
+    assert "precision 100.0% · recall 25.0%" in answer.replace("&middot;", "·")
     # the merge rule: the separation under the model's speaker-level point for each group size
     merge_point = _dev_operating_points().speaker_level(2).point("merge").threshold
     assert "separation" in answer and f"{merge_point:.2f} for 2+ clips" in answer
