@@ -126,6 +126,11 @@ def dedup_advice(score: Mapping | None, curve: list[dict], target: float = TARGE
     p, r = score.get("precision"), score.get("recall")
     good_p, good_r = p is not None and p >= target, r is not None and r >= target
     if good_p and good_r:
+        few = min(score.get("true_pairs") or 0, score.get("predicted_pairs") or 0)
+        if 0 < few < 30:
+            return [f"Precision and recall are both at least {pct(target, 0)} on these few pairs: the default "
+                    "is not shown wrong here, and not yet shown right either. Plant more aliases (or label a "
+                    "sample of your own merges) before relying on it."]
         return [f"Precision and recall are both at least {pct(target, 0)}: keep the default."]
     tips = []
     if not good_p:
@@ -374,7 +379,7 @@ def _dedup(dd: dict, dd_seed: dict | None, ops: OperatingPoints | None, pairs: l
                f"{dd.get('clip_clusters', 0):,} clip clusters of 2+ clips; {dd.get('merged_groups', 0)} merged "
                f"groups covering {dd.get('speakers_in_merged_groups', 0)} client_ids; "
                f"{dd.get('suspicious_clips', 0)} clips flagged as not their client_id's voice (below).</p>")
-    side.append('<div style="flex:1 1 420px">' + "\n".join(facts) + "</div>")
+    side.append('<div style="flex:1 1 min(420px,100%);min-width:0">' + "\n".join(facts) + "</div>")
     out.append('<div class="figs">' + "\n".join(side) + "</div>")
     if pairs:
         out.append("<h3>Merge proposals (closest first)</h3>")

@@ -193,7 +193,10 @@ def test_no_raw_json(page):
 
 
 def test_dedup_advice():
-    assert "keep the default" in report.dedup_advice(_scores(0.95, 0.92), CURVE)[0]
+    few = report.dedup_advice(_scores(0.95, 0.92), CURVE)[0]  # 4 proposed, 8 planted: too few to show it
+    assert "not yet shown right" in few and "keep the default" not in few
+    many = {**_scores(0.95, 0.92), "predicted_pairs": 400, "correct_pairs": 380, "true_pairs": 410}
+    assert "keep the default" in report.dedup_advice(many, CURVE)[0]
     low_p = " ".join(report.dedup_advice(_scores(0.4, 1.0), CURVE))
     assert "Precision is low" in low_p and "--merge-threshold 3.00" in low_p
     assert "No single merge threshold gives both" in low_p and "speechid calibrate" in low_p  # best recall 87.5%
