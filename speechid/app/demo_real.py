@@ -63,6 +63,7 @@ class RealDemoConfig:
     training budget (2 CPU cores)."""
 
     aliases: int = 4  # planted among FOTAQ's 6 held-out test characters
+    mislabels: int = 8  # clips of FOTAQ test characters filed under another test character's client_id
     synth_speakers: int = 100
     synth_clips_per_speaker: int = 12
     min_clips: int = 10  # FOTAQ characters with fewer clips train only (the corpus command's default)
@@ -144,6 +145,12 @@ def _truth(aliases_tsv: str) -> dict[str, str]:
     from speechid.truth import read_truth
 
     return read_truth(aliases_tsv)
+
+
+def _clip_truth(aliases_tsv: str) -> dict[str, str]:
+    from speechid.truth import read_clip_truth
+
+    return read_clip_truth(aliases_tsv)
 
 
 def score_list(emb: np.ndarray, labels: list[str], threshold: float, trials: int, seed: int) -> tuple[dict, tuple]:
@@ -229,7 +236,7 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
         fq = write_release(paths["corpus"], fotaq.RELEASE, fotaq.clips(sources.fotaq), seed=config.seed,
                            dev_speakers=config.dev_speakers, test_speakers=config.test_speakers,
                            min_clips=config.min_clips, aliases=config.aliases, sources=[sources.fotaq],
-                           caveat=fotaq.CAVEAT)
+                           caveat=fotaq.CAVEAT, mislabels=config.mislabels)
         real["fotaq"] = {k: fq.manifest[k] for k in ("written", "failed", "failed_by_reason", "hours", "splits",
                                                        "aliased_speakers")}
         log("    " + fq.summary().split("; speaker table")[0])
@@ -284,6 +291,7 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
         figs["training"] = model_config.get("training", {})
 
     fotaq_truth, synth_truth = _truth(fq.aliases_tsv), _truth(sy.aliases_tsv)
+    fotaq_clip_truth = _clip_truth(fq.aliases_tsv)  # mislabelled clips: scored by their true voice
     with _stage(log, sec, next(n), total, "evaluate: voices recorded elsewhere first, then held-out speakers of "
                                           "the training corpora"):
         enc = Encoder.load(paths["model"])
@@ -299,7 +307,7 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
                     labels += lab
                 lists.append((key, "real", name, "cross-corpus: recorded elsewhere, never trained on",
                               enc.embed_waveforms(waves), labels))
-        waves, cids, _ = load_clips(paths["data"], "test")
+        waves, cids, clip_ids = load_clips(paths["data"], "test")
         emb = enc.embed_waveforms(waves)
         for key, voices, name, relation, truth in (
             ("fotaq_heldout", "real", "FOTAQ held-out characters", "in-domain: the game trained on, characters "
@@ -308,7 +316,8 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
                                                                    "never trained on", synth_truth),
         ):
             idx = [i for i, c in enumerate(cids) if c in truth]
-            lists.append((key, voices, name, relation, emb[idx], [truth[cids[i]] for i in idx]))
+            labels = [fotaq_clip_truth.get(clip_ids[i], truth[cids[i]]) for i in idx]
+            lists.append((key, voices, name, relation, emb[idx], labels))
         cross_metrics = {}
         for key, voices, name, relation, e, labels in lists:
             metrics, (same, diff) = score_list(e, labels, threshold, config.trials, config.seed)
@@ -347,8 +356,9 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
     with _stage(log, sec, next(n), total, "index: FAISS"):
         index_stage(paths, ops, model_config, figs, log)
 
-    with _stage(log, sec, next(n), total, "dedup: client_id merges vs the aliases planted among FOTAQ characters"):
-        dedup_stage(paths, {**synth_truth, **fotaq_truth}, figs, log)
+    with _stage(log, sec, next(n), total, "dedup: client_id merges and mislabelled clips vs what was planted among "
+                                          "FOTAQ characters"):
+        dedup_stage(paths, {**synth_truth, **fotaq_truth}, figs, log, clip_truth=fotaq_clip_truth)
 
     with _stage(log, sec, next(n), total, "query: who does this FOTAQ clip most resemble?"):
         clip, client_id, true_speaker = _pick_query_clip(fq.archives[0], fq.aliases_tsv, workdir)
@@ -359,6 +369,7 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
 
 def summary_rows(res) -> list[tuple[str, str]]:
     """The CLI's summary table of a real run: every row says which voices it is about."""
+    from speechid.app.demo import _mislabel_rows
     from speechid.app.htmlpage import pct
 
     f = res.figures
@@ -381,6 +392,7 @@ def summary_rows(res) -> list[tuple[str, str]]:
          f"precision {pct(spk.get('precision'))}, recall {pct(spk.get('recall'))}"),
         (f"real voices: the same with {THRESHOLD:g} as the clip threshold",
          f"precision {pct(seed_spk.get('precision'))}, recall {pct(seed_spk.get('recall'))}"),
+        *_mislabel_rows(f["dedup"].get("mislabels"), f["dedup"].get("mislabels_resembling")),
         ("wall time", f"{sum(f['seconds'].values()) / 60:.1f} min"),
     ]
     return rows

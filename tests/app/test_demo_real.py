@@ -86,8 +86,8 @@ def tiny_run(tmp_path_factory):
     queen, drascula_root = fabricate_packages(root)
     asterisk_root = make_asterisk_root(root / "asterisk")  # held out: scored, never trained on
     klettres_root = make_klettres_root(root / "klettres")  # trained on beside FOTAQ
-    config = RealDemoConfig(aliases=1, synth_speakers=15, synth_clips_per_speaker=3, min_clips=2, dev_speakers=1,
-                            test_speakers=2, train_minutes=0.01, max_epochs=1, steps_per_epoch=2,
+    config = RealDemoConfig(aliases=1, mislabels=1, synth_speakers=15, synth_clips_per_speaker=3, min_clips=2,
+                            dev_speakers=1, test_speakers=2, train_minutes=0.01, max_epochs=1, steps_per_epoch=2,
                             speakers_per_batch=3, clips_per_speaker_batch=2, crop_seconds=1.0, augment="none",
                             max_dev_clips=50, trials=200, max_clips_per_speaker=2, workers=1)
     work = tmp_path_factory.mktemp("work")
@@ -120,6 +120,7 @@ def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
     assert lists["drascula_en"]["clips"] == 6  # 3 characters, at most 2 clips each
     # the aliased character's two client_ids are one speaker in the trials, and two ids in the dedup truth
     assert figs["dedup"]["speakers"]["true_pairs"] == 1
+    assert figs["dedup"]["mislabels"]["planted"] == 1  # a FOTAQ clip filed under another character's id
     for name in ("corpus", "corpus-synth", "corpus-drascula", "corpus-asterisk", "corpus-klettres", "data", "model",
                  "eval", "eval-synth", "eval-cross/metrics-drascula_en.json", "eval-cross/metrics-asterisk.json",
                  "embeddings", "index", "dedup", "demo.json", "report.html"):
