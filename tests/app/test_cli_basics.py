@@ -16,7 +16,7 @@ def test_help_and_version():
     r = run("--help")
     assert r.returncode == 0 and "synth" in r.stdout
     listing = " ".join(r.stdout.split("Commands:")[1].split())  # each command's first sentence, whole
-    assert "Find client_ids that are one voice and clips whose label looks wrong." in listing
+    assert "Find client_ids that are one voice and clips filed under the wrong one." in listing
     assert "Nearest clips or speakers of each CLIP, with Euclidean distance and same/different verdict." in listing
     assert "..." not in listing
     r = run("--version")
@@ -98,6 +98,6 @@ def test_every_threshold_flag_has_the_one_threshold_type():
     for name in cli.COMMANDS:
         for path, cmd in commands(cli.cli.get_command(None, name), name):
             flags.update({f"{path} {p.opts[0]}": p.type for p in cmd.params if "threshold" in p.name})
-    assert sorted(flags) == ["compare --threshold", "dedup --merge-threshold", "dedup --threshold",
-                             "evaluate --threshold", "index --threshold", "query --threshold"]
+    assert sorted(flags) == ["compare --threshold", "dedup --merge-threshold", "dedup --mislabel-threshold",
+                             "dedup --threshold", "evaluate --threshold", "index --threshold", "query --threshold"]
     assert all(t is THRESHOLD for t in flags.values()), flags
