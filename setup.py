@@ -55,5 +55,7 @@ setup(
         "click>=8",
         "matplotlib",
     ],
+    # The dask.distributed runner (--runner DaskRunner); requirements.txt pins them with the rest.
+    extras_require={"dask": ["dask>=2024.4.2", "distributed>=2024.4.2"]},
     entry_points={"console_scripts": ["speechid=speechid.app.cli:main"]},
 )

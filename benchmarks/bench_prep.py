@@ -3,6 +3,7 @@
     python benchmarks/bench_prep.py                       # a 300-clip synthetic archive, and the same x10
     python benchmarks/bench_prep.py --clips 300 --times 10 --workers 2 --repeat 2 --workdir /tmp/bench-prep
     python benchmarks/bench_prep.py --big-gb 10           # one-off: one archive of >= 10 GB (48 kHz stereo WAV)
+    python benchmarks/bench_prep.py --runner dask         # the local runner and a 2-worker dask cluster, side by side
 
 The base corpus comes from ``speechid.corpora.synth.make_corpus`` (48 kHz mono MP3, 1.5-4 s, every clip in
 train/dev/test) and is cached in ``--workdir``; the large archive holds the same clips ``--times`` times
@@ -25,6 +26,16 @@ Figures:
   the ``_cpu`` variant divides by CPU seconds on both sides, which a busy machine disturbs less;
 - ``workers_busy``: each SDK worker process's CPU seconds over the large run's wall time: every worker
   decodes clips of the ONE archive (two-pass reading), so each should be well above zero.
+
+``--runner dask`` runs every archive twice per round: on the local runner as above, and through
+``--runner DaskRunner`` on a dask.distributed cluster of ``--workers`` single-threaded worker processes
+(``dask scheduler`` and ``dask worker --nworkers N --nthreads 1``, 127.0.0.1 only, TensorFlow on one thread
+per worker, as the local runner's workers get), started fresh for each run and stopped after it. The prep
+command's wall time is measured from its start with the cluster already up (the workers import Beam and
+TensorFlow during the job, as the local runner's do); ``cluster_start_s`` says what starting it took. Memory
+is the peak summed RSS of the whole tree: the prep process, the scheduler, the nanny and worker processes.
+Figures: ``dask_vs_local_marginal`` (dask marginal clips/s over the local runner's; target >= 0.7),
+``dask_vs_local`` (end to end, large run), and the dask runs' own ``peak_rss_ratio`` (target <= 1.3).
 """
 
 from __future__ import annotations
@@ -173,11 +184,14 @@ class TreeSampler:
     read once a second only: reading smaps walks page tables and would slow the processes measured.
     """
 
-    def __init__(self, pid: int, interval: float = 0.1, pss_every: float = 1.0):
-        self.pid, self.interval, self.pss_every = pid, interval, pss_every
+    def __init__(self, pid: int | list[int], interval: float = 0.1, pss_every: float = 1.0,
+                 worker_mark: bytes = b"sdk_worker"):
+        self.roots = [pid] if isinstance(pid, int) else list(pid)
+        self.pid, self.interval, self.pss_every = self.roots[0], interval, pss_every
+        self.worker_mark = worker_mark
         self.peak_rss_kb = self.peak_pss_kb = self.max_processes = 0
         self._cpu: dict[int, float] = {}
-        self.workers: set[int] = set()  # Beam SDK worker processes (their command line names sdk_worker)
+        self.workers: set[int] = set()  # worker processes (their command line holds worker_mark)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -192,7 +206,7 @@ class TreeSampler:
     def _run(self):
         last_pss = 0.0
         while not self._stop.is_set():
-            pids = _descendants(self.pid)
+            pids = [p for root in self.roots for p in _descendants(root)]
             self.peak_rss_kb = max(self.peak_rss_kb, sum(_field_kb(f"/proc/{p}/status", "VmRSS:") for p in pids))
             if time.monotonic() - last_pss >= self.pss_every:
                 last_pss = time.monotonic()
@@ -202,11 +216,11 @@ class TreeSampler:
                 cpu = _cpu_s(p)
                 if cpu is not None:
                     self._cpu[p] = cpu
-                if p not in self._cpu or p in self.workers or p == self.pid:
+                if p not in self._cpu or p in self.workers or p in self.roots:
                     continue
                 try:
                     with open(f"/proc/{p}/cmdline", "rb") as f:
-                        if b"sdk_worker" in f.read():
+                        if self.worker_mark in f.read():
                             self.workers.add(p)
                 except OSError:
                     pass
@@ -222,21 +236,26 @@ class TreeSampler:
         self._thread.join()
 
 
-def run_prep(tar: str, out: str, workers: int, log_path: str) -> dict:
+def run_prep(tar: str, out: str, workers: int, log_path: str, cluster: DaskCluster | None = None) -> dict:
+    """One prep process on the local runner, or on ``cluster`` (already started): its figures."""
     cmd = [sys.executable, "-m", "speechid.pipelines.prep", "--input", tar, "--output", out]
-    if workers > 1:
+    if cluster is not None:
+        cmd += ["--runner", "DaskRunner", "--dask_scheduler_file", cluster.scheduler_file]
+    elif workers > 1:
         cmd += ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)]
     start = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        with TreeSampler(proc.pid) as tree:
+        roots = [proc.pid] + (cluster.pids if cluster is not None else [])
+        # dask's worker processes are started by its nannies through multiprocessing (spawn)
+        with TreeSampler(roots, worker_mark=b"spawn_main" if cluster is not None else b"sdk_worker") as tree:
             code = proc.wait()
     wall = time.perf_counter() - start
     if code != 0:
         raise SystemExit(f"prep failed (exit {code}); see {log_path}")
     with open(os.path.join(out, "manifest.json")) as f:
         manifest = json.load(f)
-    return {
+    figures = {
         "wall_s": round(wall, 2),
         "cpu_s": round(tree.cpu_s, 2),
         "records": sum(manifest["records"].values()),
@@ -247,6 +266,62 @@ def run_prep(tar: str, out: str, workers: int, log_path: str) -> dict:
         "worker_cpu_s": tree.worker_cpu_s(workers),
         "workers_busy": [round(c / wall, 2) for c in tree.worker_cpu_s(workers)],
     }
+    if cluster is not None:
+        figures["cluster_start_s"] = cluster.start_s
+    return figures
+
+
+class DaskCluster:
+    """A loopback dask cluster for one run: ``dask scheduler`` and ``dask worker --nworkers N --nthreads 1``
+    from this Python environment, 127.0.0.1 only, no dashboard; stopped (scheduler and workers) on exit."""
+
+    def __init__(self, workdir: str, workers: int, log_path: str):
+        self.scheduler_file = os.path.join(workdir, "dask-scheduler.json")
+        self._workers = workers
+        self._log_path = log_path
+        self._procs: list[subprocess.Popen] = []
+        self.start_s = 0.0
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def __enter__(self):
+        from distributed import Client
+
+        if os.path.exists(self.scheduler_file):
+            os.remove(self.scheduler_file)
+        # One TensorFlow thread per single-threaded worker, glibc's malloc thresholds fixed: what the local
+        # runner's worker processes get (speechid.pipelines.jobs, prep's _MALLOC_ENV).
+        env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+               "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_TRIM_THRESHOLD_": str(256 * 1024)}
+        dask = [sys.executable, "-m", "dask"]  # the `dask` command of this environment
+        start = time.perf_counter()
+        with open(self._log_path, "w") as log:
+            self._procs.append(subprocess.Popen(
+                [*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                 "--scheduler-file", self.scheduler_file], stdout=log, stderr=subprocess.STDOUT, env=env))
+            while not os.path.exists(self.scheduler_file):
+                if self._procs[0].poll() is not None:
+                    raise SystemExit(f"dask scheduler failed; see {self._log_path}")
+                time.sleep(0.1)
+            self._procs.append(subprocess.Popen(
+                [*dask, "worker", "--scheduler-file", self.scheduler_file, "--nworkers", str(self._workers),
+                 "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                stdout=log, stderr=subprocess.STDOUT, env=env))
+        with Client(scheduler_file=self.scheduler_file, timeout=60) as client:
+            client.wait_for_workers(self._workers, timeout=120)
+        self.start_s = round(time.perf_counter() - start, 2)
+        return self
+
+    def __exit__(self, *exc):
+        for proc in reversed(self._procs):  # workers first: the nannies stop their workers on SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _summary(tries: list[dict]) -> dict:
@@ -273,11 +348,16 @@ def main(argv=None) -> None:
     ap.add_argument("--big-gb", type=float, default=0, help="instead: one run over an archive of at least this size")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "speechid-bench-prep"))
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--runner", choices=("local", "dask"), default="local",
+                    help="dask: the local runner and a dask cluster of --workers workers, side by side")
     args = ap.parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     base = corpus(args.workdir, args.clips, args.seed)
     if args.big_gb:
         print(json.dumps(big_run(args, base), indent=2))
+        return
+    if args.runner == "dask":
+        print(json.dumps(dask_side_by_side(args, base), indent=2))
         return
     large_tar = repeat_archive(base, os.path.join(args.workdir, f"repeat-{args.clips}x{args.times}.tar.gz"), args.times)
     tars = {"1x": base, f"{args.times}x": large_tar}
@@ -324,6 +404,49 @@ def main(argv=None) -> None:
     if small["peak_tree_pss_mb"] and large["peak_tree_pss_mb"]:
         result["peak_pss_ratio"] = round(large["peak_tree_pss_mb"] / small["peak_tree_pss_mb"], 3)
     print(json.dumps(result, indent=2))
+
+
+def dask_side_by_side(args, base: str) -> dict:
+    """The same archives (1x and --times x) prepared on the local runner and on a dask cluster, interleaved."""
+    large_tar = repeat_archive(base, os.path.join(args.workdir, f"repeat-{args.clips}x{args.times}.tar.gz"), args.times)
+    tars = {"1x": base, f"{args.times}x": large_tar}
+    tries: dict[str, dict[str, list[dict]]] = {r: {k: [] for k in tars} for r in ("local", "dask")}
+    for _ in range(args.repeat):
+        for k, tar in tars.items():
+            out = os.path.join(args.workdir, f"out-{k}")
+            tries["local"][k].append(run_prep(tar, out, args.workers, os.path.join(args.workdir, f"prep-{k}.log")))
+            with DaskCluster(args.workdir, args.workers, os.path.join(args.workdir, f"dask-cluster-{k}.log")) as c:
+                tries["dask"][k].append(run_prep(tar, out + "-dask", args.workers,
+                                                 os.path.join(args.workdir, f"prep-dask-{k}.log"), c))
+    runs = {r: {k: _summary(t) | ({"cluster_start_s": max(x["cluster_start_s"] for x in t)} if r == "dask" else {})
+                for k, t in by_tar.items()} for r, by_tar in tries.items()}
+
+    def rates(by_tar: dict) -> dict:
+        small, large = (by_tar[k] for k in tars)
+        marginal = (large["clips"] - small["clips"]) / (large["wall_s"] - small["wall_s"])
+        return {"clips_per_s": round(large["clips"] / large["wall_s"], 1),
+                "marginal_clips_per_s": round(marginal, 1),
+                "peak_tree_rss_mb": {k: by_tar[k]["peak_tree_rss_mb"] for k in tars},
+                "peak_rss_ratio": round(large["peak_tree_rss_mb"] / small["peak_tree_rss_mb"], 3)}
+
+    local, dask = rates(runs["local"]), rates(runs["dask"])
+    marginal = dask["marginal_clips_per_s"] / local["marginal_clips_per_s"]
+    return {
+        "workers": args.workers,
+        "cpu_count": os.cpu_count(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "archive_mb": {k: round(os.path.getsize(t) / 2**20, 1) for k, t in tars.items()},
+        "runs": runs,
+        "local": local,
+        "dask": dask,
+        "dask_vs_local": round(dask["clips_per_s"] / local["clips_per_s"], 3),
+        "dask_vs_local_marginal": round(marginal, 3),
+        "targets_met": {
+            "dask_vs_local_marginal>=0.7": marginal >= 0.7,
+            "dask_peak_rss_ratio<=1.3": dask["peak_rss_ratio"] <= 1.3,
+            "both_balanced": all(v["balanced"] for by_tar in runs.values() for v in by_tar.values()),
+        },
+    }
 
 
 def big_run(args, base: str) -> dict:

@@ -29,6 +29,8 @@ Run it:
         --temp_location gs://B/tmp --setup_file ./setup.py \\
         --sdk_container_image REGION-docker.pkg.dev/P/speechid/worker:latest \\
         --inference-accelerator "type:nvidia-l4;count:1;install-nvidia-driver" --machine_type g2-standard-8
+    python -m speechid.pipelines.embed --model /shared/models/cv --input /shared/data/cv \
+        --output /shared/embeddings/cv --runner DaskRunner --dask_client_address SCHEDULER:8786
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Runner: with no ``--runner`` (or ``--runner DirectRunner``) Beam 2.77 first trie
 downloads a binary on first use. A default run here must never reach the network, so those cases go to
 Beam's FnApiRunner directly: the same engine DirectRunner uses for batch, honouring
 ``--direct_num_workers`` and ``--direct_running_mode`` (in_memory, multi_threading, multi_processing).
-Any other runner (Dataflow, Flink, Spark, Prism by name) is passed through untouched.
+``--runner DaskRunner`` runs on a dask.distributed cluster with speechid's runner
+(``speechid.pipelines.dask_runner``: ``--dask_client_address HOST:PORT`` names the scheduler). Any other
+runner (Dataflow, Flink, Spark, Prism by name) is passed through untouched.
 
 Flags: each job defines its own flags once, with ``JobFlags`` (Beam's idiom: ``run(argv)`` parses them
 with ``parse_known_args``; the ``speechid`` command forwards its arguments to the same ``run``). What is
@@ -44,6 +46,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from speechid.errors import ConfigError
 
 _LOCAL_RUNNERS = (None, "", "DirectRunner", "direct", "directrunner", "FnApiRunner")
+_DASK_RUNNERS = ("daskrunner", "dask")
 COUNTS_DIR = "_counts"
 
 
@@ -55,6 +58,11 @@ def beam_flags() -> tuple[str, ...]:
 
 def _beam_parser():
     from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    try:  # registers Beam's DaskOptions (--dask_client_address, ...), which the dask runner reads
+        import speechid.pipelines.dask_runner  # noqa: F401
+    except ImportError:  # dask not installed: its flags stay unknown
+        pass
 
     class Parser(_BeamArgumentParser):
         def error(self, message):  # argparse would print usage and exit; we want one typed error
@@ -91,7 +99,8 @@ class JobFlags(argparse.ArgumentParser):
         super().__init__(prog=prog, description=description, allow_abbrev=False,
                          formatter_class=_DefaultsShown,
                          epilog="Every other flag goes to Beam (e.g. --direct_running_mode multi_processing "
-                                "--direct_num_workers 2, or --runner DataflowRunner --project ... --region ... "
+                                "--direct_num_workers 2, --runner DaskRunner --dask_client_address HOST:PORT, "
+                                "or --runner DataflowRunner --project ... --region ... "
                                 "--temp_location gs://...); one Beam does not know either is an error.")
 
     def error(self, message: str):
@@ -130,6 +139,11 @@ def make_pipeline(beam_args: list[str], test_pipeline=None) -> beam.Pipeline:
 
         quiet_worker_logs()
         return beam.Pipeline(runner=FnApiRunner(), options=options)
+    if str(runner).lower() in _DASK_RUNNERS:
+        from speechid.pipelines.dask_runner import DaskRunner
+
+        # A local cluster started for the job gets one TensorFlow thread per worker (one worker per core).
+        return beam.Pipeline(runner=DaskRunner(worker_env=SINGLE_THREADED_TF), options=options)
     return beam.Pipeline(options=options)
 
 
@@ -226,7 +240,8 @@ def run_and_wait(p: beam.Pipeline):
     Beam's local runner waits for bundle results in a blocking wait that a signal delivered to one of
     its gRPC threads never interrupts: Ctrl-C was ignored and the job (worker processes included) ran
     on to its end. Here the main thread waits in short slices; on an interrupt this process's worker
-    processes are terminated and the KeyboardInterrupt goes on to the caller, which drops its staging.
+    processes are terminated and the KeyboardInterrupt goes on to the caller, which drops its staging. A
+    job on a cluster (``DaskJobResult``) is cancelled there first.
     """
     box: dict = {}
 
@@ -252,6 +267,10 @@ def run_and_wait(p: beam.Pipeline):
                 if name.startswith("apache_beam"):
                     logging.getLogger(name).setLevel(logging.CRITICAL + 1)
             threading.excepthook = _quiet_about_lost_workers(threading.excepthook)
+            result = box.get("result")
+            if result is not None and getattr(result, "cancel_on_interrupt", False):
+                with contextlib.suppress(Exception):  # the interrupt matters more than a cancel that failed
+                    result.cancel()
             stop_child_processes()
             raise
     if "error" in box:

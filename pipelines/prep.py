@@ -20,6 +20,11 @@ Dataflow::
         --runner DataflowRunner --project PROJECT --region REGION \\
         --temp_location gs://BUCKET/tmp --setup_file ./setup.py
 
+A dask.distributed cluster (``speechid.pipelines.dask_runner``; README "Scaling out")::
+
+    python -m speechid.pipelines.prep --input /shared/cv/*.tar.gz --output /shared/data/cv \
+        --runner DaskRunner --dask_client_address SCHEDULER:8786
+
 Runner choice (``speechid.pipelines.jobs.make_pipeline``): from Beam 2.68 on, ``DirectRunner`` first tries
 the Prism runner, which downloads a Go binary from GitHub on first use. Beam's maintainers name
 ``FnApiRunner`` as the way to keep the classic Python local runner (apache/beam#34612); it honours

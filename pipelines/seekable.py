@@ -24,6 +24,7 @@ import bz2
 import hashlib
 import io
 import lzma
+import uuid
 import weakref
 from dataclasses import dataclass
 
@@ -163,9 +164,13 @@ class IndexingReader:
             # A broken stream (truncated, corrupt) has no whole index: pass 2 then decompresses from the
             # start up to each range, which still reaches every member confirmed before the break.
             return ArchiveIndex(GZIP)
-        with FileSystems.create(dest, mime_type="application/octet-stream",
+        # Written beside and renamed into place: a runner that re-runs pass 1 (a lost worker) must never let a
+        # pass-2 reader see a half-written index.
+        temp = f"{dest}.tmp-{uuid.uuid4().hex}"
+        with FileSystems.create(temp, mime_type="application/octet-stream",
                                 compression_type=CompressionTypes.UNCOMPRESSED) as out:
             out.write(buffer.getvalue())
+        FileSystems.rename([temp], [dest])
         return ArchiveIndex(GZIP, dest)
 
     def close(self):

@@ -10,27 +10,13 @@ import pytest
 
 from speechid import audio, schema
 from speechid.corpora import synth
-from speechid.model.features import FeatureConfig
-from speechid.model.network import NetworkConfig
 from speechid.truth import read_truth
 from tests.conftest import tone
 
-N_MELS = 16
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from speechid.model.export import export_model
-    from speechid.model.network import build_embedder
-
-    out = str(tmp_path_factory.mktemp("model"))
-    features = FeatureConfig(n_mels=N_MELS)
-    network = NetworkConfig(lstm_units=(16, 16), embedding_dim=8)
-    mean, var = np.full(N_MELS, -6.0, np.float32), np.full(N_MELS, 4.0, np.float32)
-    weights = build_embedder(mean, var, features, network).get_weights()
-    export_model(weights, out, mel_mean=mean, mel_var=var, features=features, network=network,
-                 window_s=1.0, hop_s=0.5, data_fingerprint="test")
-    return out
+@pytest.fixture
+def model_dir(tiny_model_dir):
+    return tiny_model_dir  # conftest.py: shared with the dask runner's embed test
 
 
 @pytest.fixture(scope="module")
