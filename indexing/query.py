@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from speechid import embedding_table as et
 from speechid import separation
-from speechid.errors import ConfigError
+from speechid.errors import ConfigError, SpeechIdError
 from speechid.indexing import store
 from speechid.indexing.build import apply_search_params
 from speechid.operating_points import OperatingPoints, is_same, point_words, verdict_text, verdict_word
@@ -403,21 +403,36 @@ class SpeakerIndex:
         return QueryResult(query=name, by="clip", threshold=threshold, meaning=meaning, matches=matches)
 
     def query_file(self, paths: str | os.PathLike | Iterable[str | os.PathLike], encoder, k: int = 5,
-                   by: str = "clip", threshold: float | None = None) -> list[QueryResult]:
+                   by: str = "clip", threshold: float | None = None,
+                   failed: dict[str, str] | None = None) -> list[QueryResult]:
         """Embed each audio file with ``encoder`` (anything with ``.embed(path)``) and query it.
 
         An encoder that states a model_id (``encoder.config["model_id"]``, as ``speechid.Encoder`` does) must
-        match the index's; the vectors of two different models are not comparable.
+        match the index's; the vectors of two different models are not comparable. ``failed``: where a file
+        that cannot be used (unreadable, not audio, ...) goes, path -> one-line reason, the others still
+        answered; without it the first such file raises.
         """
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if not paths:
             raise ConfigError("query_file: no audio files given")
         check_encoder(self.meta, encoder, self.path)
-        vectors = []
-        for p in paths:
-            v = np.asarray(encoder.embed(p), dtype=np.float32).reshape(-1)
-            vectors.append(self.check_vectors(v, where=os.fspath(p))[0])
-        return self.query(np.stack(vectors), k=k, by=by, threshold=threshold, names=[os.fspath(p) for p in paths])
+        vectors, names = [], []
+        for p in map(os.fspath, paths):
+            try:
+                v = np.asarray(encoder.embed(p), dtype=np.float32).reshape(-1)
+                vectors.append(self.check_vectors(v, where=p)[0])
+                names.append(p)
+            except SpeechIdError as e:
+                if failed is None:
+                    raise
+                failed[p] = " ".join(str(e).split())
+            except OSError as e:
+                if failed is None:
+                    raise
+                failed[p] = f"{e.filename or p}: {e.strerror or e}"
+        if not vectors:
+            return []
+        return self.query(np.stack(vectors), k=k, by=by, threshold=threshold, names=names)
 
 
 def encoder_model_id(encoder) -> str | None:

@@ -125,25 +125,11 @@ def query(index_dir, model_dir, clips, k, by, threshold, as_json, full_ids):
     # Refuse a model of another model_id before importing TensorFlow and loading weights (seconds);
     # query_file checks the loaded encoder again.
     check_model_id(meta["model_id"], read_config(model_dir)["model_id"], index_dir)
-    import numpy as np
-
     import speechid
-    from speechid.errors import SpeechIdError
-    from speechid.indexing.query import check_encoder
 
     encoder = speechid.Encoder.load(model_dir)
-    idx = SpeakerIndex.load(index_dir)
-    check_encoder(idx.meta, encoder, idx.path)
-    vectors, names, failed = [], [], {}
-    for clip in clips:  # a file that cannot be used is reported on its own line; the others are answered
-        try:
-            vectors.append(idx.check_vectors(encoder.embed(clip), where=clip)[0])
-            names.append(clip)
-        except SpeechIdError as e:
-            failed[clip] = " ".join(str(e).split())
-        except OSError as e:
-            failed[clip] = f"{e.filename or clip}: {e.strerror or e}"
-    results = idx.query(np.stack(vectors), k=k, by=by, threshold=threshold, names=names) if vectors else []
+    failed: dict[str, str] = {}  # a file that cannot be used is reported on its own line; the others are answered
+    results = SpeakerIndex.load(index_dir).query_file(clips, encoder, k=k, by=by, threshold=threshold, failed=failed)
     if as_json:
         click.echo(json.dumps({"index": index_dir, "model_id": meta["model_id"],
                                "results": [r.to_dict() for r in results],
