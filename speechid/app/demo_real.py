@@ -43,6 +43,7 @@ import numpy as np
 
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
+from speechid.truth import read_clip_truth, read_truth
 
 PACKAGES = ("flight-of-the-amazon-queen",)
 INSTALL = "apt-get install " + " ".join(PACKAGES)
@@ -139,18 +140,6 @@ def workdir_paths(workdir: str) -> dict[str, str]:
     for key in ("corpus_synth", "eval_synth", "eval_cross"):
         paths[key] = os.path.join(workdir, key.replace("_", "-"))
     return paths
-
-
-def _truth(aliases_tsv: str) -> dict[str, str]:
-    from speechid.truth import read_truth
-
-    return read_truth(aliases_tsv)
-
-
-def _clip_truth(aliases_tsv: str) -> dict[str, str]:
-    from speechid.truth import read_clip_truth
-
-    return read_clip_truth(aliases_tsv)
 
 
 def score_list(emb: np.ndarray, labels: list[str], threshold: float, trials: int, seed: int) -> tuple[dict, tuple]:
@@ -290,8 +279,8 @@ def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sourc
         figs["model_id"] = model_config.get("model_id")
         figs["training"] = model_config.get("training", {})
 
-    fotaq_truth, synth_truth = _truth(fq.aliases_tsv), _truth(sy.aliases_tsv)
-    fotaq_clip_truth = _clip_truth(fq.aliases_tsv)  # mislabelled clips: scored by their true voice
+    fotaq_truth, synth_truth = read_truth(fq.aliases_tsv), read_truth(sy.aliases_tsv)
+    fotaq_clip_truth = read_clip_truth(fq.aliases_tsv)  # mislabelled clips: scored by their true voice
     with _stage(log, sec, next(n), total, "evaluate: voices recorded elsewhere first, then held-out speakers of "
                                           "the training corpora"):
         enc = Encoder.load(paths["model"])
