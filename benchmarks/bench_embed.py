@@ -37,7 +37,7 @@ import numpy as np
 import speechid  # noqa: F401  (sets the TF environment for the child processes too)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_prep import TreeSampler, corpus, read_clips, repeat_archive  # noqa: E402  (one sampler and corpus cache for both)
+from bench_prep import TreeSampler, corpus, read_clips, repeat_archive
 
 
 def export_default_model(model_dir: str) -> dict:

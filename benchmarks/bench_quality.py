@@ -47,9 +47,9 @@ import time
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from speechid.errors import ConfigError  # noqa: E402
+from speechid.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAX_CLIPS_PER_SPEAKER = 40

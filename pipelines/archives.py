@@ -363,7 +363,7 @@ class IndexArchive(beam.DoFn):
         seen = {"clips": 0, "other_members": 0, "tsv_rows": {}}
         try:
             size = FileSystems.match([archive])[0].metadata_list[0].size_in_bytes
-        except Exception:  # noqa: BLE001  the size only sizes the ranges
+        except Exception:  # the size only sizes the ranges
             size = 0
         failure = None
         range_bytes, spacing = seekable.plan(size, self._range_bytes)

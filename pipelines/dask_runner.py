@@ -157,7 +157,7 @@ class _GraphBuilder:
     def _split(self, source) -> list:
         try:
             estimate = source.estimate_size() or 0
-        except Exception:  # noqa: BLE001  a source that cannot tell is split at Beam's usual 64 MiB
+        except Exception:  # a source that cannot tell is split at Beam's usual 64 MiB
             estimate = 0
         desired = max(_MIN_BUNDLE_BYTES, math.ceil(estimate / self.partitions)) if estimate else 64 << 20
         bundles = list(source.split(desired))
@@ -256,7 +256,7 @@ def _dashboard(client) -> str:
 
     try:
         port = client.scheduler_info(n_workers=0).get("services", {}).get("dashboard")
-    except Exception:  # noqa: BLE001  an old scheduler or a broken connection: the job does not need it
+    except Exception:  # an old scheduler or a broken connection: the job does not need it
         port = None
     if not port:
         return "none (the scheduler runs without one)"
@@ -267,7 +267,7 @@ def _dashboard(client) -> str:
 def _close(client, cluster, owned: bool) -> None:
     try:
         client.unforward_logging("speechid")
-    except Exception:  # noqa: BLE001  never forwarded, or the connection is gone
+    except Exception:  # never forwarded, or the connection is gone
         pass
     if owned:
         client.close()
@@ -286,7 +286,7 @@ def _teardown(client, job: str, timeout_s: float = 60) -> None:
         wait(tasks, timeout=timeout_s)
         for task in tasks:
             task.release()
-    except Exception:  # noqa: BLE001  best effort, as in every Beam runner: the job's outputs are already final
+    except Exception:  # best effort, as in every Beam runner: the job's outputs are already final
         _LOG.debug("speechid dask: teardown of job %s did not finish on every worker", job, exc_info=True)
 
 

@@ -243,7 +243,7 @@ class Translator(PipelineVisitor):
         (inp,) = node.inputs
         try:
             return typehints.coerce_to_kv_type(inp.element_type, node.full_label).tuple_types[0]
-        except Exception:  # noqa: BLE001  no usable type hint: Beam's default coder for any key
+        except Exception:  # no usable type hint: Beam's default coder for any key
             return typehints.Any
 
     def _key_coder(self, node):

@@ -335,12 +335,12 @@ class StageExecutor:
         for step in self.steps:
             try:
                 step.runner.teardown()
-            except Exception:  # noqa: BLE001  teardown is best effort, as in every Beam runner
+            except Exception:  # teardown is best effort, as in every Beam runner
                 logging.getLogger(__name__).warning("teardown of %s failed", step.op.label, exc_info=True)
         for fn in self._combine_fns:
             try:
                 fn.teardown()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 

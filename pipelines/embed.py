@@ -140,7 +140,7 @@ def resolve_inputs(patterns: list[str], input_kind: str = "auto") -> list[tuple[
         try:  # one match is enough to know the pattern is not a typo; the job lists the rest itself
             limits = None if literal else [1]
             found = [m.path for r in FileSystems.match([expanded], limits=limits) for m in r.metadata_list]
-        except Exception as e:  # noqa: BLE001  Beam raises BeamIOError/ValueError depending on the scheme
+        except Exception as e:  # Beam raises BeamIOError/ValueError depending on the scheme
             raise InputError(f"--input {pattern}: {e}") from None
         if not found:
             raise InputError(f"--input {pattern}: no {'record' if kind == 'tfrecord' else 'file'} matches")

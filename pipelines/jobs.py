@@ -249,7 +249,7 @@ def run_and_wait(p: beam.Pipeline):
         try:
             box["result"] = p.run()
             box["state"] = box["result"].wait_until_finish()
-        except BaseException as e:  # noqa: BLE001  handed to the waiting thread as it is
+        except BaseException as e:  # handed to the waiting thread as it is
             box["error"] = e
 
     if threading.current_thread() is not threading.main_thread():

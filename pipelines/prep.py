@@ -148,7 +148,7 @@ def literal_path(pattern: str) -> bool:
         return False
     try:
         return FileSystems.exists(pattern)
-    except Exception:  # noqa: BLE001  a pattern a filesystem refuses to look up is matched as a glob
+    except Exception:  # a pattern a filesystem refuses to look up is matched as a glob
         return False
 
 
@@ -163,7 +163,7 @@ def match_archives(patterns: Sequence[str]) -> list[str]:
             files = [pattern] if literal_path(pattern) else [
                 m.path for r in FileSystems.match([pattern]) for m in r.metadata_list
             ]
-        except Exception as e:  # noqa: BLE001  Beam raises BeamIOError/ValueError depending on the scheme
+        except Exception as e:  # Beam raises BeamIOError/ValueError depending on the scheme
             raise ConfigError(f"--input {pattern}: {e}") from None
         files = [f for f in files if not f.endswith("/")]
         folders = [f for f in files if outputs.is_local(f) and os.path.isdir(f)]

@@ -178,7 +178,7 @@ class IndexingReader:
             if f is not None:
                 try:
                     f.close()
-                except Exception:  # noqa: BLE001, S110  closing after a broken stream may raise again
+                except Exception:  # closing after a broken stream may raise again
                     pass
 
     def __enter__(self):
@@ -253,7 +253,7 @@ class RangeReader:
             if f is not None:
                 try:
                     f.close()
-                except Exception:  # noqa: BLE001, S110
+                except Exception:
                     pass
 
     def __enter__(self):

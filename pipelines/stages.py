@@ -208,7 +208,7 @@ class DecodeClip(beam.DoFn):
             audio.require_speech(wave, self._config.sample_rate, self._config.limits, path)
         except AudioError as e:
             reason, detail = e.reason, e.detail
-        except Exception as e:  # noqa: BLE001  a decoder bug on one clip must not stop a million-clip job
+        except Exception as e:  # a decoder bug on one clip must not stop a million-clip job
             reason, detail = "corrupt", f"unexpected {type(e).__name__}: {e}"
         else:
             self._decoded.inc()

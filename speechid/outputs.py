@@ -94,7 +94,7 @@ def _read_json(path: str):
             return json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError):
         return None
-    except Exception:  # noqa: BLE001  remote filesystems raise their own types (BeamIOError, ...)
+    except Exception:  # remote filesystems raise their own types (BeamIOError, ...)
         return None
 
 
@@ -221,7 +221,7 @@ def snapshot(inputs: Iterable[str]) -> dict[str, dict]:
                 break
             try:
                 marker = read_marker(folder)
-            except Exception:  # noqa: BLE001  not a folder we can read: not a speechid output
+            except Exception:  # not a folder we can read: not a speechid output
                 marker = None
             if marker is not None:
                 found[folder] = {k: marker.get(k) for k in _GENERATION}
@@ -236,7 +236,7 @@ def replaced_input(staging: str) -> str | None:
     for folder, generation in (marker.get("inputs_read") or {}).items():
         try:
             now = read_marker(folder)
-        except Exception:  # noqa: BLE001
+        except Exception:
             now = None
         if now is None or {k: now.get(k) for k in _GENERATION} != generation:
             what = f"replaced by another `speechid {now['command']}` run" if now else "removed"
@@ -275,7 +275,7 @@ def stage(output: str, command: str, inputs: Iterable[str] = (), flag: str = "--
             shutil.rmtree(staging, ignore_errors=True)
         _forget(run)
         raise OutputError(f"{flag} {output}: cannot write there ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001  remote filesystems raise their own types (BeamIOError, ...)
+    except Exception as e:  # remote filesystems raise their own types (BeamIOError, ...)
         _forget(run)
         raise OutputError(f"{flag} {output}: cannot write there ({e})") from None
     return staging
@@ -399,7 +399,7 @@ def recover(output: str) -> None:
             for folder, expected in ((staging, {"run": record["run"]}), (old, record.get("old_marker") or {})):
                 if folder and _is_recorded(folder, expected):
                     remove_tree(folder)
-        except Exception:  # noqa: BLE001  best effort: the record stays for the next run
+        except Exception:  # best effort: the record stays for the next run
             continue
         _forget(record["run"])
 
@@ -490,7 +490,7 @@ def discard(staging: str) -> None:
     run = (read_marker(staging) or {}).get("run")
     try:
         remove_tree(staging)
-    except Exception:  # noqa: BLE001  never mask the error that made us discard
+    except Exception:  # never mask the error that made us discard
         import logging
 
         logging.getLogger("speechid").warning("could not remove %s", staging)

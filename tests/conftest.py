@@ -6,12 +6,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # speechid records its runs under XDG_STATE_HOME (speechid.outputs.runs_dir): tests keep theirs out of the
 # user's home, in one folder per test session.
-import tempfile  # noqa: E402
+import tempfile
 
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="speechid-test-state-")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 
 def tone(seconds: float = 1.0, rate: int = 16_000, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
