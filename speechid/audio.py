@@ -313,10 +313,6 @@ def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     return soxr.resample(audio, in_rate, out_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def duration_of(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    return len(audio) / float(sample_rate)
-
-
 def to_pcm16(audio: np.ndarray) -> bytes:
     """Float audio in [-1, 1] -> little-endian PCM16 bytes (the TFRecord storage format)."""
     return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()

@@ -37,7 +37,6 @@ PART_GLOB = "part-*.parquet"
 EMBEDDING = "embedding"
 COLUMNS = ("clip_id", "source", "speaker_id", "split", "duration_s", "n_windows", EMBEDDING, "model_id")
 NULLABLE = ("speaker_id", "split")
-METADATA_COLUMNS = tuple(c for c in COLUMNS if c != EMBEDDING)
 DEFAULT_BATCH = 65_536
 UNIT_TOLERANCE = 1e-3  # |norm - 1|: float32 averaging + renormalising stays far inside this
 SHORT_ID = 16  # characters of a speaker_id (a Common Voice client_id is 128 hex digits) shown to people
