@@ -29,33 +29,51 @@ them, so they say how it does on voices recorded elsewhere. Every stage writes w
 
 Trial lists score speakers by their true label (aliases.tsv), so a planted alias never turns a
 same-voice pair into a "different" trial. Held-out corpora are decoded straight from their archives (at
-most ``max_clips_per_speaker`` per speaker, a seeded sample): scored, never prepped or trained on.
+most ``max_clips_per_speaker`` per speaker, a seeded sample): scored, never prepped or trained on
+(``speechid.app.real_trials``). The stages shared with the synthetic demo are in ``speechid.app.demo_stages``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from speechid.app.demo_stages import (
+    DemoResult,
+    Log,
+    StageClock,
+    beam_args,
+    dedup_stage,
+    embed_stage,
+    finish,
+    index_stage,
+    mislabel_rows,
+    pick_query_clip,
+    prep_stage,
+    query_stage,
+    record_model,
+    train_stage,
+)
+from speechid.app.htmlpage import pct
+from speechid.app.real_trials import Truth, evaluate_lists
+from speechid.app.run_record import REAL_MODE, RunRecord, real_workdir_paths
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
+from speechid.schema import record_pattern
 from speechid.truth import read_clip_truth, read_truth
+
+if TYPE_CHECKING:
+    from speechid.corpora.release import ReleaseResult
+    from speechid.corpora.synth import SynthResult
 
 PACKAGES = ("flight-of-the-amazon-queen",)
 INSTALL = "apt-get install " + " ".join(PACKAGES)
-MODE = "real"
-LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "it": "Italian"}
 # Real corpora trained on beside FOTAQ, and corpora only ever scored (each used when its package is
 # installed; "+uncredited": the recipe's --uncredited voices too). README "Quality on real voices" measures
 # why these: more real speakers helped the held-out corpora, and the held-out ones share nothing with them.
 TRAIN_RECIPES = ("bass", "ktuberling")
 HELD_OUT_RECIPES = ("drascula", "asterisk", "klettres")
-CORPUS_NAMES = {"drascula": "Drascula", "asterisk": "Asterisk prompts", "klettres": "KLettres",
-                "bass": "Beneath a Steel Sky", "ktuberling": "KTuberling", "fotaq": "FOTAQ"}
 
 
 @dataclass(frozen=True)
@@ -131,35 +149,6 @@ def find_sources(fotaq_source: str | None = None, roots: dict[str, str] | None =
                        tuple(sorted(roots.items())))
 
 
-def workdir_paths(workdir: str) -> dict[str, str]:
-    """Where each stage of a real demo run in ``workdir`` writes (the synthetic demo's keys, and more)."""
-    from speechid.app.demo import workdir_paths as synthetic_paths
-
-    workdir = os.path.abspath(workdir)
-    paths = synthetic_paths(workdir)
-    for key in ("corpus_synth", "eval_synth", "eval_cross"):
-        paths[key] = os.path.join(workdir, key.replace("_", "-"))
-    return paths
-
-
-def score_list(emb: np.ndarray, labels: list[str], threshold: float, trials: int, seed: int) -> tuple[dict, tuple]:
-    """Seeded balanced trials over ``labels`` (true speakers): (metrics, (same distances, different distances))."""
-    from speechid.model.evaluation import make_trials, verification_metrics
-
-    pairs, same = make_trials(labels, trials, seed=seed)
-    d = np.linalg.norm(emb[pairs[:, 0]] - emb[pairs[:, 1]], axis=1)
-    metrics = verification_metrics(d[same], d[~same], threshold=threshold)
-    metrics.update(clips=len(labels), speakers=len(set(labels)), seed=seed)
-    return metrics, (d[same], d[~same])
-
-
-def _write_metrics(folder: str, name: str, metrics: dict, inputs: list[str]) -> None:
-    from speechid import outputs
-
-    with outputs.staged(folder, "evaluate", inputs) as staging:
-        outputs.write_json(os.path.join(staging, name), metrics)
-
-
 def _write_recipe(folder: str, recipe: str, sources: RealSources, seed: int):
     """Write one installed recipe's release into ``folder`` (the ``speechid corpus`` defaults)."""
     from speechid.corpora import recipes
@@ -170,222 +159,136 @@ def _write_recipe(folder: str, recipe: str, sources: RealSources, seed: int):
     return write_release(folder, src.release, src.clips, seed=seed, sources=src.paths, caveat=src.caveat)
 
 
-def _trial_lists(recipe: str, archives: list[str]) -> list[tuple[str, str, list[str]]]:
-    """(key, name, archives) of each trial list of held-out ``recipe``: one list per language cast for
-    Drascula (each cast is its own set of actors), one list over every archive for the others."""
-    base = recipe.partition("+")[0]
-    corpus = CORPUS_NAMES.get(base, base)
-    if base != "drascula":
-        return [(base, corpus, archives)]
-    out = []
-    for archive in archives:
-        lang = archive.rsplit("-", 1)[-1].split(".")[0]  # drascula-<locale>.tar.gz
-        out.append((f"{base}_{lang}", f"{corpus}, {LANGUAGE_NAMES.get(lang, lang)} cast", [archive]))
-    return out
-
-
 def run_real_demo(workdir: str, config: RealDemoConfig = RealDemoConfig(), sources: RealSources | None = None,
-                  log: Callable[[str], None] = print):
-    """Run every stage into ``workdir``; returns a ``speechid.app.demo.DemoResult`` (figures also in report.html).
+                  log: Log = print) -> DemoResult:
+    """Run every stage into ``workdir``; returns the run's record (its figures also in report.html).
 
     ``sources`` defaults to ``find_sources()``: a missing FOTAQ package is a ``ConfigError`` before any work."""
     sources = sources or find_sources()
-    from speechid import Encoder, outputs
-    from speechid.app.demo import DemoResult, _pick_query_clip, _stage, dedup_stage, finish, index_stage, query_stage
-    from speechid.corpora import fotaq, synth
-    from speechid.corpora.release import sample_clips, write_release
-    from speechid.model import evaluation, trainer
-    from speechid.model.data import load_clips
-    from speechid.model.export import operating_points, read_config
-    from speechid.pipelines.embed import embed_corpus
-    from speechid.pipelines.prep import prepare
-    from speechid.schema import record_pattern
+    from speechid import Encoder
 
     os.makedirs(workdir, exist_ok=True)
     workdir = os.path.abspath(workdir)
-    paths = workdir_paths(workdir)
+    paths = real_workdir_paths(workdir)
     for recipe in (*sources.training, *sources.held_out):
         paths[f"corpus_{recipe}"] = os.path.join(workdir, "corpus-" + recipe.replace("+", "-"))
-    res = DemoResult(workdir)
-    sec, figs = res.seconds, res.figures
-    total = 9 + bool(sources.training) + bool(sources.held_out)
-    n = iter(range(1, total + 1))
-    figs["mode"] = MODE
-    figs["config"] = asdict(config)
-    figs["sources"] = asdict(sources)
-    beam_args = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(config.workers)]
-    real: dict = {"aliases": config.aliases, "lists": [], "trained_on": ["fotaq", *sources.training, "synth"],
-                  "held_out": list(sources.held_out)}
-    figs["real"] = real
+    real = {"aliases": config.aliases, "lists": [], "trained_on": ["fotaq", *sources.training, "synth"],
+            "held_out": list(sources.held_out)}
+    record = RunRecord(mode=REAL_MODE, config=asdict(config), sources=asdict(sources), real=real)
+    clock = StageClock(log, record.seconds, total=9 + bool(sources.training) + bool(sources.held_out))
+    pipeline_args = beam_args(config.workers)
     missing = [r for r in (*TRAIN_RECIPES, *HELD_OUT_RECIPES) if r not in (*sources.training, *sources.held_out)]
     if missing:
         log(f"    not installed, left out: {', '.join(missing)} (README \"Real voices, offline\" names the packages)")
 
-    with _stage(log, sec, next(n), total, "corpus: FOTAQ voice acting, aliases planted among held-out characters"):
-        fq = write_release(paths["corpus"], fotaq.RELEASE, fotaq.clips(sources.fotaq), seed=config.seed,
-                           dev_speakers=config.dev_speakers, test_speakers=config.test_speakers,
-                           min_clips=config.min_clips, aliases=config.aliases, sources=[sources.fotaq],
-                           caveat=fotaq.CAVEAT, mislabels=config.mislabels)
-        real["fotaq"] = {k: fq.manifest[k] for k in ("written", "failed", "failed_by_reason", "hours", "splits",
-                                                       "aliased_speakers")}
-        log("    " + fq.summary().split("; speaker table")[0])
+    corpora = _corpus_stages(clock, paths, config, sources, real, log)
+    train_archives = [*corpora.fotaq.archives, *(a for r in sources.training for a in corpora.releases[r].archives),
+                      corpora.synth.tarball]
+    with clock.stage(f"prep: {' + '.join(real['trained_on'])}, Beam DirectRunner + tf.Transform"):
+        prep_stage(train_archives, paths, pipeline_args, record, log)
+    with clock.stage(f"train: the recommended recipe ({config.loss}, augment {config.augment}), "
+                     f"{config.train_minutes:g} min budget"):
+        ops, model_config = _train_stage(paths, config, record, log)
+    truth = corpora.truth()
+    with clock.stage("evaluate: voices recorded elsewhere first, then held-out speakers of the training corpora"):
+        encoder = Encoder.load(paths["model"])
+        evaluate_lists(encoder, paths, {r: corpora.releases[r] for r in sources.held_out}, truth, config.trials,
+                       config.seed, config.max_clips_per_speaker, record, log)
+    with clock.stage("embed: Beam RunInference over every held-out clip"):
+        embed_stage(paths, [record_pattern(paths["data"], split) for split in ("dev", "test")], pipeline_args,
+                    record, log)
+    with clock.stage("index: FAISS"):
+        index_stage(paths, ops, model_config, record, log)
+    with clock.stage("dedup: client_id merges and mislabelled clips vs what was planted among FOTAQ characters"):
+        dedup_stage(paths, {**truth.synth, **truth.fotaq}, record, log, clip_truth=truth.fotaq_clips)
+    with clock.stage("query: who does this FOTAQ clip most resemble?"):
+        clip, client_id, true_speaker = pick_query_clip(corpora.fotaq.archives[0], corpora.fotaq.aliases_tsv, workdir)
+        query_stage(clip, client_id, true_speaker, truth.fotaq, encoder, paths, record, log)
+    return finish(DemoResult(workdir, record), paths)
 
+
+@dataclass
+class _Corpora:
+    """The releases a real run writes: FOTAQ's, each other installed recipe's, the synthetic one."""
+
+    fotaq: ReleaseResult
+    releases: dict[str, ReleaseResult]
+    synth: SynthResult
+
+    def truth(self) -> Truth:
+        return Truth(read_truth(self.fotaq.aliases_tsv), read_truth(self.synth.aliases_tsv),
+                      read_clip_truth(self.fotaq.aliases_tsv))
+
+
+def _corpus_stages(clock: StageClock, paths: dict, config: RealDemoConfig, sources: RealSources, real: dict,
+                   log: Log) -> _Corpora:
+    """FOTAQ's release (aliases and mislabels planted), one release per other installed recipe, and the
+    synthetic speakers trained on beside the real ones."""
+    from speechid.corpora import fotaq, synth
+    from speechid.corpora.release import write_release
+
+    with clock.stage("corpus: FOTAQ voice acting, aliases planted among held-out characters"):
+        fotaq_release = write_release(paths["corpus"], fotaq.RELEASE, fotaq.clips(sources.fotaq), seed=config.seed,
+                                      dev_speakers=config.dev_speakers, test_speakers=config.test_speakers,
+                                      min_clips=config.min_clips, aliases=config.aliases, sources=[sources.fotaq],
+                                      caveat=fotaq.CAVEAT, mislabels=config.mislabels)
+        real["fotaq"] = {k: fotaq_release.manifest[k] for k in ("written", "failed", "failed_by_reason", "hours",
+                                                                 "splits", "aliased_speakers")}
+        log("    " + fotaq_release.summary().split("; speaker table")[0])
     releases = {}
     for stage_recipes, what in ((sources.training, "more real voices to train on"),
                                 (sources.held_out, "voices recorded elsewhere, never trained on")):
         if not stage_recipes:
             continue
-        with _stage(log, sec, next(n), total, f"corpus: {what} ({', '.join(stage_recipes)})"):
+        with clock.stage(f"corpus: {what} ({', '.join(stage_recipes)})"):
             for recipe in stage_recipes:
-                releases[recipe] = rel = _write_recipe(paths[f"corpus_{recipe}"], recipe, sources, config.seed)
-                real.setdefault("corpora", {})[recipe] = {k: rel.manifest[k] for k in ("written", "failed", "hours")}
-                log(f"    {recipe}: " + rel.summary().split("; speaker table")[0])
+                releases[recipe] = release = _write_recipe(paths[f"corpus_{recipe}"], recipe, sources, config.seed)
+                real.setdefault("corpora", {})[recipe] = {k: release.manifest[k]
+                                                          for k in ("written", "failed", "hours")}
+                log(f"    {recipe}: " + release.summary().split("; speaker table")[0])
+    with clock.stage("synth: synthetic speakers to train on beside the real ones"):
+        synthetic = synth.make_corpus(paths["corpus_synth"], speakers=config.synth_speakers,
+                                      clips_per_speaker=config.synth_clips_per_speaker, seed=config.seed,
+                                      workers=config.workers)
+        log("    " + synthetic.summary())
+    return _Corpora(fotaq_release, releases, synthetic)
 
-    with _stage(log, sec, next(n), total, "synth: synthetic speakers to train on beside the real ones"):
-        sy = synth.make_corpus(paths["corpus_synth"], speakers=config.synth_speakers,
-                               clips_per_speaker=config.synth_clips_per_speaker, seed=config.seed,
-                               workers=config.workers)
-        log("    " + sy.summary())
 
-    train_archives = [*fq.archives, *(a for r in sources.training for a in releases[r].archives), sy.tarball]
-    with _stage(log, sec, next(n), total, f"prep: {' + '.join(real['trained_on'])}, Beam DirectRunner + tf.Transform"):
-        prep = prepare(train_archives, paths["data"], pipeline_args=beam_args)
-        m = prep.manifest
-        figs["records"] = dict(m["records"])
-        figs["failures"] = dict(m["failures"])
-        figs["prep_balanced"] = prep.balanced
-        log(f"    records {m['records']}; failures {m['failures'] or 'none'}; reconciles: {prep.balanced}")
-
-    with _stage(log, sec, next(n), total, f"train: the recommended recipe ({config.loss}, augment {config.augment}), "
-                                          f"{config.train_minutes:g} min budget"):
-        if os.path.exists(paths["model"]):
-            shutil.rmtree(paths["model"])
-        curve = figs["training_curve"] = []
-        t = trainer.train(paths["data"], paths["model"], epochs=config.max_epochs,
-                          steps_per_epoch=config.steps_per_epoch, speakers_per_batch=config.speakers_per_batch,
+def _train_stage(paths: dict, config: RealDemoConfig, record: RunRecord, log: Log):
+    """The recommended recipe under the time budget; returns (operating points, model config)."""
+    summary = train_stage(paths, record, log, epochs=config.max_epochs, steps_per_epoch=config.steps_per_epoch,
+                          speakers_per_batch=config.speakers_per_batch,
                           clips_per_speaker=config.clips_per_speaker_batch, crop_seconds=config.crop_seconds,
                           learning_rate=config.learning_rate, loss=config.loss, augment=config.augment,
                           time_budget_s=60 * config.train_minutes, max_dev_clips=config.max_dev_clips,
-                          seed=config.seed, log=lambda s: log("    " + s),
-                          on_epoch_end=lambda epoch, s: curve.append({"epoch": epoch, **s}))
-        figs["train_seconds"] = round(t["wall_s"], 1)
-        figs["best_dev_eer"] = t["best_dev_eer"]
-        figs["trainable_parameters"] = t["trainable_parameters"]
-        figs["optimizer_steps"] = t["optimizer_steps"]
-        model_config = read_config(paths["model"])
-        ops = operating_points(model_config, paths["model"])
-        figs["operating_points"] = ops.to_dict() if ops else None
-        figs["default_threshold"] = float(model_config["threshold"])
-        figs["model_id"] = model_config.get("model_id")
-        figs["training"] = model_config.get("training", {})
-
-    fotaq_truth, synth_truth = read_truth(fq.aliases_tsv), read_truth(sy.aliases_tsv)
-    fotaq_clip_truth = read_clip_truth(fq.aliases_tsv)  # mislabelled clips: scored by their true voice
-    with _stage(log, sec, next(n), total, "evaluate: voices recorded elsewhere first, then held-out speakers of "
-                                          "the training corpora"):
-        enc = Encoder.load(paths["model"])
-        threshold = enc.threshold
-        lists = []  # (key, voices, name, relation, embeddings, true labels): cross-corpus first
-        for recipe in sources.held_out:
-            for key, name, archives in _trial_lists(recipe, releases[recipe].archives):
-                waves, labels = [], []
-                for archive in archives:
-                    w, lab, _ = sample_clips(archive, ["train.tsv", "dev.tsv", "test.tsv"], enc.sample_rate,
-                                             config.max_clips_per_speaker, config.seed)
-                    waves += w
-                    labels += lab
-                lists.append((key, "real", name, "cross-corpus: recorded elsewhere, never trained on",
-                              enc.embed_waveforms(waves), labels))
-        waves, cids, clip_ids = load_clips(paths["data"], "test")
-        emb = enc.embed_waveforms(waves)
-        for key, voices, name, relation, truth in (
-            ("fotaq_heldout", "real", "FOTAQ held-out characters", "in-domain: the game trained on, characters "
-                                                                   "never trained on", fotaq_truth),
-            ("synth_test", "synthetic", "synthetic test speakers", "in-domain: the synthesiser trained on, voices "
-                                                                   "never trained on", synth_truth),
-        ):
-            idx = [i for i, c in enumerate(cids) if c in truth]
-            labels = [fotaq_clip_truth.get(clip_ids[i], truth[cids[i]]) for i in idx]
-            lists.append((key, voices, name, relation, emb[idx], labels))
-        cross_metrics = {}
-        for key, voices, name, relation, e, labels in lists:
-            metrics, (same, diff) = score_list(e, labels, threshold, config.trials, config.seed)
-            metrics.update(list=key, voices=voices, name=name)
-            real["lists"].append({"key": key, "voices": voices, "name": name, "relation": relation,
-                                  **{k: metrics[k] for k in ("eer", "min_dcf", "sensitivity", "specificity",
-                                                             "threshold", "speakers", "clips", "trials")}})
-            log(f"    {voices} voices, {name}: EER {100 * metrics['eer']:.1f}% ({metrics['speakers']} speakers, "
-                f"{metrics['clips']} clips, {metrics['trials']} trials; {relation.split(':')[0]})")
-            if key == "fotaq_heldout":
-                metrics.update(split="test", data_dir=paths["data"], model_id=enc.config.get("model_id"))
-                with outputs.staged(paths["eval"], "evaluate", [paths["model"], paths["data"]]) as folder:
-                    title = f"{name}: EER {100 * metrics['eer']:.2f}%, {metrics['trials']} trials"
-                    figures = evaluation.plot_figures(same, diff, threshold, folder, title)
-                    metrics["figures"] = [os.path.basename(p) for p in figures]
-                    evaluation.write_json(os.path.join(folder, evaluation.METRICS_JSON), metrics)
-                figs["eval"] = metrics
-            elif key == "synth_test":
-                _write_metrics(paths["eval_synth"], evaluation.METRICS_JSON, metrics, [paths["model"], paths["data"]])
-            else:
-                cross_metrics[f"metrics-{key}.json"] = metrics
-        cross = [item["eer"] for item in real["lists"] if item["relation"].startswith("cross-corpus")]
-        real["cross_corpus_mean_eer"] = float(np.mean(cross)) if cross else None
-        if cross_metrics:
-            held = [paths[f"corpus_{r}"] for r in sources.held_out]
-            with outputs.staged(paths["eval_cross"], "evaluate", [paths["model"], *held]) as f:
-                for name, metrics in cross_metrics.items():
-                    outputs.write_json(os.path.join(f, name), metrics)
-
-    with _stage(log, sec, next(n), total, "embed: Beam RunInference over every held-out clip"):
-        inputs = [record_pattern(paths["data"], split) for split in ("dev", "test")]
-        em = embed_corpus(paths["model"], inputs, paths["embeddings"], pipeline_args=beam_args)
-        figs["embedded"] = em["clips_written"]
-        log(f"    {em['clips_written']} clips embedded, {em['clips_failed']} failed")
-
-    with _stage(log, sec, next(n), total, "index: FAISS"):
-        index_stage(paths, ops, model_config, figs, log)
-
-    with _stage(log, sec, next(n), total, "dedup: client_id merges and mislabelled clips vs what was planted among "
-                                          "FOTAQ characters"):
-        dedup_stage(paths, {**synth_truth, **fotaq_truth}, figs, log, clip_truth=fotaq_clip_truth)
-
-    with _stage(log, sec, next(n), total, "query: who does this FOTAQ clip most resemble?"):
-        clip, client_id, true_speaker = _pick_query_clip(fq.archives[0], fq.aliases_tsv, workdir)
-        query_stage(clip, client_id, true_speaker, fotaq_truth, enc, paths, figs, log)
-
-    return finish(res, figs, sec, paths, workdir)
+                          seed=config.seed)
+    record.optimizer_steps = summary["optimizer_steps"]
+    return record_model(paths, record)
 
 
-def summary_rows(res) -> list[tuple[str, str]]:
+def summary_rows(result: DemoResult) -> list[tuple[str, str]]:
     """The CLI's summary table of a real run: every row says which voices it is about."""
-    from speechid.app.demo import _mislabel_rows
-    from speechid.app.htmlpage import pct
-
-    f = res.figures
-    mean = f["real"].get("cross_corpus_mean_eer")
+    record, real = result.record, result.record.real
+    mean = real.get("cross_corpus_mean_eer")
     rows = [("real voices recorded elsewhere (never trained on): mean EER", pct(mean) if mean is not None else
              "none scored: no held-out corpus installed")]
-    rows += [(f"clips prepared ({' + '.join(f['real'].get('trained_on', ['fotaq', 'synth']))})",
-              ", ".join(f"{k} {v}" for k, v in f["records"].items())),
-            ("training", f"{f['train_seconds']:.0f} s, {f['optimizer_steps']} steps "
-                         f"({f['trainable_parameters']:,} parameters)"),
-            ("default threshold (FAR 1.7% on dev speakers: the original project's specificity)",
-             f"{f['default_threshold']:.3f}")]
-    for item in f["real"]["lists"]:
+    rows += [(f"clips prepared ({' + '.join(real.get('trained_on', ['fotaq', 'synth']))})",
+              ", ".join(f"{k} {v}" for k, v in record.records.items())),
+             ("training", f"{record.train_seconds:.0f} s, {record.optimizer_steps} steps "
+                          f"({record.trainable_parameters:,} parameters)"),
+             ("default threshold (FAR 1.7% on dev speakers: the original project's specificity)",
+              f"{record.default_threshold:.3f}")]
+    for item in real["lists"]:
         rows.append((f"{item['voices']} voices: {item['name']} EER",
                      f"{pct(item['eer'])} ({item['speakers']} speakers, {item['clips']} clips; {item['relation']})"))
-    spk = f["dedup"].get("speakers", {})
-    seed_spk = f["dedup_seed"].get("speakers", {})
+    merges = record.dedup.get("speakers", {})
+    seed_merges = record.dedup_seed.get("speakers", {})
     rows += [
-        (f"real voices: dedup vs {f['real']['aliases']} aliased FOTAQ characters, at the default",
-         f"precision {pct(spk.get('precision'))}, recall {pct(spk.get('recall'))}"),
+        (f"real voices: dedup vs {real['aliases']} aliased FOTAQ characters, at the default",
+         f"precision {pct(merges.get('precision'))}, recall {pct(merges.get('recall'))}"),
         (f"real voices: the same with {THRESHOLD:g} as the clip threshold",
-         f"precision {pct(seed_spk.get('precision'))}, recall {pct(seed_spk.get('recall'))}"),
-        *_mislabel_rows(f["dedup"].get("mislabels"), f["dedup"].get("mislabels_resembling")),
-        ("wall time", f"{sum(f['seconds'].values()) / 60:.1f} min"),
+         f"precision {pct(seed_merges.get('precision'))}, recall {pct(seed_merges.get('recall'))}"),
+        *mislabel_rows(record.dedup.get("mislabels"), record.dedup.get("mislabels_resembling")),
+        ("wall time", f"{sum(record.seconds.values()) / 60:.1f} min"),
     ]
     return rows
-
-
-def is_real_run(run: dict) -> bool:
-    return run.get("mode") == MODE

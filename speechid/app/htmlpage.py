@@ -115,6 +115,16 @@ def write_html(path: str, title: str, sections: list[tuple[str, str]], subtitle:
     return path
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: pictures drawn to bytes, never to a screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def png(fig) -> bytes:
     import matplotlib.pyplot as plt
 

@@ -3,7 +3,8 @@
 import io
 import tarfile
 
-from speechid.app.demo import DemoConfig, _mislabel_rows, _pick_query_clip
+from speechid.app.demo import DemoConfig
+from speechid.app.demo_stages import mislabel_rows, pick_query_clip
 from tests.conftest import run_cli
 
 
@@ -19,12 +20,12 @@ def test_mislabels_size_the_synthetic_demo_only(capsys):
 def test_the_summary_row_gives_precision_recall_and_the_clean_clips_flagged():
     flags = {"precision": 0.8, "recall": 0.75, "flagged": 5, "planted": 4, "found": 3, "clean_clips": 2372,
              "clean_flagged": 2, "resembles_right": 3}
-    [(name, value)] = _mislabel_rows(flags)
+    [(name, value)] = mislabel_rows(flags)
     assert name == "dedup: mislabelled clips flagged vs the 4 planted"
     assert value == "precision 80.0%, recall 75.0%; 2 of 2,372 other clips flagged (0.1%)"
-    [(_, value)] = _mislabel_rows(flags, {**flags, "flagged": 3, "precision": 1.0, "recall": 0.75})
+    [(_, value)] = mislabel_rows(flags, {**flags, "flagged": 3, "precision": 1.0, "recall": 0.75})
     assert "(the 3 that resemble another id: precision 100.0%, recall 75.0%)" in value
-    assert _mislabel_rows(None) == []
+    assert mislabel_rows(None) == []
 
 
 def test_the_query_clip_is_never_a_mislabelled_one(tmp_path):
@@ -36,5 +37,5 @@ def test_the_query_clip_is_never_a_mislabelled_one(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     (tmp_path / "aliases.tsv").write_text("client_id\ttrue_speaker\tclip\nA1\tann\t\nA2\tann\t\nA1\tbo\tm.mp3\n")
-    path, cid, speaker = _pick_query_clip(str(tmp_path / "c.tar.gz"), str(tmp_path / "aliases.tsv"), str(tmp_path))
+    path, cid, speaker = pick_query_clip(str(tmp_path / "c.tar.gz"), str(tmp_path / "aliases.tsv"), str(tmp_path))
     assert path.endswith("query-ok.mp3") and (cid, speaker) == ("A1", "ann")

@@ -95,23 +95,23 @@ def tiny_run(tmp_path_factory):
     sources = find_sources(queen, {"drascula": drascula_root, "asterisk": str(asterisk_root),
                                    "klettres": str(klettres_root)},
                            training=("klettres",), held_out=("drascula", "asterisk"))
-    res = run_real_demo(str(work), config, sources, log=log.append)
-    return work, res, log
+    result = run_real_demo(str(work), config, sources, log=log.append)
+    return work, result, log
 
 
 @pytest.mark.slow  # ~80 s on 2 cores: Beam prep and RunInference, a 2-step training, FAISS, on ~60 tiny clips
 def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
     from speechid.app.demo_real import summary_rows
 
-    work, res, _ = tiny_run
-    figs = res.figures
-    lists = {item["key"]: item for item in figs["real"]["lists"]}
+    work, result, _ = tiny_run
+    record = result.record
+    lists = {item["key"]: item for item in record.real["lists"]}
     assert list(lists) == ["drascula_en", "asterisk", "fotaq_heldout", "synth_test"]  # cross-corpus first
     assert all(lists[k]["relation"].startswith("cross-corpus") for k in ("drascula_en", "asterisk"))
     assert lists["asterisk"]["speakers"] == 3  # Allison's two folders are one person
-    assert figs["real"]["trained_on"] == ["fotaq", "klettres", "synth"]
+    assert record.real["trained_on"] == ["fotaq", "klettres", "synth"]
     mean = (lists["drascula_en"]["eer"] + lists["asterisk"]["eer"]) / 2
-    assert figs["real"]["cross_corpus_mean_eer"] == pytest.approx(mean)
+    assert record.real["cross_corpus_mean_eer"] == pytest.approx(mean)
     # the training mix holds klettres' readers (their client_ids are in the prepared data's manifest)
     manifest = json.loads((work / "data" / "manifest.json").read_text())
     assert "klettres" in json.dumps(manifest["inputs"])
@@ -119,15 +119,15 @@ def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
     assert lists["synth_test"]["voices"] == "synthetic"
     assert lists["drascula_en"]["clips"] == 6  # 3 characters, at most 2 clips each
     # the aliased character's two client_ids are one speaker in the trials, and two ids in the dedup truth
-    assert figs["dedup"]["speakers"]["true_pairs"] == 1
-    assert figs["dedup"]["mislabels"]["planted"] == 1  # a FOTAQ clip filed under another character's id
+    assert record.dedup["speakers"]["true_pairs"] == 1
+    assert record.dedup["mislabels"]["planted"] == 1  # a FOTAQ clip filed under another character's id
     for name in ("corpus", "corpus-synth", "corpus-drascula", "corpus-asterisk", "corpus-klettres", "data", "model",
                  "eval", "eval-synth", "eval-cross/metrics-drascula_en.json", "eval-cross/metrics-asterisk.json",
                  "embeddings", "index", "dedup", "demo.json", "report.html"):
         assert (work / name).exists(), name
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     assert metrics["eer"] == lists["fotaq_heldout"]["eer"] and metrics["speakers"] == 2
-    rows = dict(summary_rows(res))
+    rows = dict(summary_rows(result))
     assert list(rows)[0] == "real voices recorded elsewhere (never trained on): mean EER"
     assert any(k.startswith("real voices: FOTAQ held-out") for k in rows)
     assert any(k.startswith("synthetic voices:") for k in rows)
@@ -135,10 +135,10 @@ def test_the_real_chain_runs_and_scores_what_it_says(tiny_run):
 
 @pytest.mark.slow
 def test_the_report_labels_real_and_synthetic_figures(tiny_run):
-    from speechid.app.demo import rebuild_report
+    from speechid.app.report import rebuild_report
 
-    work, res, _ = tiny_run
-    page = open(res.report, encoding="utf-8").read()
+    work, result, _ = tiny_run
+    page = open(result.report, encoding="utf-8").read()
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r'src="data:[^"]+"', "", page)))
     h2 = re.findall(r"<h2>(.*?)</h2>", page)
     assert h2[0] == "The answer"
@@ -149,7 +149,7 @@ def test_the_report_labels_real_and_synthetic_figures(tiny_run):
     assert "real voices" in answer and "synthetic voices" in answer
     subtitle = text[:text.index("The answer")]  # says what was run
     assert "Flight of the Amazon Queen" in subtitle and "synthetic voices" in subtitle
-    assert rebuild_report(str(work)) == res.report  # --report-only on a real run
+    assert rebuild_report(str(work)) == result.report  # --report-only on a real run
 
 
 @pytest.mark.slow
@@ -158,9 +158,9 @@ def test_the_report_the_console_and_the_json_files_give_the_same_numbers(tiny_ru
     from speechid.app.demo_real import summary_rows
     from speechid.app.htmlpage import pct
 
-    work, res, _ = tiny_run
-    page = open(res.report, encoding="utf-8").read().replace("&middot;", "·")
-    rows = dict(summary_rows(res))
+    work, result, _ = tiny_run
+    page = open(result.report, encoding="utf-8").read().replace("&middot;", "·")
+    rows = dict(summary_rows(result))
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     dedup = json.loads((work / "dedup" / "summary.json").read_text())["scores"]["speakers"]
     eer = pct(metrics["eer"])
@@ -171,6 +171,6 @@ def test_the_report_the_console_and_the_json_files_give_the_same_numbers(tiny_ru
     for name in ("drascula_en", "asterisk"):
         cross = json.loads((work / "eval-cross" / f"metrics-{name}.json").read_text())
         assert f"<b>{pct(cross['eer'])}</b>" in page
-    mean = res.figures["real"]["cross_corpus_mean_eer"]
+    mean = result.record.real["cross_corpus_mean_eer"]
     assert rows["real voices recorded elsewhere (never trained on): mean EER"] == pct(mean)
     assert f"EER {pct(mean)}" in page

@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from speechid.app import htmlpage, report
-from speechid.app.demo import REPORT, rebuild_report, workdir_paths
+from speechid.app import htmlpage
+from speechid.app.dedup_section import best_on_curve, dedup_advice
+from speechid.app.report import rebuild_report
+from speechid.app.run_record import REPORT, workdir_paths
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
 from speechid.indexing import synthetic
@@ -134,7 +136,7 @@ def test_the_answer_comes_first_and_names_the_thresholds(page):
 
 
 def test_a_perfect_score_on_a_few_pairs_is_not_green():
-    from speechid.app.report import wilson
+    from speechid.app.dedup_section import wilson
 
     lo, hi = wilson(8, 8)
     assert round(lo, 3) == 0.676 and hi == 1.0  # 8 of 8: the interval still reaches down to 68%
@@ -193,22 +195,22 @@ def test_no_raw_json(page):
 
 
 def test_dedup_advice():
-    few = report.dedup_advice(_scores(0.95, 0.92), CURVE)[0]  # 4 proposed, 8 planted: too few to show it
+    few = dedup_advice(_scores(0.95, 0.92), CURVE)[0]  # 4 proposed, 8 planted: too few to show it
     assert "not yet shown right" in few and "keep the default" not in few
     many = {**_scores(0.95, 0.92), "predicted_pairs": 400, "correct_pairs": 380, "true_pairs": 410}
-    assert "keep the default" in report.dedup_advice(many, CURVE)[0]
-    low_p = " ".join(report.dedup_advice(_scores(0.4, 1.0), CURVE))
+    assert "keep the default" in dedup_advice(many, CURVE)[0]
+    low_p = " ".join(dedup_advice(_scores(0.4, 1.0), CURVE))
     assert "Precision is low" in low_p and "--merge-threshold 3.00" in low_p
     assert "No single merge threshold gives both" in low_p and "speechid calibrate" in low_p  # best recall 87.5%
     fixable = [*CURVE[:2], {**CURVE[2], "recall": 0.95}, *CURVE[3:]]
-    fix = report.dedup_advice(_scores(0.4, 1.0), fixable)
+    fix = dedup_advice(_scores(0.4, 1.0), fixable)
     assert "Set <code>--merge-threshold 3.00</code>: precision 95.0%, recall 95.0%" in fix[-1]
     assert not any("speechid calibrate" in tip for tip in fix)
-    hopeless = " ".join(report.dedup_advice(_scores(0.4, 0.4), [{**c, "precision": 0.5} for c in CURVE],
+    hopeless = " ".join(dedup_advice(_scores(0.4, 0.4), [{**c, "precision": 0.5} for c in CURVE],
                                             dev_speakers=10))
     assert "No single merge threshold reaches precision 90%" in hopeless
     assert "speechid calibrate" in hopeless and "measured on 10 dev speakers" in hopeless
-    assert report.best_on_curve(CURVE)["threshold"] == 3.0
+    assert best_on_curve(CURVE)["threshold"] == 3.0
 
 
 def test_rebuild_needs_a_finished_run(tmp_path):

@@ -35,7 +35,8 @@ def demo(workdir, real, aliases, mislabels, train_minutes, speakers, clips_per_s
     (--real: about 20 minutes)."""
     from dataclasses import replace
 
-    from speechid.app.demo import DemoConfig, rebuild_report, run_demo, summary_rows
+    from speechid.app.demo import DemoConfig, run_demo, summary_rows
+    from speechid.app.report import rebuild_report
 
     workdir = workdir or ("demo-real-work" if real else "demo-work")
     if real:
@@ -63,8 +64,8 @@ def demo(workdir, real, aliases, mislabels, train_minutes, speakers, clips_per_s
 
         overrides = {k: v for k, v in dict(aliases=aliases, train_minutes=train_minutes).items() if v is not None}
         config = replace(RealDemoConfig(seed=seed), **overrides)
-        res = run_real_demo(workdir, config, sources, log=lambda s: click.echo(s))
-        rows = real_rows(res)
+        result = run_real_demo(workdir, config, sources, log=lambda s: click.echo(s))
+        rows = real_rows(result)
     else:
         config = DemoConfig(seed=seed)
         overrides = {k: v for k, v in dict(speakers=speakers, clips_per_speaker=clips_per_speaker,
@@ -77,12 +78,12 @@ def demo(workdir, real, aliases, mislabels, train_minutes, speakers, clips_per_s
         if mislabels is not None:
             overrides["mislabels"] = mislabels
         config = replace(config, **overrides)
-        res = run_demo(workdir, config, log=lambda s: click.echo(s))
-        rows = summary_rows(res)
+        result = run_demo(workdir, config, log=lambda s: click.echo(s))
+        rows = summary_rows(result)
     width = max(len(k) for k, _ in rows)
     click.echo(f"\nspeechid demo{' --real' if real else ''} summary")
     click.echo("-" * (width + 50))
     for k, v in rows:
         click.echo(f"{k.ljust(width)}  {v}")
     click.echo("-" * (width + 50))
-    click.echo(f"report: {res.report}")
+    click.echo(f"report: {result.report}")
