@@ -8,7 +8,6 @@ Set SPEECHID_DEBUG=1 to see the traceback of an unexpected failure.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import re
 import signal
@@ -20,7 +19,7 @@ import click
 from speechid import __version__
 from speechid.errors import SpeechIdError
 
-# name -> "module:attribute"; a command appears once its module exists.
+# name -> "module:attribute": the module is imported only when its command runs (or help lists it).
 COMMANDS = {
     "synth": "speechid.app.commands.synth:synth",
     "corpus": "speechid.app.commands.corpus:corpus",
@@ -37,16 +36,12 @@ COMMANDS = {
 }
 
 
-def _available(name: str) -> bool:
-    return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
-
-
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return [n for n in COMMANDS if _available(n)]
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS or not _available(name):
+        if name not in COMMANDS:
             return None
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)

@@ -305,6 +305,41 @@ def make_corpus(
     client_ids: a model trained on both ids of a voice would have learned to tell them apart, and a
     deduplication run meets ids no model was trained on. ``mislabels`` clips of test speakers are filed under
     another test speaker's client_id (``speechid.corpora.mislabels``; at least two test speakers then)."""
+    heldout_clips = _check_sizes(speakers, clips_per_speaker, aliases, heldout_clips, mislabels)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    voices = distinct_voices(speakers, rng)
+    split_of, aliased = _assign_splits(speakers, aliases, mislabels, rng)
+    plan = _Plan(seed, locale, rng, (min_duration, max_duration))
+    for spk, voice in enumerate(voices):
+        plan.add_speaker(spk, voice, split_of[spk], spk in aliased,
+                         clips_per_speaker if split_of[spk] == "train" else heldout_clips)
+    moved = plan.move_mislabels(mislabels)
+    plan.add_unvalidated(voices, int(round(extra_fraction * speakers * clips_per_speaker)))
+    if plant_faults:
+        spk = next(s for s in range(speakers) if split_of[s] == "train")
+        plan.plant_faults(voices[spk], _client_id(seed, spk, 0))
+    clip_bytes = plan.render(workers)
+    tar_name = f"{RELEASE}-{locale}.tar.gz"
+    with outputs.staged(out_dir, "synth", flag="OUT_DIR") as staging:  # a fresh folder: no stale faults.tsv can survive
+        write_tarball(os.path.join(staging, tar_name), plan.members(clip_bytes))
+        write_small_tsv(os.path.join(staging, "aliases.tsv"), *planted_mislabels.truth_rows(plan.truth, moved))
+        if plant_faults:
+            write_small_tsv(os.path.join(staging, "faults.tsv"), ("path", "expected"), plan.faults)
+    return SynthResult(
+        tarball=os.path.join(out_dir, tar_name),
+        aliases_tsv=os.path.join(out_dir, "aliases.tsv"),
+        faults_tsv=os.path.join(out_dir, "faults.tsv") if plant_faults else None,
+        speakers=speakers,
+        client_ids=len(plan.truth),
+        clips=len(clip_bytes),
+        rows={k: len(v) for k, v in plan.rows.items()},
+        mislabels=len(moved),
+    )
+
+
+def _check_sizes(speakers: int, clips_per_speaker: int, aliases: int, heldout_clips: int | None,
+                 mislabels: int) -> int:
+    """``ValueError`` naming the first size that does not fit; returns the clips of a held-out speaker."""
     if speakers < 3:
         raise ValueError(f"speakers={speakers}: need at least 3 (train, dev and test are speaker-disjoint)")
     if clips_per_speaker < 1:
@@ -318,10 +353,13 @@ def make_corpus(
         raise ValueError("aliases need at least 2 clips per speaker (one under each client_id)")
     if mislabels < 0:
         raise ValueError(f"mislabels={mislabels}: must be at least 0")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    voices = distinct_voices(speakers, rng)
+    return heldout_clips
 
-    # Speaker-disjoint splits, like Common Voice; aliased speakers are test speakers (never trained on).
+
+def _assign_splits(speakers: int, aliases: int, mislabels: int, rng: np.random.Generator
+                   ) -> tuple[dict[int, str], set[int]]:
+    """Speaker-disjoint splits, like Common Voice: (speaker -> split, the aliased speakers). Aliased and
+    mislabelled speakers are test speakers (never trained on)."""
     order = rng.permutation(speakers)
     n_held = max(1, int(round(0.1 * speakers)))
     n_test = max(n_held, aliases, 2 if mislabels else 0)
@@ -333,111 +371,116 @@ def make_corpus(
     for rank, spk in enumerate(order):
         split_of[int(spk)] = "test" if rank < n_test else ("dev" if rank < n_test + n_held else "train")
     aliased = set(int(s) for s in rng.choice(order[:n_test], size=aliases, replace=False)) if aliases else set()
+    return split_of, aliased
 
-    jobs: list[_ClipJob] = []
-    rows: dict[str, list] = {k: [] for k in TSV_NAMES}
-    truth: list[tuple[str, str]] = []
-    truth_of: dict[str, str] = {}
-    prefix = f"{RELEASE}/{locale}"
-    clip_base = 20_000_000 + (seed % 1000) * 100_000
 
-    def new_clip(voice: Voice, duration: float, rate: int = OUT_RATE, channels: int = 1) -> str:
-        idx = len(jobs)
-        jobs.append(_ClipJob(idx, seed, voice, duration, rate, channels))
-        return f"common_voice_{locale}_{clip_base + idx}.mp3"
+class _Plan:
+    """The release being planned: clips to render (in order: each clip's index seeds its audio), TSV rows,
+    the ground truth, the planted faults. Every draw comes from ``rng`` in plan order, so a seed gives the
+    same release."""
 
-    def row(cid: str, path: str, voice: Voice, up: int = 2, down: int = 0) -> tuple:
+    def __init__(self, seed: int, locale: str, rng: np.random.Generator, durations: tuple[float, float]):
+        self.seed, self.locale, self.rng, self.durations = seed, locale, rng, durations
+        self.clip_base = 20_000_000 + (seed % 1000) * 100_000
+        self.jobs: list[_ClipJob] = []
+        self.rows: dict[str, list] = {k: [] for k in TSV_NAMES}
+        self.truth: list[tuple[str, str]] = []
+        self.truth_of: dict[str, str] = {}
+        self.faults: list[tuple[str, str]] = []
+        self.special: dict[str, bytes] = {}  # clip path -> bytes that replace its rendering
+
+    def clip_path(self, index: int) -> str:
+        return f"common_voice_{self.locale}_{self.clip_base + index}.mp3"
+
+    def new_clip(self, voice: Voice, duration: float, rate: int = OUT_RATE, channels: int = 1) -> str:
+        index = len(self.jobs)
+        self.jobs.append(_ClipJob(index, self.seed, voice, duration, rate, channels))
+        return self.clip_path(index)
+
+    def random_duration(self) -> float:
+        return float(self.rng.uniform(*self.durations))
+
+    def row(self, cid: str, path: str, voice: Voice, up: int = 2, down: int = 0) -> tuple:
+        rng = self.rng
         words = rng.choice(_WORDS, size=int(rng.integers(4, 10)))
         sentence = " ".join(words).capitalize() + "."
         age = ("", "twenties", "thirties", "fourties", "fifties")[int(rng.integers(5))]
         gender = voice.sex if rng.random() < 0.7 else ""
-        return (cid, path, sentence, up, down, age, gender, "", locale, "")
+        return (cid, path, sentence, up, down, age, gender, "", self.locale, "")
 
-    for spk, voice in enumerate(voices):
-        ids = [_client_id(seed, spk, 0)] + ([_client_id(seed, spk, 1)] if spk in aliased else [])
-        truth.extend((cid, f"speaker_{spk:05d}") for cid in ids)
-        truth_of.update((cid, f"speaker_{spk:05d}") for cid in ids)
-        split = split_of[spk]
-        for k in range(clips_per_speaker if split == "train" else heldout_clips):
-            cid = ids[k % len(ids)]
-            path = new_clip(voice, float(rng.uniform(min_duration, max_duration)))
-            r = row(cid, path, voice, up=int(rng.integers(2, 6)), down=int(rng.integers(0, 2)))
-            rows[split].append(r)
-            rows["validated"].append(r)
-    moved = planted_mislabels.choose([(r[1], r[0], truth_of[r[0]]) for r in rows["test"]], mislabels, seed)
-    if moved:  # the same row, under another voice's client_id, in every TSV that lists it
-        new_id = {m.clip: m.client_id for m in moved}
-        for name in ("test", "validated"):
-            rows[name] = [(new_id[r[1]], *r[1:]) if r[1] in new_id else r for r in rows[name]]
+    def add_speaker(self, spk: int, voice: Voice, split: str, aliased: bool, clips: int) -> None:
+        """A voice's ``clips`` in its split and validated.tsv, alternating between its client_ids."""
+        ids = [_client_id(self.seed, spk, 0)] + ([_client_id(self.seed, spk, 1)] if aliased else [])
+        self.truth.extend((cid, f"speaker_{spk:05d}") for cid in ids)
+        self.truth_of.update((cid, f"speaker_{spk:05d}") for cid in ids)
+        for k in range(clips):
+            path = self.new_clip(voice, self.random_duration())
+            r = self.row(ids[k % len(ids)], path, voice, up=int(self.rng.integers(2, 6)),
+                         down=int(self.rng.integers(0, 2)))
+            self.rows[split].append(r)
+            self.rows["validated"].append(r)
 
-    # Clips that only invalidated.tsv / other.tsv list, as in a real release.
-    n_extra = int(round(extra_fraction * speakers * clips_per_speaker))
-    for name in ("invalidated", "other"):
-        for _ in range(n_extra):
-            spk = int(rng.integers(speakers))
-            path = new_clip(voices[spk], float(rng.uniform(min_duration, max_duration)))
-            up, down = (0, 2) if name == "invalidated" else (1, 0)
-            rows[name].append(row(_client_id(seed, spk, 0), path, voices[spk], up, down))
+    def move_mislabels(self, n: int) -> list[planted_mislabels.Mislabel]:
+        """``n`` test clips filed under another test voice's client_id: the same row, under the new id, in
+        every TSV that lists it."""
+        moved = planted_mislabels.choose([(r[1], r[0], self.truth_of[r[0]]) for r in self.rows["test"]], n,
+                                         self.seed)
+        if moved:
+            new_id = {m.clip: m.client_id for m in moved}
+            for name in ("test", "validated"):
+                self.rows[name] = [(new_id[r[1]], *r[1:]) if r[1] in new_id else r for r in self.rows[name]]
+        return moved
 
-    # Planted faults: every one is a train row of one train speaker, with the outcome prep must report.
-    faults: list[tuple[str, str]] = []
-    special: dict[str, bytes] = {}
-    if plant_faults:
-        spk = next(s for s in range(speakers) if split_of[s] == "train")
-        voice, cid = voices[spk], _client_id(seed, spk, 0)
+    def add_unvalidated(self, voices: list[Voice], n: int) -> None:
+        """``n`` clips that only invalidated.tsv lists and ``n`` only other.tsv lists, as in a real release."""
+        for name in ("invalidated", "other"):
+            for _ in range(n):
+                spk = int(self.rng.integers(len(voices)))
+                path = self.new_clip(voices[spk], self.random_duration())
+                up, down = (0, 2) if name == "invalidated" else (1, 0)
+                self.rows[name].append(self.row(_client_id(self.seed, spk, 0), path, voices[spk], up, down))
 
-        def planted(reason: str, data: bytes | None = None, **clip) -> None:
-            path = new_clip(voice, clip.pop("duration", 2.0), **clip)
-            if data is not None:
-                special[path] = data
-            rows["train"].append(row(cid, path, voice))
-            faults.append((path, reason))
+    def _planted(self, voice: Voice, cid: str, reason: str, data: bytes | None = None, **clip) -> None:
+        path = self.new_clip(voice, clip.pop("duration", 2.0), **clip)
+        if data is not None:
+            self.special[path] = data
+        self.rows["train"].append(self.row(cid, path, voice))
+        self.faults.append((path, reason))
 
-        planted("empty", b"")
-        planted("corrupt", np.random.default_rng(seed).bytes(4000))
-        planted("truncated")  # bytes cut in half below, once rendered
-        planted("too_short", duration=0.2)
-        planted("too_long", duration=35.0)
-        planted("ok_converted", rate=44_100, channels=2)  # stereo 44.1 kHz: converted, not failed
-        hiss = 0.003 * np.random.default_rng(seed + 1).standard_normal(2 * _SYN_RATE).astype(np.float32)
-        planted("no_speech", _to_mp3(hiss))  # a silent recording: 2 s of faint room noise
-        missing = f"common_voice_{locale}_{clip_base + 99_999}.mp3"
-        rows["train"].append(row(cid, missing, voice))
-        faults.append((missing, "missing_clip"))
-        dup = rows["train"][0]
-        rows["train"].append(dup)
-        faults.append((dup[1], "duplicate"))
-        bad = f"{cid}\tcommon_voice_{locale}_{clip_base + 99_998}.mp3\tonly three fields"
-        rows["train"].append(bad)
-        faults.append((f"common_voice_{locale}_{clip_base + 99_998}.mp3", "malformed_row"))
+    def plant_faults(self, voice: Voice, cid: str) -> None:
+        """Train rows of one train voice (client_id ``cid``), each with the outcome prep must report."""
+        self._planted(voice, cid, "empty", b"")
+        self._planted(voice, cid, "corrupt", np.random.default_rng(self.seed).bytes(4000))
+        self._planted(voice, cid, "truncated")  # bytes cut in half once rendered
+        self._planted(voice, cid, "too_short", duration=0.2)
+        self._planted(voice, cid, "too_long", duration=35.0)
+        self._planted(voice, cid, "ok_converted", rate=44_100, channels=2)  # stereo 44.1 kHz: converted, not failed
+        hiss = 0.003 * np.random.default_rng(self.seed + 1).standard_normal(2 * _SYN_RATE).astype(np.float32)
+        self._planted(voice, cid, "no_speech", _to_mp3(hiss))  # a silent recording: 2 s of faint room noise
+        missing = self.clip_path(99_999)
+        self.rows["train"].append(self.row(cid, missing, voice))
+        self.faults.append((missing, "missing_clip"))
+        dup = self.rows["train"][0]
+        self.rows["train"].append(dup)
+        self.faults.append((dup[1], "duplicate"))
+        malformed = self.clip_path(99_998)
+        self.rows["train"].append(f"{cid}\t{malformed}\tonly three fields")
+        self.faults.append((malformed, "malformed_row"))
 
-    with ProcessPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-        audio = list(pool.map(_render_job, jobs, chunksize=8))
-    clip_bytes = {f"common_voice_{locale}_{clip_base + j.index}.mp3": a for j, a in zip(jobs, audio, strict=True)}
-    for path, reason in faults:
-        if reason == "truncated":
-            clip_bytes[path] = clip_bytes[path][: len(clip_bytes[path]) // 2]
-    clip_bytes.update(special)
+    def render(self, workers: int | None) -> dict[str, bytes]:
+        """Every planned clip's MP3 bytes by path, rendered in ``workers`` processes, faults applied."""
+        with ProcessPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+            audio = list(pool.map(_render_job, self.jobs, chunksize=8))
+        clip_bytes = {self.clip_path(j.index): a for j, a in zip(self.jobs, audio, strict=True)}
+        for path, reason in self.faults:
+            if reason == "truncated":
+                clip_bytes[path] = clip_bytes[path][: len(clip_bytes[path]) // 2]
+        clip_bytes.update(self.special)
+        return clip_bytes
 
-    members = [(f"{prefix}/clips/{path}", clip_bytes[path]) for path in sorted(clip_bytes)]
-    members += [(f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, rows[name])) for name in TSV_NAMES]
-    tar_name = f"{RELEASE}-{locale}.tar.gz"
-    with outputs.staged(out_dir, "synth", flag="OUT_DIR") as staging:  # a fresh folder: no stale faults.tsv can survive
-        write_tarball(os.path.join(staging, tar_name), members)
-        write_small_tsv(os.path.join(staging, "aliases.tsv"), *planted_mislabels.truth_rows(truth, moved))
-        if plant_faults:
-            write_small_tsv(os.path.join(staging, "faults.tsv"), ("path", "expected"), faults)
-    tar_path = os.path.join(out_dir, tar_name)
-    aliases_path = os.path.join(out_dir, "aliases.tsv")
-    faults_path = os.path.join(out_dir, "faults.tsv") if plant_faults else None
-
-    return SynthResult(
-        tarball=tar_path,
-        aliases_tsv=aliases_path,
-        faults_tsv=faults_path,
-        speakers=speakers,
-        client_ids=len(truth),
-        clips=len(clip_bytes),
-        rows={k: len(v) for k, v in rows.items()},
-        mislabels=len(moved),
-    )
+    def members(self, clip_bytes: dict[str, bytes]) -> list[tuple[str, bytes]]:
+        """The tarball's members: the clips, sorted, then the TSVs."""
+        prefix = f"{RELEASE}/{self.locale}"
+        members = [(f"{prefix}/clips/{path}", clip_bytes[path]) for path in sorted(clip_bytes)]
+        members += [(f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, self.rows[name])) for name in TSV_NAMES]
+        return members
