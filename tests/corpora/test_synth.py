@@ -9,6 +9,7 @@ import pytest
 
 from speechid.audio import decode
 from speechid.corpora import synth
+from speechid.corpora.voices import distinct_voices, make_voice, render_clip, trait_distance
 from speechid.truth import read_clip_truth, read_truth
 from tests.conftest import run_cli
 
@@ -111,10 +112,10 @@ def test_planted_faults_are_listed(tmp_path):
 def test_voices_differ_more_between_than_within_speakers():
     """A crude identity check: mean log-spectrum distance is smaller within a voice than across voices."""
     rng = np.random.default_rng(3)
-    voices = [synth.make_voice(rng) for _ in range(6)]
+    voices = [make_voice(rng) for _ in range(6)]
 
     def profile(v, i):
-        x = synth.render_clip(v, 2.0, np.random.default_rng(i))
+        x = render_clip(v, 2.0, np.random.default_rng(i))
         spec = np.abs(np.fft.rfft(x[: 16000 * 2].reshape(-1, 400) * np.hanning(400), axis=1)) ** 2
         return np.log(spec.mean(axis=0) + 1e-9)
 
@@ -202,22 +203,22 @@ def test_distinct_voices_have_no_near_twins():
     import itertools
 
     def gaps(voices):
-        d = np.array([synth.trait_distance(a, b) for a, b in itertools.combinations(voices, 2)])
+        d = np.array([trait_distance(a, b) for a, b in itertools.combinations(voices, 2)])
         return d[np.isfinite(d)]
 
     rng = np.random.default_rng(np.random.SeedSequence([0, 0]))
-    independent = [synth.make_voice(rng) for _ in range(100)]
-    distinct = synth.distinct_voices(100, np.random.default_rng(np.random.SeedSequence([0, 0])))
+    independent = [make_voice(rng) for _ in range(100)]
+    distinct = distinct_voices(100, np.random.default_rng(np.random.SeedSequence([0, 0])))
     assert gaps(independent).min() < 0.2 and gaps(distinct).min() > 0.6
     assert (gaps(distinct) < 1.0).sum() < (gaps(independent) < 1.0).sum() / 2
     # each voice is the candidate farthest from those before it
     again = np.random.default_rng(5)
-    chosen = synth.distinct_voices(4, np.random.default_rng(5), candidates=3)
-    replay = [synth.make_voice(again) for _ in range(12)]
+    chosen = distinct_voices(4, np.random.default_rng(5), candidates=3)
+    replay = [make_voice(again) for _ in range(12)]
     assert chosen[0] == replay[0]
     for k in range(1, 4):
         options = replay[3 * k:3 * k + 3]
-        best = max(options, key=lambda v: min(synth.trait_distance(v, w) for w in chosen[:k]))
+        best = max(options, key=lambda v: min(trait_distance(v, w) for w in chosen[:k]))
         assert chosen[k] == best
     ranges = [(v.f0, v.vtl, v.tilt) for v in distinct]
     assert min(r[0] for r in ranges) >= 85 and max(r[0] for r in ranges) <= 255
