@@ -47,7 +47,7 @@ neither, a local cluster of one single-threaded worker process per core is start
 closed after it. ``--dask_npartitions`` sets the partitions of every shuffle and the most a Create or
 Read is split into (default: 4 per worker thread). The dashboard's address is logged; speechid's worker
 log lines (progress) are forwarded to the client's console; ``DaskJobResult.cancel()`` cancels the job's
-tasks on the cluster (``jobs.run_and_wait`` calls it on Ctrl-C).
+tasks on the cluster (``runner.run_and_wait`` calls it on Ctrl-C).
 
     python -m speechid.pipelines.prep --input data/cv.tar.gz --output data/cv \\
         --runner DaskRunner --dask_client_address 127.0.0.1:8786
@@ -295,7 +295,7 @@ class DaskJobResult(PipelineResult):
     ``cancel`` cancels every task of the job; ``metrics()`` are Beam's, summed over all bundles;
     ``element_counts`` holds the number of elements of every PCollection (by producing step and tag)."""
 
-    cancel_on_interrupt = True  # jobs.run_and_wait cancels the job on Ctrl-C
+    cancel_on_interrupt = True  # runner.run_and_wait cancels the job on Ctrl-C
 
     def __init__(self, client, future, job: str, owns_client: bool, cluster=None):
         super().__init__(PipelineState.RUNNING)

@@ -343,7 +343,7 @@ class DecodeAndWindow(beam.DoFn):
         self._progress = None
 
     def setup(self):
-        from speechid.pipelines.jobs import Progress
+        from speechid.pipelines.metrics import Progress
 
         self._progress = Progress("speechid embed (decode, window)", 30.0)
 
@@ -470,10 +470,10 @@ COMMAND = "embed"  # the name its output folders are marked with (speechid.outpu
 
 def flag_parser():
     """embed's own flags, defined once (``speechid embed`` forwards its arguments to ``run``)."""
-    from speechid.pipelines import jobs
+    from speechid.pipelines.flags import JobFlags
 
     limits = audio_lib.INFERENCE_LIMITS
-    p = jobs.JobFlags("speechid embed", "Embed clips in bulk with Beam RunInference: Parquet of unit embeddings, "
+    p = JobFlags("speechid embed", "Embed clips in bulk with Beam RunInference: Parquet of unit embeddings, "
                                         "failures/ and manifest.json.")
     p.add_argument("--model", dest="model_dir", metavar="MODEL", required=True,
                    help="model directory (config.json + saved_model/), local or gs://")
@@ -540,10 +540,12 @@ def embed_corpus(
     from apache_beam.io.parquetio import WriteToParquet
 
     from speechid import embedding_table
-    from speechid.pipelines import jobs
+    from speechid.pipelines import jobs, runner, workers
+    from speechid.pipelines.flags import check_pipeline_args
+    from speechid.pipelines.metrics import log_metrics
 
     pipeline_args = list(pipeline_args or [])
-    jobs.check_pipeline_args(pipeline_args, OWN_FLAGS)
+    check_pipeline_args(pipeline_args, OWN_FLAGS)
     model_cfg = read_config(model_dir)
     verify_serving_model(model_dir, model_cfg)  # before Beam: a model that contradicts itself is refused here
     config = EmbedConfig(
@@ -562,7 +564,7 @@ def embed_corpus(
     staging = outputs.stage(output, COMMAND, apart)
     try:
         handler = make_model_handler(model_dir, min_batch_size, max_batch_size)
-        p = jobs.make_pipeline(pipeline_args, test_pipeline)
+        p = runner.make_pipeline(pipeline_args, test_pipeline)
         index_dir = os.path.join(staging, "_seek_index")  # archives' pass 1 -> pass 2, removed before publishing
         reads = [
             p | f"Read{i}{kind.title()}" >> read_source(pattern, kind, FileSystems.join(index_dir, str(i)))
@@ -601,9 +603,9 @@ def embed_corpus(
             }
         )
         counts | "WriteCounts" >> jobs.WriteJsonLines(os.path.join(staging, jobs.COUNTS_DIR, "counts"))
-        with jobs.single_threaded_tf_workers(jobs.local_worker_processes(pipeline_args)):
-            result, _ = jobs.run_and_wait(p)
-        jobs.log_metrics("embed", result)
+        with workers.single_threaded_tf_workers(runner.local_worker_processes(pipeline_args)):
+            result, _ = runner.run_and_wait(p)
+        log_metrics("embed", result)
 
         tallies = jobs.read_counts(os.path.join(staging, jobs.COUNTS_DIR))
         outputs.remove_tree(os.path.join(staging, jobs.COUNTS_DIR))  # internal: the manifest carries the counts

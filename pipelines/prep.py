@@ -25,7 +25,7 @@ A dask.distributed cluster (``speechid.pipelines.dask_runner``; README "Scaling 
     python -m speechid.pipelines.prep --input /shared/cv/*.tar.gz --output /shared/data/cv \
         --runner DaskRunner --dask_client_address SCHEDULER:8786
 
-Runner choice (``speechid.pipelines.jobs.make_pipeline``): from Beam 2.68 on, ``DirectRunner`` first tries
+Runner choice (``speechid.pipelines.runner.make_pipeline``): from Beam 2.68 on, ``DirectRunner`` first tries
 the Prism runner, which downloads a Go binary from GitHub on first use. Beam's maintainers name
 ``FnApiRunner`` as the way to keep the classic Python local runner (apache/beam#34612); it honours
 ``--direct_running_mode`` and ``--direct_num_workers``. So no ``--runner`` or ``--runner DirectRunner``
@@ -51,7 +51,7 @@ import speechid
 from speechid import audio, outputs, schema
 from speechid.config import SAMPLE_RATE
 from speechid.errors import ConfigError, InputError
-from speechid.pipelines import jobs
+from speechid.pipelines import jobs, runner, workers
 from speechid.pipelines.archives import (
     EVENTS,
     FAILURES,
@@ -62,7 +62,9 @@ from speechid.pipelines.archives import (
     ReadClipRanges,
     archive_problem,
 )
+from speechid.pipelines.flags import JobFlags, check_pipeline_args
 from speechid.pipelines.manifest import BuildManifest, publish_problem
+from speechid.pipelines.metrics import log_metrics
 from speechid.pipelines.records import WriteGzipTFRecords
 from speechid.pipelines.stages import (  # noqa: F401  (also importable from here)
     ANALYSIS_BATCH,
@@ -215,9 +217,9 @@ def prepare(
         num_shards=num_shards,
         range_bytes=range_bytes,
         progress_interval=progress_interval,
-        workers=jobs.local_worker_count(list(pipeline_args)) if test_pipeline is None else None,
+        workers=runner.local_worker_count(list(pipeline_args)) if test_pipeline is None else None,
     )
-    jobs.check_pipeline_args(pipeline_args, OWN_FLAGS)
+    check_pipeline_args(pipeline_args, OWN_FLAGS)
     archives = match_archives(inputs)
     outputs.check_output(output, COMMAND, archives)  # before reading anything: a wrong --output fails at once
     check_archives(archives)
@@ -242,7 +244,7 @@ def prepare(
         "analysis": "train" if "train" in config.splits else None,
     }
     try:
-        p = jobs.make_pipeline(list(pipeline_args), test_pipeline)
+        p = runner.make_pipeline(list(pipeline_args), test_pipeline)
         out = (
             p
             | "ListArchives" >> beam.Create(archives)
@@ -272,9 +274,9 @@ def prepare(
             _ = out[TRANSFORM_FN_KEY] | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
 
         # multi_processing: one TensorFlow thread per worker (one worker per core), flat worker heaps.
-        local_workers = test_pipeline is None and jobs.local_worker_processes(list(pipeline_args))
-        with jobs.single_threaded_tf_workers(local_workers), jobs.worker_environment(_MALLOC_ENV, local_workers):
-            result, state = jobs.run_and_wait(p)
+        local_workers = test_pipeline is None and runner.local_worker_processes(list(pipeline_args))
+        with workers.single_threaded_tf_workers(local_workers), workers.worker_environment(_MALLOC_ENV, local_workers):
+            result, state = runner.run_and_wait(p)
         if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
             raise RuntimeError(f"prep pipeline ended in state {state}")
         # The pipeline wrote the manifest; a run whose inputs were unusable publishes nothing.
@@ -288,7 +290,7 @@ def prepare(
     except BaseException as e:
         outputs.fail(staging, e)
         raise
-    metrics = jobs.log_metrics(NAMESPACE, result)
+    metrics = log_metrics(NAMESPACE, result)
     recon = manifest["reconciliation"]
     if recon["balanced"]:
         _LOG.info("prep wrote %s: %s; %s", output, recon["rows"], recon["clips"])
@@ -301,9 +303,9 @@ def _split_names(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
 
 
-def flag_parser() -> jobs.JobFlags:
+def flag_parser() -> JobFlags:
     """prep's own flags, defined once (``speechid prep`` forwards its arguments to ``run``)."""
-    p = jobs.JobFlags("speechid prep", "Prepare Common Voice archives for training: TFRecords per split, "
+    p = JobFlags("speechid prep", "Prepare Common Voice archives for training: TFRecords per split, "
                                        "tf.Transform statistics, failures/ and manifest.json.")
     p.add_argument("--input", dest="inputs", metavar="INPUT", action="append", required=True,
                    help="a .tar/.tar.gz release, local or gs://; globs allowed; repeatable")

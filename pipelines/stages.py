@@ -19,7 +19,6 @@ from speechid import audio, schema
 from speechid.config import SAMPLE_RATE
 from speechid.errors import AudioError, ConfigError
 from speechid.model.features import FeatureConfig
-from speechid.pipelines import jobs
 from speechid.pipelines.archives import (
     CLIPS,
     EVENTS,
@@ -33,6 +32,7 @@ from speechid.pipelines.archives import (
     TsvRow,
     clip_member_path,
 )
+from speechid.pipelines.metrics import Progress
 
 ANALYSIS_BATCH = 32  # clips per tf.Transform analysis batch
 _SPLIT_RANK = {s: i for i, s in enumerate(schema.ALL_SPLITS)}
@@ -188,7 +188,7 @@ class DecodeClip(beam.DoFn):
 
     def setup(self):
         pin_malloc_thresholds()
-        self._progress = jobs.Progress("speechid prep, pass 2 (read ranges, decode)", self._config.progress_interval)
+        self._progress = Progress("speechid prep, pass 2 (read ranges, decode)", self._config.progress_interval)
         self._share_known = False
 
     def process(self, pair, expected=None):

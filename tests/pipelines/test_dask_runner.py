@@ -19,8 +19,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from speechid.errors import ConfigError
-from speechid.pipelines import jobs
 from speechid.pipelines.dask_runner import DaskRunner, UnsupportedPipeline
+from speechid.pipelines.flags import check_pipeline_args
+from speechid.pipelines.runner import make_pipeline, run_and_wait
 
 
 @pytest.fixture
@@ -225,7 +226,8 @@ def _tasks(client) -> int:
 def test_ctrl_c_cancels_the_job_on_the_cluster(client, monkeypatch):
     import _thread
 
-    monkeypatch.setattr(jobs, "stop_child_processes", lambda: [])  # the cluster's processes are this test's own
+    # The cluster's processes are this test's own.
+    monkeypatch.setattr("speechid.pipelines.runner.stop_child_processes", lambda: [])
     # 400 elements of 50 ms in 16 partitions: 10 s of work for the 2 workers, 1.25 s a task.
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -241,7 +243,7 @@ def test_ctrl_c_cancels_the_job_on_the_cluster(client, monkeypatch):
 
     threading.Thread(target=interrupt_once_running, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        jobs.run_and_wait(p)
+        run_and_wait(p)
     interrupted = time.monotonic()
     while _tasks(client) and time.monotonic() - interrupted < 20:
         time.sleep(0.1)
@@ -250,8 +252,8 @@ def test_ctrl_c_cancels_the_job_on_the_cluster(client, monkeypatch):
 
 
 def test_runner_flags_are_known_and_a_missing_scheduler_is_one_line():
-    jobs.check_pipeline_args(["--runner", "DaskRunner", "--dask_client_address", "127.0.0.1:1"])
-    p = jobs.make_pipeline(["--runner", "DaskRunner", "--dask_client_address", "127.0.0.1:1",
+    check_pipeline_args(["--runner", "DaskRunner", "--dask_client_address", "127.0.0.1:1"])
+    p = make_pipeline(["--runner", "DaskRunner", "--dask_client_address", "127.0.0.1:1",
                             "--dask_connection_timeout", "1"])
     assert isinstance(p.runner, DaskRunner)
     _ = p | beam.Create([1])

@@ -234,7 +234,7 @@ def test_a_corpus_replaced_while_embed_reads_it_is_never_published(model_dir, tm
     """The reader-during-publish race, with a deterministic gate: another job publishes a different corpus
     into the input folder after embed has staged and before its pipeline reads the archive."""
     from speechid.errors import OutputError
-    from speechid.pipelines import jobs
+    from speechid.pipelines import runner
     from speechid.pipelines.embed import embed_corpus
 
     def corpus(seed: int, speakers: int):
@@ -242,13 +242,13 @@ def test_a_corpus_replaced_while_embed_reads_it_is_never_published(model_dir, tm
                                  min_duration=1.0, max_duration=2.0, extra_fraction=0.0, workers=1)
 
     first = corpus(5, 3)
-    run_and_wait = jobs.run_and_wait
+    run_and_wait = runner.run_and_wait
 
     def gate(p, *args, **kwargs):
         corpus(6, 4)  # the other job's publish lands here
         return run_and_wait(p, *args, **kwargs)
 
-    monkeypatch.setattr(jobs, "run_and_wait", gate)
+    monkeypatch.setattr(runner, "run_and_wait", gate)
     out = tmp_path / "emb"
     with pytest.raises(OutputError, match=r"c1 was replaced by another `speechid synth` run while this run read it"):
         embed_corpus(model_dir, [first.tarball], str(out))

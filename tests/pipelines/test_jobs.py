@@ -1,4 +1,5 @@
-"""What every Beam job shares (speechid.pipelines.jobs): the flag check and stopping a local job."""
+"""What every Beam job shares: the flag check (flags), the runner and stopping a local job (runner), worker logs
+(workers)."""
 
 import _thread
 import os
@@ -10,11 +11,14 @@ import time
 import pytest
 
 from speechid.errors import ConfigError
-from speechid.pipelines import embed, jobs, prep
+from speechid.pipelines import embed, prep
+from speechid.pipelines.flags import check_pipeline_args
+from speechid.pipelines.runner import make_pipeline, run_and_wait
+from speechid.pipelines.workers import WORKER_LOG_RELAY
 
 
 def test_beam_and_own_flags_pass_and_unknown_ones_name_the_closest():
-    jobs.check_pipeline_args(["--direct_num_workers", "2", "--direct_running_mode=multi_processing",
+    check_pipeline_args(["--direct_num_workers", "2", "--direct_running_mode=multi_processing",
                               "--runner", "DataflowRunner", "--project", "p", "--temp_location", "gs://b/t",
                               "--save_main_session", "--experiments", "a", "--experiments=b"], prep.OWN_FLAGS)
     cases = [
@@ -29,7 +33,7 @@ def test_beam_and_own_flags_pass_and_unknown_ones_name_the_closest():
     ]
     for args, own, message in cases:
         with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("(", r"\(")):
-            jobs.check_pipeline_args(args, own)
+            check_pipeline_args(args, own)
 
 
 def _sleeper_tree() -> int:
@@ -81,7 +85,7 @@ def test_an_interrupt_stops_the_job_and_every_process_it_started():
     threading.Thread(target=interrupt_once_the_workers_run, daemon=True).start()
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        jobs.run_and_wait(p)
+        run_and_wait(p)
     assert time.monotonic() - t0 < 10
     assert "worker" in seen and not _alive(p.shell)
     for _ in range(50):  # the worker is not our child: init reaps it once it is gone
@@ -113,16 +117,16 @@ def test_relayed_worker_logs_keep_only_errors_and_progress_as_plain_lines(caplog
 
     monkeypatch.delenv("SPEECHID_DEBUG", raising=False)
     # An earlier interrupt test silences apache_beam's loggers process-wide (run_and_wait does on Ctrl-C).
-    monkeypatch.setattr(logging.getLogger(jobs.WORKER_LOG_RELAY), "level", logging.INFO)
-    jobs.make_pipeline(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])  # installs it
+    monkeypatch.setattr(logging.getLogger(WORKER_LOG_RELAY), "level", logging.INFO)
+    make_pipeline(["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])  # installs it
     warn = _entry("WARN", "No training configuration found in save file, so the model was *not* compiled.")
     info = _entry("INFO", "Resource module is not available for current platform")
     error = _entry("ERROR", 'decoder failed on "a.mp3"\nTraceback (most recent call last): ...', "embed.py:42")
     progress = _entry("INFO", "speechid prep decode [pid 7, 2 s]: written 101", "jobs.py:380")
     with caplog.at_level(logging.INFO):
         _relay(warn, info, error, progress)
-    relayed = [r for r in caplog.records if r.name in (jobs.WORKER_LOG_RELAY, "speechid.worker")]
-    assert [(r.levelno, r.name) for r in relayed] == [(logging.ERROR, jobs.WORKER_LOG_RELAY),
+    relayed = [r for r in caplog.records if r.name in (WORKER_LOG_RELAY, "speechid.worker")]
+    assert [(r.levelno, r.name) for r in relayed] == [(logging.ERROR, WORKER_LOG_RELAY),
                                                       (logging.INFO, "speechid.worker")]
     text = relayed[0].getMessage()
     assert text == 'worker: decoder failed on "a.mp3" Traceback (most recent call last): ... (embed.py:42)'
@@ -133,7 +137,7 @@ def test_relayed_worker_logs_keep_only_errors_and_progress_as_plain_lines(caplog
     monkeypatch.setenv("SPEECHID_DEBUG", "1")  # everything, as Beam logs it
     with caplog.at_level(logging.INFO):
         _relay(warn, info, error, progress)
-    relayed = [r for r in caplog.records if r.name == jobs.WORKER_LOG_RELAY]
+    relayed = [r for r in caplog.records if r.name == WORKER_LOG_RELAY]
     assert len(relayed) == 4 and all(r.getMessage().startswith("Worker: severity:") for r in relayed)
 
 
@@ -143,7 +147,7 @@ def test_in_process_bundles_keep_the_same_two_warnings_off_the_console(caplog, m
     import logging
 
     monkeypatch.delenv("SPEECHID_DEBUG", raising=False)
-    jobs.make_pipeline([])  # the in-process runner: installs the filter
+    make_pipeline([])  # the in-process runner: installs the filter
     with caplog.at_level(logging.INFO):
         logging.getLogger().warning("Resource module is not available for current platform, memory usage cannot "
                                     "be fetched.")
