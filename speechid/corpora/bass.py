@@ -5,12 +5,7 @@
 Files (``disk.cpp``, ``struc.h``): ``sky.dnr`` is a u32 LE count, then 8-byte entries: number (u16),
 offset (u24; bit 23: in 16-byte units), flags (u24; bits 0-21 the stored size, bit 22 "drop the header",
 bit 23 "stored unpacked"). A file starts with a 22-byte header (11 u16 LE); bit 7 of word 0 marks RNC
-data behind it. RNC method 1 (``rnc_deco.cpp``): "RNC\\x01", unpacked and packed sizes (u32 BE), CRC-16
-of both (u16 BE; poly 0xA001, init 0), leeway, block count; then 16-bit LE words read from the low bit,
-literal bytes spliced in where a literal run is due. A block: three Huffman tables (5-bit count, 4-bit
-lengths, canonical codes stored bit-reversed) for literal-run lengths, match offsets - 1, match lengths
-- 2; a 16-bit count of (literal run, match) pairs, the last without match. Symbol s >= 2 is
-``2**(s-1)`` plus s-1 more bits.
+data behind it, unpacked by ``speechid.corpora.rnc`` (RNC method 1, ScummVM's ``rnc_deco.cpp``).
 
 Speech (``sound.cpp``, ``intro.cpp``): text t is file ``50000 + [0, 600, 1100, 2430, 3380, 4530, 5080,
 5230][t >> 12] + (t & 0xFFF)``, unsigned 8-bit mono at 11,025 Hz after the header. Intro voices are
@@ -45,6 +40,7 @@ import numpy as np
 
 from speechid.audio import encode
 from speechid.corpora.release import SourceClip, SourceFailure
+from speechid.corpora.rnc import rnc_unpack
 from speechid.errors import ConfigError
 
 PACKAGE = "beneath-a-steel-sky"
@@ -120,110 +116,6 @@ def read_index(data: bytes, path: str) -> dict[int, tuple[int, int, int]]:
         start = (offset & 0x7FFFFF) << (4 if offset >> 23 else 0)
         index[int.from_bytes(e[:2], "little")] = (start, flags & 0x3FFFFF, flags)
     return index
-
-
-_CRC = []
-for _byte in range(256):
-    _c = _byte
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0xA001 if _c & 1 else _c >> 1
-    _CRC.append(_c)
-
-
-def crc16(data: bytes) -> int:
-    """RNC's CRC-16 (reflected polynomial 0xA001, initial value 0)."""
-    crc, table = 0, _CRC
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc
-
-
-class _Bits:
-    """RNC's bit reader: a 16-bit LE word is fetched only when the bits held run short; a literal run
-    starts at the first byte no word came from."""
-
-    def __init__(self, data: bytes):
-        self.data, self.pos, self.buf, self.n = data + b"\0\0\0\0", 0, 0, 0
-
-    def get(self, k: int) -> int:
-        if k > self.n:
-            self.buf |= (self.data[self.pos] | self.data[self.pos + 1] << 8) << self.n
-            self.pos += 2
-            self.n += 16
-        value = self.buf & ((1 << k) - 1)
-        self.buf >>= k
-        self.n -= k
-        return value
-
-    def peek16(self) -> int:
-        if self.n >= 16:
-            return self.buf
-        return self.buf | (self.data[self.pos] | self.data[self.pos + 1] << 8) << self.n
-
-    def table(self) -> tuple[list, int] | None:
-        """A Huffman table as a lookup list indexed by the next ``width`` bits: (symbol, length)."""
-        lengths = [self.get(4) for _ in range(self.get(5))]
-        if not any(lengths):
-            return None
-        width, code = max(lengths), 0
-        lookup: list = [None] * (1 << width)
-        for length in range(1, width + 1):
-            for symbol, n in enumerate(lengths):
-                if n == length:
-                    rev = int(f"{code >> (16 - length):0{length}b}"[::-1], 2)
-                    lookup[rev :: 1 << length] = [(symbol, length)] * (1 << (width - length))
-                    code += 1 << (16 - length)
-        return lookup, width
-
-    def value(self, table: tuple[list, int] | None) -> int:
-        if table is None:
-            raise OSError("RNC stream uses an empty Huffman table")
-        lookup, width = table
-        hit = lookup[self.peek16() & ((1 << width) - 1)]
-        if hit is None:
-            raise OSError("RNC stream holds a code its Huffman table lacks")
-        symbol, length = hit
-        self.get(length)
-        return (1 << (symbol - 1)) | self.get(symbol - 1) if symbol >= 2 else symbol
-
-
-def rnc_unpack(data: bytes) -> bytes:
-    """Decompress an RNC method-1 stream; OSError on a bad header, stream or checksum."""
-    if data[:4] != b"RNC\x01" or len(data) < 18:
-        raise OSError("not an RNC method-1 stream")
-    size, packed, crc_unpacked, crc_packed = struct.unpack_from(">IIHH", data, 4)
-    body = data[18 : 18 + packed]
-    if len(body) != packed:
-        raise OSError(f"RNC stream promises {packed} packed bytes, {len(body)} are there")
-    if crc16(body) != crc_packed:
-        raise OSError(f"RNC packed CRC mismatch (stored {crc_packed:04x}, computed {crc16(body):04x})")
-    bits, out = _Bits(body), bytearray()
-    bits.get(2)  # lock and key flags
-    for _ in range(data[17]):
-        raw, offsets, lengths = bits.table(), bits.table(), bits.table()
-        pairs = bits.get(16)
-        for i in range(pairs):
-            run = bits.value(raw)
-            if run:
-                out += bits.data[bits.pos : bits.pos + run]
-                bits.pos += run
-            if i == pairs - 1:
-                break
-            back, n = bits.value(offsets) + 1, bits.value(lengths) + 2
-            if back > len(out):
-                raise OSError("RNC match reaches before the start of the output")
-            start = len(out) - back
-            while n > 0:  # the source may overlap what this match writes
-                piece = out[start : start + min(n, back)]
-                out += piece
-                n -= len(piece)
-        if len(out) > size:
-            break
-    if len(out) != size:
-        raise OSError(f"RNC stream unpacked to {len(out)} bytes, its header says {size}")
-    if crc16(out) != crc_unpacked:
-        raise OSError(f"RNC unpacked CRC mismatch (stored {crc_unpacked:04x}, computed {crc16(out):04x})")
-    return bytes(out)
 
 
 def load(stored: bytes, flags: int) -> bytes:

@@ -82,46 +82,64 @@ def clips(audio_dir: str, speakers_tsv: str, locale: str = "und") -> Iterator[So
         raise ConfigError(f"{audio_dir}: not a folder")
     if not os.path.isfile(speakers_tsv):
         raise ConfigError(f"{speakers_tsv}: no such speakers TSV")
-    root = os.path.realpath(audio_dir)
-    listed: set[str] = set()
-    names: dict[str, str] = {}
+    rows = _Rows(audio_dir, os.path.realpath(audio_dir), locale)
     for line, row in _read_rows(speakers_tsv):
-        origin = f"{os.path.basename(speakers_tsv)}:{line}"
+        yield rows.clip(f"{os.path.basename(speakers_tsv)}:{line}", row)
+    yield from _unlisted(rows.root, rows.listed, os.path.basename(speakers_tsv))
+
+
+class _Rows:
+    """The speakers TSV's rows as clips: which files they listed, which clip names they took."""
+
+    def __init__(self, audio_dir: str, root: str, locale: str):
+        self.audio_dir, self.root, self.locale = audio_dir, root, locale
+        self.listed: set[str] = set()  # files (relative to root) a row took
+        self.names: dict[str, str] = {}  # clip name -> the file it is
+
+    def clip(self, origin: str, row: list[str] | str) -> SourceClip | SourceFailure:
+        """Row ``row`` (or why the csv module could not read it) at ``origin`` as a clip or a failure."""
         if isinstance(row, str):
-            yield SourceFailure(origin, "malformed_row", row)
-            continue
+            return SourceFailure(origin, "malformed_row", row)
         path = row[0].strip() if row else ""
         speaker = row[1].strip() if len(row) > 1 else ""
         split = row[2].strip().lower() if len(row) > 2 else ""
         if not path or not speaker or len(row) > 3 or (split and split not in SPLITS):
-            yield SourceFailure(origin, "malformed_row", "expected path<TAB>speaker[<TAB>train|dev|test]")
-            continue
-        full = os.path.realpath(os.path.join(root, path))
-        if os.path.commonpath([root, full]) != root:
-            yield SourceFailure(f"{origin} {path}", "unsafe_path", f"outside {audio_dir}", speaker)
-            continue
-        relative = os.path.relpath(full, root)
-        if relative in listed:
-            yield SourceFailure(f"{origin} {relative}", "malformed_row", "path listed twice", speaker)
-            continue
-        if not os.path.isfile(full):
-            yield SourceFailure(f"{origin} {relative}", "missing", "no such file", speaker)
-            continue
-        listed.add(relative)
-        why = _unwritable(relative)  # a listed link to such a file
-        if why:
-            yield SourceFailure(f"{origin} {tsv_text(relative)}", "unsafe_path", f"{why}: rename it", speaker)
-            continue
-        name = _unique_name(clip_name(relative), names)
-        names[name] = relative
+            return SourceFailure(origin, "malformed_row", "expected path<TAB>speaker[<TAB>train|dev|test]")
+        full = os.path.realpath(os.path.join(self.root, path))
+        failure = self._refused(origin, path, full, speaker)
+        if failure:
+            return failure
+        relative = os.path.relpath(full, self.root)
+        name = _unique_name(clip_name(relative), self.names)
+        self.names[name] = relative
 
         def read(full=full) -> bytes:
             with open(full, "rb") as f:
                 return f.read()
 
-        yield SourceClip(
-            speaker=speaker, name=name, origin=relative, locale=locale, read=read, split=split or None, source=audio_dir
-        )
+        return SourceClip(speaker=speaker, name=name, origin=relative, locale=self.locale, read=read,
+                          split=split or None, source=self.audio_dir)
+
+    def _refused(self, origin: str, path: str, full: str, speaker: str) -> SourceFailure | None:
+        """Why the file a row names cannot be a clip (outside the folder, listed twice, missing, a name no
+        TSV holds), or None; a file that can is marked listed."""
+        if os.path.commonpath([self.root, full]) != self.root:
+            return SourceFailure(f"{origin} {path}", "unsafe_path", f"outside {self.audio_dir}", speaker)
+        relative = os.path.relpath(full, self.root)
+        if relative in self.listed:
+            return SourceFailure(f"{origin} {relative}", "malformed_row", "path listed twice", speaker)
+        if not os.path.isfile(full):
+            return SourceFailure(f"{origin} {relative}", "missing", "no such file", speaker)
+        self.listed.add(relative)
+        why = _unwritable(relative)  # a listed link to such a file
+        if why:
+            return SourceFailure(f"{origin} {tsv_text(relative)}", "unsafe_path", f"{why}: rename it", speaker)
+        return None
+
+
+def _unlisted(root: str, listed: set[str], tsv_name: str) -> Iterator[SourceFailure]:
+    """Every audio file under ``root`` that no row listed: ``unlabelled``, or ``unsafe_path`` when its name
+    could not be listed."""
     for dirpath, _dirs, files in os.walk(root):
         for file_name in sorted(files):
             relative = os.path.relpath(os.path.join(dirpath, file_name), root)
@@ -131,4 +149,4 @@ def clips(audio_dir: str, speakers_tsv: str, locale: str = "und") -> Iterator[So
             if why:  # no row can list it, and failures.tsv shows it escaped
                 yield SourceFailure(tsv_text(relative), "unsafe_path", f"{why}, which no TSV row can list: rename it")
             else:
-                yield SourceFailure(relative, "unlabelled", f"no row of {os.path.basename(speakers_tsv)} lists it")
+                yield SourceFailure(relative, "unlabelled", f"no row of {tsv_name} lists it")

@@ -371,79 +371,22 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
         reasons = Counter(f.reason for f in failures)
         where = ", ".join(sources) or release
         raise ConfigError(f"{where}: no clip with a speaker decodes ({dict(reasons) or 'no sources'})")
-    by_speaker: dict[str, list[_Measured]] = defaultdict(list)
-    for m in kept:
-        by_speaker[m.clip.speaker].append(m)
-    fixed = {}
-    for spk, items in by_speaker.items():
-        given = {m.clip.split for m in items if m.clip.split}
-        if len(given) > 1:
-            raise ConfigError(f"speaker {spk!r} is listed in splits {sorted(given)}: splits must be speaker-disjoint")
-        if given:
-            fixed[spk] = given.pop()
+    by_speaker, fixed = _by_speaker(kept)
     split_of = choose_splits(
         {s: len(v) for s, v in by_speaker.items()}, seed, dev_speakers, test_speakers, min_clips, fixed
     )
-    held_out = [s for split in ("test", "dev") for s in sorted(split_of) if split_of[s] == split]
-    held_out = [s for s in held_out if len(by_speaker[s]) >= 2]
-    if aliases > len(held_out):
-        raise ConfigError(f"--aliases {aliases}: only {len(held_out)} held-out speakers with 2+ clips")
-    aliased = set(held_out[:aliases])
-
-    rows: dict[str, dict[str, list]] = defaultdict(lambda: {k: [] for k in TSV_NAMES})
-    durations: dict[str, list] = defaultdict(list)
-    truth: list[tuple[str, str]] = []
-    speaker_rows = []
-    for spk in sorted(by_speaker):
-        items = sorted(by_speaker[spk], key=lambda m: m.clip.name)
-        ids = [client_id(spk)] + ([client_id(spk, 1)] if spk in aliased else [])
-        truth.extend((cid, spk) for cid in ids)
-        split = split_of[spk]
-        for k, m in enumerate(items):
-            row = (ids[k % len(ids)], m.clip.name, "", 2, 0, "", "", "", m.clip.locale, "")
-            rows[m.clip.locale][split].append(row)
-            rows[m.clip.locale]["validated"].append(row)
-            durations[m.clip.locale].append((m.clip.name, int(round(m.seconds * 1000))))
-        origins = sorted({tsv_text(m.clip.source) for m in items if m.clip.source})
-        speaker_rows.append(
-            (spk, ",".join(ids), len(items), round(sum(m.seconds for m in items), 2), split, ";".join(origins))
-        )
-    moved = _plant_mislabels(rows, {cid: spk for cid, spk in truth}, split_of, mislabels, seed)
-
-    archives = []
-    for locale in sorted(rows):
-        prefix = f"{release}/{locale}"
-        items = sorted((m for m in kept if m.clip.locale == locale), key=lambda m: m.clip.name)
-
-        def members(prefix=prefix, items=items, locale=locale):
-            yield f"{prefix}/clip_durations.tsv", tsv_bytes(("clip", "duration[ms]"), durations[locale])
-            for m in items:
-                yield f"{prefix}/clips/{m.clip.name}", m.clip.read()
-            for name in TSV_NAMES:
-                yield f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, rows[locale][name])
-
-        path = os.path.join(out_dir, f"{release}-{locale}.tar.gz")
-        progress(f"writing {os.path.basename(path)}")
-        write_tarball(path, members())
-        archives.append(os.path.basename(path))
-
+    aliased = _aliased(by_speaker, split_of, aliases)
+    layout = _Layout.of(by_speaker, split_of, aliased)
+    moved = _plant_mislabels(layout.rows, dict(layout.truth), split_of, mislabels, seed)
+    archives = _write_archives(out_dir, release, kept, layout, progress)
     write_small_tsv(os.path.join(out_dir, SPEAKERS_TSV), ("speaker", "client_ids", "clips", "seconds", "split",
-                                                          "source"), speaker_rows)
-    write_small_tsv(os.path.join(out_dir, ALIASES_TSV), *planted_mislabels.truth_rows(truth, moved))
+                                                          "source"), layout.speaker_rows)
+    write_small_tsv(os.path.join(out_dir, ALIASES_TSV), *planted_mislabels.truth_rows(layout.truth, moved))
     write_small_tsv(
         os.path.join(out_dir, FAILURES_TSV),
         ("source", "speaker", "reason", "detail"),
         [(tsv_text(f.origin), tsv_text(f.speaker), f.reason, tsv_text(" ".join(f.detail.split()))) for f in failures],
     )
-
-    per_split = {
-        split: {
-            "speakers": sum(1 for s in split_of if split_of[s] == split),
-            "clips": sum(len(by_speaker[s]) for s in split_of if split_of[s] == split),
-            "hours": round(sum(m.seconds for s in split_of if split_of[s] == split for m in by_speaker[s]) / 3600, 4),
-        }
-        for split in SPLITS
-    }
     sources_n = len(kept) + len(failures)
     manifest = {
         "release": release,
@@ -458,9 +401,10 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
         "min_clips": min_clips,
         "aliased_speakers": sorted(aliased),
         "mislabelled_clips": len(moved),
-        "splits": per_split,
+        "splits": _per_split(by_speaker, split_of),
         "speakers": [
-            {"speaker": r[0], "clips": r[2], "seconds": r[3], "split": r[4], "source": r[5]} for r in speaker_rows
+            {"speaker": r[0], "clips": r[2], "seconds": r[3], "split": r[4], "source": r[5]}
+            for r in layout.speaker_rows
         ],
         "archives": archives,
         "source_paths": list(sources),
@@ -469,6 +413,97 @@ def _write_release(out_dir, release, clips, seed, dev_speakers, test_speakers, m
     with open(os.path.join(out_dir, MANIFEST_JSON), "w") as f:
         json.dump(manifest, f, indent=2)
     return manifest
+
+
+def _by_speaker(kept: list[_Measured]) -> tuple[dict[str, list[_Measured]], dict[str, str]]:
+    """(speaker -> measured clips, speaker -> the split its source assigns); ``ConfigError`` for a speaker
+    its source puts in two splits."""
+    by_speaker: dict[str, list[_Measured]] = defaultdict(list)
+    for m in kept:
+        by_speaker[m.clip.speaker].append(m)
+    fixed = {}
+    for spk, items in by_speaker.items():
+        given = {m.clip.split for m in items if m.clip.split}
+        if len(given) > 1:
+            raise ConfigError(f"speaker {spk!r} is listed in splits {sorted(given)}: splits must be speaker-disjoint")
+        if given:
+            fixed[spk] = given.pop()
+    return by_speaker, fixed
+
+
+def _aliased(by_speaker: dict[str, list[_Measured]], split_of: dict[str, str], aliases: int) -> set[str]:
+    """The first ``aliases`` held-out speakers (test, then dev, by name) with 2+ clips."""
+    held_out = [s for split in ("test", "dev") for s in sorted(split_of) if split_of[s] == split]
+    held_out = [s for s in held_out if len(by_speaker[s]) >= 2]
+    if aliases > len(held_out):
+        raise ConfigError(f"--aliases {aliases}: only {len(held_out)} held-out speakers with 2+ clips")
+    return set(held_out[:aliases])
+
+
+@dataclass
+class _Layout:
+    """The release's rows (locale -> TSV name -> rows), clip durations (locale -> (clip, ms)), ground truth
+    ((client_id, speaker) pairs) and speakers.tsv rows."""
+
+    rows: dict[str, dict[str, list]]
+    durations: dict[str, list]
+    truth: list[tuple[str, str]]
+    speaker_rows: list[tuple]
+
+    @classmethod
+    def of(cls, by_speaker: dict[str, list[_Measured]], split_of: dict[str, str], aliased: set[str]) -> _Layout:
+        """Each speaker's clips by name in its split and validated.tsv, an aliased speaker's alternating
+        between its two client_ids."""
+        layout = cls(defaultdict(lambda: {k: [] for k in TSV_NAMES}), defaultdict(list), [], [])
+        for spk in sorted(by_speaker):
+            items = sorted(by_speaker[spk], key=lambda m: m.clip.name)
+            ids = [client_id(spk)] + ([client_id(spk, 1)] if spk in aliased else [])
+            layout.truth.extend((cid, spk) for cid in ids)
+            split = split_of[spk]
+            for k, m in enumerate(items):
+                row = (ids[k % len(ids)], m.clip.name, "", 2, 0, "", "", "", m.clip.locale, "")
+                layout.rows[m.clip.locale][split].append(row)
+                layout.rows[m.clip.locale]["validated"].append(row)
+                layout.durations[m.clip.locale].append((m.clip.name, int(round(m.seconds * 1000))))
+            origins = sorted({tsv_text(m.clip.source) for m in items if m.clip.source})
+            layout.speaker_rows.append(
+                (spk, ",".join(ids), len(items), round(sum(m.seconds for m in items), 2), split, ";".join(origins))
+            )
+        return layout
+
+
+def _write_archives(out_dir: str, release: str, kept: list[_Measured], layout: _Layout,
+                    progress: Callable[[str], None]) -> list[str]:
+    """One ``<release>-<locale>.tar.gz`` per locale, clip bytes read again as they are written; returns
+    the archives' names."""
+    archives = []
+    for locale in sorted(layout.rows):
+        prefix = f"{release}/{locale}"
+        items = sorted((m for m in kept if m.clip.locale == locale), key=lambda m: m.clip.name)
+
+        def members(prefix=prefix, items=items, locale=locale):
+            yield f"{prefix}/clip_durations.tsv", tsv_bytes(("clip", "duration[ms]"), layout.durations[locale])
+            for m in items:
+                yield f"{prefix}/clips/{m.clip.name}", m.clip.read()
+            for name in TSV_NAMES:
+                yield f"{prefix}/{name}.tsv", tsv_bytes(CV_HEADER, layout.rows[locale][name])
+
+        path = os.path.join(out_dir, f"{release}-{locale}.tar.gz")
+        progress(f"writing {os.path.basename(path)}")
+        write_tarball(path, members())
+        archives.append(os.path.basename(path))
+    return archives
+
+
+def _per_split(by_speaker: dict[str, list[_Measured]], split_of: dict[str, str]) -> dict[str, dict]:
+    return {
+        split: {
+            "speakers": sum(1 for s in split_of if split_of[s] == split),
+            "clips": sum(len(by_speaker[s]) for s in split_of if split_of[s] == split),
+            "hours": round(sum(m.seconds for s in split_of if split_of[s] == split for m in by_speaker[s]) / 3600, 4),
+        }
+        for split in SPLITS
+    }
 
 
 def _plant_mislabels(rows: dict, truth: dict[str, str], split_of: dict[str, str], n: int, seed: int

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechid.corpora import bass
+from speechid.corpora import bass, rnc
 from speechid.corpora.release import SourceClip, SourceFailure, write_release
 from speechid.errors import ConfigError
 from tests.conftest import tone
@@ -92,11 +92,11 @@ def rnc_pack(data: bytes, matches: bool = True, lengths: list[int] = FLAT) -> by
             w.number(back - 1, codes)
             w.number(length - 2, codes)
     body = bytes(w.out)
-    return b"RNC\x01" + struct.pack(">IIHHBB", len(data), len(body), bass.crc16(data), bass.crc16(body), 0, 1) + body
+    return b"RNC\x01" + struct.pack(">IIHHBB", len(data), len(body), rnc.crc16(data), rnc.crc16(body), 0, 1) + body
 
 
 def test_crc16_is_crc_arc():
-    assert bass.crc16(b"123456789") == 0xBB3D  # the published check value of CRC-16/ARC
+    assert rnc.crc16(b"123456789") == 0xBB3D  # the published check value of CRC-16/ARC
 
 
 @pytest.mark.parametrize("data", [
@@ -110,18 +110,18 @@ def test_rnc_round_trip(data, matches, lengths):
     packed = rnc_pack(data, matches, lengths)
     if matches and data.startswith(b"\x80"):  # the overlapping matches of the silence were used
         assert len(packed) < len(rnc_pack(data, matches=False)) - 400
-    assert bass.rnc_unpack(packed) == data
+    assert rnc.rnc_unpack(packed) == data
 
 
 def test_rnc_checksums_and_bad_streams_raise():
     packed = bytearray(rnc_pack(b"hello hello hello hello"))
     with pytest.raises(OSError, match="packed CRC mismatch"):
-        bass.rnc_unpack(bytes(packed[:-1]) + bytes([packed[-1] ^ 1]))
+        rnc.rnc_unpack(bytes(packed[:-1]) + bytes([packed[-1] ^ 1]))
     packed[12] ^= 0xFF  # the stored CRC of the unpacked bytes
     with pytest.raises(OSError, match="unpacked CRC mismatch"):
-        bass.rnc_unpack(bytes(packed))
+        rnc.rnc_unpack(bytes(packed))
     with pytest.raises(OSError, match="not an RNC"):
-        bass.rnc_unpack(b"RNC\x02" + bytes(20))
+        rnc.rnc_unpack(b"RNC\x02" + bytes(20))
 
 
 # -- a fabricated game ---------------------------------------------------------------------------------
