@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 
 from speechid.corpora.folder import clip_name
-from speechid.corpora.release import IdenticalFiles, SourceClip, SourceFailure
+from speechid.corpora.sources import IdenticalFiles, SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
 DEFAULT_ROOT = "/usr/share/asterisk/sounds"

@@ -39,8 +39,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from speechid.audio import encode
-from speechid.corpora.release import SourceClip, SourceFailure
 from speechid.corpora.rnc import rnc_unpack
+from speechid.corpora.sources import SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
 PACKAGE = "beneath-a-steel-sky"

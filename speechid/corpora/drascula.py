@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from speechid.audio import encode
-from speechid.corpora.release import IdenticalFiles, SourceClip, SourceFailure
+from speechid.corpora.sources import IdenticalFiles, SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
 DEFAULT_ROOT = "/usr/share/scummvm/drascula"

@@ -17,7 +17,8 @@ import os
 import re
 from collections.abc import Iterator
 
-from speechid.corpora.release import SPLITS, SourceClip, SourceFailure, tsv_text
+from speechid.corpora.layout import SPLITS, tsv_text
+from speechid.corpora.sources import SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au")

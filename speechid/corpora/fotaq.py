@@ -25,7 +25,7 @@ import re
 import struct
 from collections.abc import Iterator
 
-from speechid.corpora.release import SourceClip, SourceFailure
+from speechid.corpora.sources import SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
 PACKAGE = "flight-of-the-amazon-queen"

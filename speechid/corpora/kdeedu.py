@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator
 
 from speechid.corpora.folder import clip_name
-from speechid.corpora.release import IdenticalFiles, SourceClip, SourceFailure
+from speechid.corpora.sources import IdenticalFiles, SourceClip, SourceFailure
 from speechid.errors import ConfigError
 
 KLETTRES = {

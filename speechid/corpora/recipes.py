@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from speechid.corpora.release import SourceClip, SourceFailure
+from speechid.corpora.sources import SourceClip, SourceFailure
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Speaker-labelled clips -> a release in Common Voice layout that every speechid command reads unchanged.
 
-Each corpus maker (``fotaq``, ``drascula``, ``folder``) yields ``SourceClip`` items: a speaker label (or
+Each corpus maker (``fotaq``, ``bass``, ``drascula``, ``asterisk``, ``kdeedu``, ``folder``) yields
+``SourceClip`` items (``speechid.corpora.sources``): a speaker label (or
 None when the source does not say who speaks), a file name, where it came from, and a way to read its
 bytes. ``write_release`` then
 
@@ -24,12 +25,9 @@ larger than memory works.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
-import io
 import json
 import os
-import re
 import tarfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -39,83 +37,18 @@ import numpy as np
 
 from speechid import audio, outputs
 from speechid.corpora import mislabels as planted_mislabels
-from speechid.errors import AUDIO_REASONS, AudioError, ConfigError
-
-CV_HEADER = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment")
-TSV_NAMES = ("train", "dev", "test", "validated", "invalidated", "other")
-SPLITS = ("train", "dev", "test")
-FAILURE_REASONS = (
-    "unlabelled",  # the source does not say who speaks (cutaways, narration, files no TSV row lists)
-    "not_speech",  # sound effects stored beside the voices
-    "unreadable",  # the bytes could not be read from the source (outside the file, I/O error)
-    "missing",  # a labelled path that does not exist
-    "malformed_row",  # a speakers TSV row without path and speaker, or with an unknown split
-    "unsafe_path",  # a labelled path outside the audio folder, or a file name no TSV can hold (a tab, a newline)
-    "duplicate",  # the same bytes as a clip already taken (a file shared by two language folders)
-) + AUDIO_REASONS  # and every reason a clip fails to decode for
-
-
-@dataclass(frozen=True)
-class SourceClip:
-    """One clip of a source corpus. ``read`` returns its encoded bytes (any format libsndfile decodes)."""
-
-    speaker: str | None  # the label ("fotaq/joe"); None when the source does not say
-    name: str  # file name inside clips/ (unique within the corpus, no folders)
-    origin: str  # where it came from, for people: "queen.1c:JOE00011.SB"
-    locale: str
-    read: Callable[[], bytes]
-    split: str | None = None  # a split the source itself assigns (folder TSVs); None: chosen here
-    source: str = ""  # the source file or folder, for speakers.tsv
-
-
-@dataclass(frozen=True)
-class SourceFailure:
-    """A source item that cannot become a clip, found before decoding (no speaker, not speech, ...)."""
-
-    origin: str
-    reason: str
-    detail: str = ""
-    speaker: str = ""
-
-    def __post_init__(self):
-        if self.reason not in FAILURE_REASONS:
-            raise ValueError(f"unknown corpus failure reason {self.reason!r} ({self.origin})")
-
-
-class IdenticalFiles:
-    """Identical source files are one clip: the first seen is kept, each later copy fails as ``duplicate``.
-
-    Packages share recordings between language folders (byte for byte, or by symbolic link), and one
-    recording counted twice is a same-speaker trial of a clip with itself."""
-
-    def __init__(self):
-        self._first: dict[bytes, str] = {}
-
-    def copy_of(self, path: str, origin: str) -> SourceFailure | None:
-        """None for a file not seen before; else the failure that names the clip it repeats."""
-        try:
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).digest()
-        except OSError:
-            return None  # reading it again for the clip reports why it is unreadable
-        first = self._first.setdefault(digest, origin)
-        if first == origin:
-            return None
-        return SourceFailure(origin, "duplicate", f"the same bytes as {first}")
-
-    def clip(self, path: str, origin: str, **fields) -> SourceClip | SourceFailure:
-        """The file at ``path`` as a clip kept byte for byte (``fields``: the rest of ``SourceClip``), or
-        the ``duplicate`` failure when its bytes were already taken."""
-        copy = self.copy_of(path, origin)
-        if copy:
-            return copy
-
-        def read() -> bytes:
-            with open(path, "rb") as f:
-                return f.read()
-
-        return SourceClip(origin=origin, read=read, **fields)
-
+from speechid.corpora.layout import (
+    CV_HEADER,
+    SPLITS,
+    TSV_NAMES,
+    tsv_bytes,
+    tsv_text,
+    write_small_tsv,
+    write_tarball,
+)
+from speechid.corpora.sources import SourceClip, SourceFailure
+from speechid.corpora.splits import choose_splits
+from speechid.errors import AudioError, ConfigError
 
 SPEAKERS_TSV, ALIASES_TSV, FAILURES_TSV, MANIFEST_JSON = "speakers.tsv", "aliases.tsv", "failures.tsv", "corpus.json"
 
@@ -181,114 +114,6 @@ def client_id(label: str, alias: int = 0) -> str:
     """A stable, Common Voice-shaped (128 hex) client_id for a speaker label."""
     suffix = f"#alias{alias}" if alias else ""
     return hashlib.sha512(f"speechid-corpus:{label}{suffix}".encode()).hexdigest()
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # tabs, line breaks and what splitlines() splits on
-
-
-def tsv_text(text: str) -> str:
-    """``text`` as one TSV field that no reader splits: control characters and line separators escaped
-    (``\\t``, ``\\n``, ``\\x0c``), bytes that are not UTF-8 as ``\\xNN``. Unchanged for a writable name."""
-    try:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
-def tsv_bytes(header: tuple, rows: Iterable) -> bytes:
-    """TSV bytes read back with ``csv.QUOTE_NONE`` as Common Voice's are (a quote is an ordinary character).
-    A str row is written raw."""
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None, escapechar=None,
-                   lineterminator="\n")
-    w.writerow(header)
-    for r in rows:
-        if isinstance(r, str):
-            buf.write(r + "\n")
-        else:
-            w.writerow(r)
-    return buf.getvalue().encode("utf-8")
-
-
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """A regular file member with fixed metadata (the same input gives the same archive bytes)."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-# The writers below write in place: their callers write into a staging folder (``speechid.outputs.staged``),
-# which is what makes the result appear whole or not at all.
-
-
-def write_tarball(path: str, members: Iterable[tuple[str, bytes]]) -> None:
-    """(member name, bytes) pairs -> a deterministic ``.tar.gz`` at ``path``."""
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in members:
-                add_member(tar, name, data)
-
-
-def write_small_tsv(path: str, header: tuple, rows: Iterable) -> None:
-    with open(path, "wb") as f:
-        f.write(tsv_bytes(header, rows))
-
-
-def parse_speaker_choice(value: str | int | None) -> int | list[str] | None:
-    """``--dev-speakers``/``--test-speakers``: a count ("4") or a comma-separated list of labels."""
-    if value is None or isinstance(value, int):
-        return value
-    value = value.strip()
-    if value.isdigit():
-        return int(value)
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise ConfigError(f"{value!r}: give a number of speakers or a comma-separated list of speaker labels")
-    return names
-
-
-def choose_splits(
-    clip_counts: dict[str, int],
-    seed: int,
-    dev_speakers: int | list[str] | None,
-    test_speakers: int | list[str] | None,
-    min_clips: int,
-    fixed: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """speaker -> split. Named speakers go where they are named; counts are drawn with ``seed`` among the
-    speakers with at least ``min_clips`` clips; speakers with fewer clips, and the rest, train."""
-    fixed = dict(fixed or {})
-    split_of = {spk: fixed.get(spk, "") for spk in clip_counts}
-    for split, choice in (("test", test_speakers), ("dev", dev_speakers)):
-        if isinstance(choice, list):
-            for spk in choice:
-                if spk not in split_of:
-                    known = ", ".join(sorted(split_of)[:8])
-                    raise ConfigError(f"--{split}-speakers: no speaker {spk!r} in this corpus (e.g. {known})")
-                if split_of[spk] and split_of[spk] != split:
-                    raise ConfigError(f"--{split}-speakers: {spk!r} is already in {split_of[spk]}")
-                split_of[spk] = split
-    eligible = sorted(s for s, n in clip_counts.items() if not split_of[s] and n >= min_clips)
-    order = [eligible[i] for i in np.random.default_rng(np.random.SeedSequence([seed, 7])).permutation(len(eligible))]
-    n_eligible = len(eligible)
-    for split, choice, fraction in (("test", test_speakers, 0.2), ("dev", dev_speakers, 0.15)):
-        if isinstance(choice, list):
-            continue
-        if choice is None:  # a default: a share of the eligible speakers, none when too few to split
-            n = max(1, int(round(fraction * n_eligible))) if n_eligible >= 3 else 0
-        else:
-            n = int(choice)
-        if n > len(order):
-            raise ConfigError(
-                f"--{split}-speakers {n}: only {len(order)} speakers left with at least {min_clips} clips"
-            )
-        for spk in order[:n]:
-            split_of[spk] = split
-        order = order[n:]
-    return {spk: split or "train" for spk, split in split_of.items()}
 
 
 @dataclass

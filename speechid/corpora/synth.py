@@ -29,7 +29,7 @@ import numpy as np
 from speechid import outputs
 from speechid.audio import encode, resample
 from speechid.corpora import mislabels as planted_mislabels
-from speechid.corpora.release import (
+from speechid.corpora.layout import (
     CV_HEADER,
     TSV_NAMES,
     tsv_bytes,

@@ -15,7 +15,8 @@ import pytest
 import soundfile as sf
 
 from speechid.corpora import bass, rnc
-from speechid.corpora.release import SourceClip, SourceFailure, write_release
+from speechid.corpora.release import write_release
+from speechid.corpora.sources import SourceClip, SourceFailure
 from speechid.errors import ConfigError
 from tests.conftest import tone
 

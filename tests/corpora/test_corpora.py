@@ -23,7 +23,9 @@ import pytest
 
 from speechid import audio, schema
 from speechid.corpora import drascula, folder, fotaq
-from speechid.corpora.release import CV_HEADER, SourceFailure, client_id, write_release
+from speechid.corpora.layout import CV_HEADER
+from speechid.corpora.release import client_id, write_release
+from speechid.corpora.sources import SourceFailure
 from speechid.errors import ConfigError
 from tests.conftest import tone
 from tests.speechid.test_audio import damaged_mp3
@@ -382,7 +384,7 @@ def test_corpus_output_never_replaces_what_it_did_not_write(queen_release, tmp_p
 
 
 def test_a_failure_reason_outside_the_vocabulary_is_a_maker_bug():
-    from speechid.corpora.release import SourceFailure
+    from speechid.corpora.sources import SourceFailure
 
     assert SourceFailure("a.wav", "no_speech").reason == "no_speech"  # decoder reasons belong to it too
     with pytest.raises(ValueError, match="unknown corpus failure reason 'lost'"):

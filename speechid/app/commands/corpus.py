@@ -38,7 +38,8 @@ def _common(fn):
 def _write(clips, out_dir, release, seed, dev_speakers, test_speakers, min_clips, aliases, min_duration,
            max_duration, sources, caveat="", mislabels=0):
     from speechid.audio import Limits
-    from speechid.corpora.release import parse_speaker_choice, write_release
+    from speechid.corpora.release import write_release
+    from speechid.corpora.splits import parse_speaker_choice
 
     if min_duration > max_duration:
         raise click.BadParameter(f"{min_duration} > --max-duration {max_duration}", param_hint="--min-duration")
