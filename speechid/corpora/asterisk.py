@@ -10,6 +10,9 @@ in two languages. Sub-folders (``digits/``, ``letters/``) are the same voice.
 Left out as ``not_speech``: ``silence/*`` (digital silence of 1-10 s), ``beep``, ``beeperr``, the
 ``*-2tone`` tones and ``tt-monkeys`` (recorded monkeys). A file shared byte for byte between two voice
 folders is one clip (``duplicate`` for the second). The WAV bytes are kept as they are.
+
+The layout is the packages' own, as Debian installs them (their file lists, ``dpkg -L``); there is no format
+beyond WAV files in folders.
 """
 
 from __future__ import annotations

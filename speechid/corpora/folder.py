@@ -7,7 +7,7 @@ that no row lists is reported ``unlabelled``; a row whose file does not exist is
 points outside the folder is ``unsafe_path``, and so is a file whose name no TSV can hold (a tab, a line
 break); a row the csv module cannot read (a field over 128 KiB) is ``malformed_row``; so every file and
 every row is accounted for. Two paths that flatten to one clip name are both kept (``clip_name``,
-``_unique_name``).
+``_unique_name``). The TSV format is speechid's own, defined here.
 """
 
 from __future__ import annotations

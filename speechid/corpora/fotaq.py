@@ -3,7 +3,8 @@ characters, in one resource file.
 
 ``queen.1c`` starts with a table: the bytes ``QTBL``, a version, a big-endian uint16 entry count at offset
 0x0d, then 21-byte entries from 0x0f: name (12 bytes, NUL-padded), bundle (u8), offset (u32 BE), size
-(u32 BE). ``*.SB`` entries are MP3 clips (16 kbit/s, 11,025 Hz mono), kept byte for byte.
+(u32 BE), as ScummVM's Queen engine reads it (``engines/queen/resource.cpp``). ``*.SB`` entries are MP3
+clips (16 kbit/s, 11,025 Hz mono), kept byte for byte.
 
 Who speaks follows ScummVM's Queen engine (``engines/queen/talk.cpp``):
 - ``JOE…`` lines and dialogue lines ``NNxxxxJ#`` (talk key NN, four hex digits or the ``XXXX``/``SSSS``

@@ -14,7 +14,8 @@ speaker where the credits name one person; folders whose credits name two people
 voice (``klettres/<lang>``), an assumption the speaker label then says.
 
 A file shared byte for byte between folders (``en`` and ``en_GB``) is one clip (``duplicate`` for the
-second). The Ogg Vorbis bytes are kept as they are.
+second). The Ogg Vorbis bytes are kept as they are. The lists are the XML files the two applications read
+themselves (KLettres' ``sounds.xml``, KTuberling's ``.soundtheme``), as the Debian packages install them.
 """
 
 from __future__ import annotations
