@@ -46,6 +46,7 @@ from speechid.app.demo_stages import (
 )
 from speechid.app.run_record import RunRecord, workdir_paths
 from speechid.config import THRESHOLD
+from speechid.corpora import synth
 from speechid.embedding_table import short_id
 from speechid.model.calibration import summary as evaluation_summary
 from speechid.truth import read_clip_truth, read_truth
@@ -119,8 +120,6 @@ def run_demo(workdir: str, config: DemoConfig = DemoConfig(), log: Log = print) 
 
 
 def _synth_stage(paths: dict, config: DemoConfig, log: Log):
-    from speechid.corpora import synth
-
     corpus = synth.make_corpus(paths["corpus"], speakers=config.speakers, clips_per_speaker=config.clips_per_speaker,
                                heldout_clips=config.heldout_clips, seed=config.seed, aliases=config.aliases,
                                mislabels=config.mislabels, plant_faults=True, workers=config.workers)

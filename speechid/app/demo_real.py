@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from speechid.app.demo_stages import (
     DemoResult,
@@ -59,13 +58,12 @@ from speechid.app.htmlpage import pct
 from speechid.app.real_trials import Truth, evaluate_lists
 from speechid.app.run_record import REAL_MODE, RunRecord, real_workdir_paths
 from speechid.config import THRESHOLD
+from speechid.corpora import fotaq, recipes, synth
+from speechid.corpora.release import ReleaseResult, write_release
+from speechid.corpora.synth import SynthResult
 from speechid.errors import ConfigError
 from speechid.schema import record_pattern
 from speechid.truth import read_clip_truth, read_truth
-
-if TYPE_CHECKING:
-    from speechid.corpora.release import ReleaseResult
-    from speechid.corpora.synth import SynthResult
 
 PACKAGES = ("flight-of-the-amazon-queen",)
 INSTALL = "apt-get install " + " ".join(PACKAGES)
@@ -120,8 +118,6 @@ class RealSources:
 
 
 def _installed(recipe: str, root: str | None) -> bool:
-    from speechid.corpora import recipes
-
     base, _, option = recipe.partition("+")
     try:
         recipes.source(base, root, **({"uncredited": True} if option == "uncredited" else {}))
@@ -135,8 +131,6 @@ def find_sources(fotaq_source: str | None = None, roots: dict[str, str] | None =
                  ) -> RealSources:
     """The installed packages' files, or ``ConfigError`` (one line naming the package to install) when
     FOTAQ's is missing. The other recipes are optional: each one not installed is left out."""
-    from speechid.corpora import fotaq
-
     try:
         queen = fotaq.resolve_source(fotaq_source)
     except ConfigError:
@@ -151,9 +145,6 @@ def find_sources(fotaq_source: str | None = None, roots: dict[str, str] | None =
 
 def _write_recipe(folder: str, recipe: str, sources: RealSources, seed: int):
     """Write one installed recipe's release into ``folder`` (the ``speechid corpus`` defaults)."""
-    from speechid.corpora import recipes
-    from speechid.corpora.release import write_release
-
     base, _, option = recipe.partition("+")
     src = recipes.source(base, sources.root(recipe), **({"uncredited": True} if option == "uncredited" else {}))
     return write_release(folder, src.release, src.clips, seed=seed, sources=src.paths, caveat=src.caveat)
@@ -224,9 +215,6 @@ def _corpus_stages(clock: StageClock, paths: dict, config: RealDemoConfig, sourc
                    log: Log) -> _Corpora:
     """FOTAQ's release (aliases and mislabels planted), one release per other installed recipe, and the
     synthetic speakers trained on beside the real ones."""
-    from speechid.corpora import fotaq, synth
-    from speechid.corpora.release import write_release
-
     with clock.stage("corpus: FOTAQ voice acting, aliases planted among held-out characters"):
         fotaq_release = write_release(paths["corpus"], fotaq.RELEASE, fotaq.clips(sources.fotaq), seed=config.seed,
                                       dev_speakers=config.dev_speakers, test_speakers=config.test_speakers,

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from speechid import outputs
 from speechid.app.demo_stages import Log
 from speechid.app.run_record import RunRecord
-
-if TYPE_CHECKING:
-    from speechid.corpora.release import ReleaseResult
+from speechid.corpora.release import ReleaseResult, sample_clips
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "it": "Italian"}
 CORPUS_NAMES = {"drascula": "Drascula", "asterisk": "Asterisk prompts", "klettres": "KLettres",
@@ -66,8 +63,6 @@ def trial_lists(recipe: str, archives: list[str]) -> list[tuple[str, str, list[s
 def cross_corpus_lists(encoder, held_out: dict[str, list[str]], per_speaker: int, seed: int) -> list[TrialList]:
     """The trial lists of the ``held_out`` corpora (recipe -> its release's archives), decoded straight from
     their archives: at most ``per_speaker`` clips a speaker, a seeded sample."""
-    from speechid.corpora.release import sample_clips
-
     lists = []
     for recipe, recipe_archives in held_out.items():
         for key, name, archives in trial_lists(recipe, recipe_archives):

@@ -26,6 +26,7 @@ from speechid.app.run_sections import failure_examples, pipeline_section, query_
 from speechid.app.verification_section import cross_corpus_card, verification_card, verification_section
 from speechid.errors import ConfigError
 from speechid.operating_points import OperatingPoints
+from speechid.schema import MANIFEST
 from speechid.truth import read_clip_truth, read_truth
 
 
@@ -116,8 +117,6 @@ def build(paths: Mapping[str, str], output: str, record: RunRecord | None = None
     dedup, dedup_seed, and run: the run record demo.json, read unless ``record`` is given) to ``output``.
 
     Returns the page's path."""
-    from speechid.schema import MANIFEST
-
     if record is None:
         record = RunRecord.from_dict(_json(paths["run"]) or {})
     # The run record holds what the demo read from the model's config.json (with its one reader), so the

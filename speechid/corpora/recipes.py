@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from speechid.corpora import asterisk, bass, drascula, fotaq, kdeedu
 from speechid.corpora.sources import SourceClip, SourceFailure
 
 
@@ -23,29 +24,21 @@ class RecipeSource:
 
 
 def _fotaq(root: str | None, **_) -> RecipeSource:
-    from speechid.corpora import fotaq
-
     path = fotaq.resolve_source(root)
     return RecipeSource(fotaq.RELEASE, fotaq.clips(path), [path], fotaq.CAVEAT)
 
 
 def _drascula(root: str | None, **_) -> RecipeSource:
-    from speechid.corpora import drascula
-
     folders = drascula.resolve_languages(root, None)
     return RecipeSource(drascula.RELEASE, drascula.clips(root, list(folders)), list(folders.values()), drascula.CAVEAT)
 
 
 def _bass(root: str | None, **_) -> RecipeSource:
-    from speechid.corpora import bass
-
     path = bass.resolve_source(root)
     return RecipeSource(bass.RELEASE, bass.clips(path), [path], bass.CAVEAT)
 
 
 def _asterisk(root: str | None, **_) -> RecipeSource:
-    from speechid.corpora import asterisk
-
     root = root or asterisk.DEFAULT_ROOT
     folders = asterisk.voice_folders(root)
     return RecipeSource(asterisk.RELEASE, asterisk.clips(root), [os.path.join(root, f) for f in folders],
@@ -54,8 +47,6 @@ def _asterisk(root: str | None, **_) -> RecipeSource:
 
 def _kdeedu(recipe: str) -> Callable[..., RecipeSource]:
     def source(root: str | None, uncredited: bool = False) -> RecipeSource:
-        from speechid.corpora import kdeedu
-
         root = kdeedu.resolve_root(recipe, root)
         return RecipeSource(recipe, kdeedu.clips(recipe, root, uncredited), [root], kdeedu.CAVEAT)
 
