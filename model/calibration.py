@@ -34,6 +34,8 @@ import numpy as np
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
 from speechid.model import evaluation as ev
+from speechid.model.encoder import Encoder
+from speechid.model.model_dir import read_config, write_operating_points
 from speechid.operating_points import (
     CURVE_STEP,
     MERGE_DEFAULT,
@@ -43,6 +45,7 @@ from speechid.operating_points import (
     LevelPoints,
     OperatingPoint,
     OperatingPoints,
+    pct,
     point_words,
 )
 from speechid.separation import Groups, separation
@@ -170,7 +173,7 @@ def summary(ops: OperatingPoints) -> str:
     if ops.measured_on.get("warning"):
         lines.append(f"  warning: {ops.measured_on['warning']}")
     for lp in (ops.clip, *ops.speaker):
-        pts = ", ".join(f"{k} {p.threshold:.3f} (FAR {100 * p.far:.2f}%, FRR {100 * p.frr:.1f}%)"
+        pts = ", ".join(f"{k} {p.threshold:.3f} (FAR {pct(p.far, '.2f')}, FRR {pct(p.frr, '.1f')})"
                         for k, p in lp.points.items())
         lines.append(f"  {lp.level} {lp.n} vs {lp.m} ({lp.speakers} speakers): {pts}")
     return "\n".join(lines)
@@ -182,9 +185,7 @@ def calibrate(model_dir: str, data_dir: str, split: str = "dev", max_clips: int 
 
     A split too small to mean anything (``sample_problem``) is refused with a ConfigError before the model
     loads, unless ``force``: then the points are written with the warning in ``measured_on``."""
-    from speechid.model.data import load_clips
-    from speechid.model.encoder import Encoder
-    from speechid.model.export import read_config, write_operating_points
+    from speechid.model.data import load_clips  # TensorFlow
 
     read_config(model_dir)  # a bad model directory is named before the data is read
     clips, speakers, _ = load_clips(data_dir, split, max_clips=max_clips, seed=seed)

@@ -2,7 +2,8 @@
 
     >>> enc = speechid.Encoder.load("models/cv-en")
     >>> same, distance = enc.verify("a.mp3", "b.wav")        # distance: Euclidean between unit vectors
-    >>> enc.verdict("a.mp3", "b.wav")     # 'same: 0.612 < 0.741 (seed operating point: FAR 1.7% / ...)'
+    >>> enc.verdict("a.mp3", "b.wav")     # 'same: 0.612 < 0.741 (FAR 1.7% point (...): FAR 1.7% / ...)'
+    >>> enc.compare(["a.mp3", "b.wav", "c.ogg"]).pairs          # every pair: distance and verdict
     >>> enc.embed(["a.mp3", "b.mp3"]).shape                    # (2, 128)
     >>> voice = enc.embed_speaker(["enrol1.mp3", "enrol2.mp3"])  # enrolment: mean, re-normalised
 
@@ -10,25 +11,62 @@ Audio of any format, rate and channel count goes through ``speechid.audio.decode
 ``speechid.audio.trim_silence`` (a clip with too little speech is refused with ``AudioError("no_speech")``,
 so it never gets a verdict); a clip is cut into the
 model's windows and the window embeddings are averaged (``speechid.model.windows``), exactly as the bulk
-embed pipeline does, so both give the same vectors.
+embed pipeline does, so both give the same vectors. The threshold of every verdict is the one given, else
+the model's (``resolve_threshold``, by ``speechid.operating_points.clip_threshold``), named with what it means.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from speechid import audio as audio_io
-from speechid.errors import ConfigError
+from speechid.errors import ConfigError, SpeechIdError
+from speechid.model.model_dir import check_serving_model, load_serving_model, operating_points, read_config
 from speechid.model.windows import embed_clips, pool_embeddings
-from speechid.operating_points import OperatingPoints, is_same, verdict_text
+from speechid.operating_points import OperatingPoints, clip_threshold, is_same, verdict_text, verdict_word
 
 # Inference accepts long recordings (a whole interview may be one enrolment clip); the byte cap stays.
 ENCODER_LIMITS = audio_io.INFERENCE_LIMITS  # the one duration and speech rule of embed and compare
 
 AudioInput = str | os.PathLike | bytes | np.ndarray
+UNCALIBRATED = "uncalibrated model: no dev-speaker error rates"
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """Two inputs, the Euclidean distance between their embeddings and the verdict at ``threshold``."""
+
+    a: str
+    b: str
+    distance: float
+    threshold: float
+    meaning: str  # what the threshold means (``Encoder.describe``)
+
+    @property
+    def verdict(self) -> str:
+        return verdict_word(self.distance, self.threshold)
+
+    @property
+    def explanation(self) -> str:
+        return verdict_text(self.distance, self.threshold, self.meaning)
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "euclidean_distance": round(self.distance, 6), "verdict": self.verdict,
+                "explanation": self.explanation}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every pair of the inputs of ``Encoder.compare``, judged at one threshold."""
+
+    threshold: float
+    meaning: str
+    pairs: tuple[PairVerdict, ...]
 
 
 class Encoder:
@@ -36,8 +74,6 @@ class Encoder:
 
     def __init__(self, model, config: dict, model_dir: str, limits: audio_io.Limits = ENCODER_LIMITS, batch: int = 64):
         import tensorflow as tf
-
-        from speechid.model.export import operating_points
 
         self.model = model
         self.config = dict(config)
@@ -57,8 +93,6 @@ class Encoder:
     def load(cls, model_dir: str, **kwargs) -> Encoder:
         """Load ``<model_dir>/saved_model`` and ``config.json`` (nothing else is needed); a directory whose two
         halves disagree (another model's weights, an edited config.json) is refused with a ConfigError."""
-        from speechid.model.export import check_serving_model, load_serving_model, read_config
-
         model_dir = os.fspath(model_dir)
         config = read_config(model_dir)
         model = load_serving_model(model_dir)
@@ -80,14 +114,17 @@ class Encoder:
     @property
     def threshold(self) -> float:
         """The default "same person" distance: the seed operating point measured on dev speakers."""
-        return self.operating_points.threshold if self.operating_points else float(self.config["threshold"])
+        return self.resolve_threshold()[0]
+
+    def resolve_threshold(self, threshold: float | None = None) -> tuple[float, str]:
+        """(clip-level threshold, what it means in words): the one given, else the model's default (its
+        operating points', or config.json's for an uncalibrated model)."""
+        t, meaning = clip_threshold(self.operating_points, threshold, fallback=self.config["threshold"])
+        return t, meaning or UNCALIBRATED
 
     def describe(self, threshold: float | None = None) -> str:
         """What a clip-level threshold (default: the model's) means, in words."""
-        t = self.threshold if threshold is None else float(threshold)
-        if self.operating_points is None:
-            return "uncalibrated model: no dev-speaker error rates"
-        return self.operating_points.clip.describe(t, prefer=self.operating_points.default)
+        return self.resolve_threshold(threshold)[1]
 
     @property
     def embedding_dim(self) -> int:
@@ -158,7 +195,7 @@ class Encoder:
         """(same person?, Euclidean distance): same when the distance is below ``threshold`` (default: the
         model's operating point, ``self.threshold``)."""
         d = self.distance(a, b, sample_rate)
-        return is_same(d, self.threshold if threshold is None else float(threshold)), d
+        return is_same(d, self.resolve_threshold(threshold)[0]), d
 
     def verdict(self, a, b, threshold: float | None = None, sample_rate: int | None = None) -> str:
         """The verdict in words, naming its threshold and what it means:
@@ -166,5 +203,23 @@ class Encoder:
         return self.verdict_for(self.distance(a, b, sample_rate), threshold)
 
     def verdict_for(self, distance: float, threshold: float | None = None) -> str:
-        t = self.threshold if threshold is None else float(threshold)
-        return verdict_text(float(distance), t, self.describe(t))
+        return verdict_text(float(distance), *self.resolve_threshold(threshold))
+
+    def compare(self, paths: Sequence[str], threshold: float | None = None,
+                failed: dict[str, str] | None = None) -> Comparison:
+        """Every pair of the audio files ``paths`` (in order; a file given twice is read once): distance and
+        verdict at ``threshold`` (default: the model's). ``failed``: where a file that cannot be used goes,
+        path -> one-line reason, left out of the pairs; without it the first such file raises."""
+        waves = {}
+        for p in dict.fromkeys(paths):
+            try:
+                waves[p] = self.load_audio(p)
+            except (SpeechIdError, OSError) as e:
+                if failed is None:
+                    raise
+                failed[p] = " ".join(str(e).split())
+        emb = dict(zip(waves, self.embed_waveforms(list(waves.values())), strict=True)) if waves else {}
+        t, meaning = self.resolve_threshold(threshold)
+        pairs = tuple(PairVerdict(a, b, float(np.linalg.norm(emb[a] - emb[b])), t, meaning)
+                      for a, b in itertools.combinations(paths, 2) if a in emb and b in emb)
+        return Comparison(t, meaning, pairs)

@@ -28,7 +28,8 @@ import numpy as np
 from speechid import outputs
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
-from speechid.operating_points import is_same
+from speechid.model.encoder import Encoder
+from speechid.operating_points import is_same, pct
 
 METRICS_JSON = "metrics.json"
 P_TARGETS = (0.01, 0.05)
@@ -219,11 +220,11 @@ def plot_figures(same: np.ndarray, diff: np.ndarray, threshold: float, output_di
     ax.set_xticks(norm.ppf(ticks), [f"{100 * v:g}" for v in ticks])
     ax.set_yticks(norm.ppf(ticks), [f"{100 * v:g}" for v in ticks])
     ax.plot(norm.ppf([lo, 1 - lo]), norm.ppf([lo, 1 - lo]), color="grey", linestyle=":", linewidth=0.8)
-    ax.plot(probit(e), probit(e), "o", color="black", label=f"EER {100 * e:.1f}% (at {e_t:.3f})")
+    ax.plot(probit(e), probit(e), "o", color="black", label=f"EER {pct(e, '.1f')} (at {e_t:.3f})")
     for t, label, colour in marks:
         t_far, t_frr = rates_at(same, diff, t)
         ax.plot(probit(t_far), probit(t_frr), "s", color=colour,
-                label=f"{label}: FAR {100 * t_far:.1f}%, FRR {100 * t_frr:.1f}%")
+                label=f"{label}: FAR {pct(t_far, '.1f')}, FRR {pct(t_frr, '.1f')}")
     ax.set_xlim(norm.ppf(0.0005), norm.ppf(0.9))
     ax.set_ylim(norm.ppf(0.0005), norm.ppf(0.9))
     ax.set_xlabel("false acceptance rate (%)")
@@ -281,12 +282,11 @@ def evaluate(
     ``model_dir`` (the model directory describes its last evaluation). ``threshold`` defaults to the
     model's config.json threshold. Returns the metrics dict.
     """
-    from speechid.model.data import load_clips
-    from speechid.model.encoder import Encoder
+    from speechid.model.data import load_clips  # TensorFlow
 
     start = time.time()
     encoder = Encoder.load(model_dir)
-    threshold = float(encoder.threshold if threshold is None else threshold)
+    threshold = encoder.resolve_threshold(threshold)[0]
     if not 0.0 < target_far < 1.0:
         raise ConfigError(f"target_far={target_far}: must be between 0 and 1")
     output_dir = output_dir or model_dir
@@ -317,7 +317,7 @@ def evaluate(
             "wall_s": round(time.time() - start, 2),
         }
     )
-    title = f"{split}: EER {100 * metrics['eer']:.2f}%, {metrics['trials']} trials"
+    title = f"{split}: EER {pct(metrics['eer'], '.2f')}, {metrics['trials']} trials"
     target = outputs.staged(output_dir, "evaluate", [model_dir, data_dir]) if separate else nullcontext(model_dir)
     with target as folder:
         figures = plot_figures(dist[same], dist[~same], threshold, folder, title, reference=THRESHOLD)
@@ -326,9 +326,9 @@ def evaluate(
     if separate:
         write_json(os.path.join(model_dir, METRICS_JSON), metrics)
     log(
-        f"{split}: EER {100 * metrics['eer']:.2f}% | minDCF(0.01) {metrics['min_dcf']['0.01']:.3f} | "
-        f"at {threshold:g}: sensitivity {100 * metrics['sensitivity']:.1f}%, "
-        f"specificity {100 * metrics['specificity']:.1f}% | FRR {100 * metrics['frr_at_target_far']:.1f}% "
+        f"{split}: EER {pct(metrics['eer'], '.2f')} | minDCF(0.01) {metrics['min_dcf']['0.01']:.3f} | "
+        f"at {threshold:g}: sensitivity {pct(metrics['sensitivity'], '.1f')}, "
+        f"specificity {pct(metrics['specificity'], '.1f')} | FRR {pct(metrics['frr_at_target_far'], '.1f')} "
         f"at FAR {100 * target_far:g}% | {metrics['trials']} trials, {metrics['speakers']} speakers"
     )
     return metrics

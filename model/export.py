@@ -1,45 +1,19 @@
-"""The model directory: a self-contained serving SavedModel plus config.json describing it.
+"""Write a model directory: a self-contained serving SavedModel plus config.json describing it.
 
-Layout (what the Encoder, the embed pipeline and the evaluation read)::
+``export_model`` is the one writer (the layout, and its one reader, are in ``speechid.model.model_dir``).
+The serving model is rebuilt in float32 (whatever policy trained it; ``serving_model``) with the
+normalisation statistics as graph constants, and ``tf.keras.models.load_model(<model_dir>/saved_model)``
+loads it without custom objects, which is how Beam's ``TFModelHandlerTensor`` loads it. Both files appear
+atomically: written beside their final name, then renamed.
 
-    <model_dir>/config.json      sample_rate, window_s, hop_s, embedding_dim, threshold, model_id,
-                                 data_fingerprint, features, network, trainable_parameters, training,
-                                 operating_points (measured on dev speakers, see speechid.operating_points)
-    <model_dir>/saved_model/     Keras 2 SavedModel: float32 waveform [batch, samples] at sample_rate
-                                 -> float32 unit-norm embeddings [batch, embedding_dim]
-    <model_dir>/saved_model/assets.extra/speechid.json
-                                 the serving model's identity: model_id, config_fingerprint, embedding_dim
-                                 (SavedModel's folder for files its graph does not load; it travels with
-                                 saved_model/, so another model's saved_model/ brings its own)
-    <model_dir>/metrics.json     written by the last ``speechid evaluate``
-
-The serving model is rebuilt in float32 (whatever policy trained it) with the normalisation statistics
-as graph constants, and ``tf.keras.models.load_model(<model_dir>/saved_model)`` loads it without
-custom objects, which is how Beam's ``TFModelHandlerTensor`` loads it. Both files appear atomically:
-written beside their final name, then renamed.
-
-``threshold`` is the default of ``operating_points`` when the model was calibrated (the block is its one
-home; ``read_config`` refuses a file where the two disagree). ``model_id`` fingerprints the weights and
-the config without them, so recalibrating (``speechid calibrate``) keeps the model_id: the vectors do not
-change, only what a distance is taken to mean.
-
-A model directory that contradicts itself is refused with one line naming the file, never used:
-``read_config`` (no TensorFlow) type- and range-checks every field (``check_config``) and matches config.json
-against the serving model's identity (its model_id, the fingerprint of config.json's fingerprinted fields,
-its output size); ``check_serving_model``, where the weights are loaded (``Encoder.load``), recomputes the
-model_id from the weights and config.json. A model exported before the identity file existed is accepted
-without it: its weights are checked where they are loaded (``Encoder.load``, and once up front by
-``verify_serving_model`` for ``speechid embed``).
-
-The windowing used at inference lives in ``speechid.model.windows`` and is re-exported here.
+The operating points come measured (``speechid.model.calibration.measure``, which the trainer runs on dev
+speakers with ``serving_model``); without them config.json holds the threshold given, or the seed's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 from typing import TYPE_CHECKING
@@ -49,40 +23,39 @@ import numpy as np
 from speechid import __version__
 from speechid.config import THRESHOLD
 from speechid.errors import ConfigError
+from speechid.model import model_dir as _reader
 from speechid.model.features import FeatureConfig
-from speechid.model.windows import pool_embeddings, window_waveform  # noqa: F401  (the inference windowing)
-from speechid.operating_points import OperatingPoints
+from speechid.model.model_dir import IDENTITY_FILE, SAVED_MODEL_DIR, config_fingerprint, model_fingerprint, write_config
+from speechid.operating_points import OperatingPoints, clip_threshold
 
 if TYPE_CHECKING:  # the network imports TensorFlow; reading a config.json must not
     from speechid.model.network import NetworkConfig
 
-CONFIG_JSON = "config.json"
-SAVED_MODEL_DIR = "saved_model"
-IDENTITY_FILE = "assets.extra/speechid.json"  # inside saved_model/: the serving model's model_id
 FORMAT_VERSION = 1
-_NOT_FINGERPRINTED = ("model_id", "threshold", "operating_points")
-REQUIRED_KEYS = ("sample_rate", "window_s", "hop_s", "embedding_dim", "threshold", "model_id")  # what readers use
+
+# Compatibility for readers outside model/ that still import these from here (pipelines/embed.py,
+# app/demo.py, app/demo_real.py, benchmarks/bench_embed.py); their home is speechid.model.model_dir.
+read_config = _reader.read_config
+operating_points = _reader.operating_points
+verify_serving_model = _reader.verify_serving_model
+load_serving_model = _reader.load_serving_model
 
 
-def _fingerprinted(config: dict) -> bytes:
-    return json.dumps({k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}, sort_keys=True).encode()
+def serving_model(weights: list[np.ndarray], mel_mean: np.ndarray, mel_var: np.ndarray, features: FeatureConfig,
+                  network: NetworkConfig):
+    """The float32 embedder of ``weights`` (whatever policy trained them): what ``export_model`` saves."""
+    import tensorflow as tf
 
+    from speechid.model.network import build_embedder
 
-def model_fingerprint(weights: list[np.ndarray], config: dict) -> str:
-    """16 hex digits identifying the weights and the config (everything but model_id itself)."""
-    h = hashlib.sha256()
-    for w in weights:
-        w = np.ascontiguousarray(w, dtype=np.float32)
-        h.update(str(w.shape).encode())
-        h.update(w.tobytes())
-    h.update(_fingerprinted(config))
-    return h.hexdigest()[:16]
-
-
-def config_fingerprint(config: dict) -> str:
-    """16 hex digits identifying the config alone (the part of ``model_fingerprint`` that is not weights):
-    the serving model records it, so an edited config.json is caught without loading TensorFlow."""
-    return hashlib.sha256(_fingerprinted(config)).hexdigest()[:16]
+    policy = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("float32")
+    try:
+        serving = build_embedder(mel_mean, mel_var, features, network)
+    finally:
+        tf.keras.mixed_precision.set_global_policy(policy)
+    serving.set_weights(weights)
+    return serving
 
 
 def export_model(
@@ -97,41 +70,22 @@ def export_model(
     hop_s: float,
     data_fingerprint: str,
     threshold: float | None = None,
+    operating_points: OperatingPoints | None = None,
     training: dict | None = None,
-    dev: tuple | None = None,
-    seed: int = 0,
 ) -> dict:
     """Write ``saved_model/`` and ``config.json`` into ``model_dir`` from trained ``weights``; return the config.
 
-    ``dev``: (waveforms, speaker labels) of speakers not trained on; the serving model embeds them and the
-    operating points measured on them (``speechid.model.calibration.measure``) go into config.json, their
-    default becoming the threshold (``threshold`` is then not used). Without ``dev`` (no dev split),
-    ``threshold`` is written, or the seed's ``speechid.config.THRESHOLD`` when None, and no operating points:
-    every reader then says the threshold is uncalibrated.
+    ``operating_points``: measured on speakers not trained on (``speechid.model.calibration.measure``); they
+    go into config.json and their default is the threshold. Without them (no dev split) ``threshold`` is
+    written, or the seed's ``speechid.config.THRESHOLD`` when None: every reader then says the threshold is
+    uncalibrated. Giving both is refused (the operating points are the threshold's one home).
     """
-    import tensorflow as tf
+    from speechid.model.network import trainable_parameters
 
-    from speechid.model.network import build_embedder, trainable_parameters
-
+    if operating_points is not None and threshold is not None:
+        raise ConfigError(f"threshold {threshold}: a calibrated model's threshold is its operating points' default")
     os.makedirs(model_dir, exist_ok=True)
-    policy = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy("float32")  # serve in float32 whatever trained the weights
-    try:
-        serving = build_embedder(mel_mean, mel_var, features, network)
-    finally:
-        tf.keras.mixed_precision.set_global_policy(policy)
-    serving.set_weights(weights)
-    ops = None
-    if dev is not None:
-        from speechid.model.calibration import measure
-        from speechid.model.windows import embed_clips
-
-        emb = embed_clips(lambda x: serving(x, training=False).numpy(), dev[0], features.sample_rate, window_s, hop_s)
-        ops = measure(emb, dev[1], seed=seed, measured_on={"split": "dev", "data_fingerprint": data_fingerprint})
-        threshold = ops.threshold
-    elif threshold is None:
-        threshold = THRESHOLD
-
+    serving = serving_model(weights, mel_mean, mel_var, features, network)
     config = {
         "format_version": FORMAT_VERSION,
         "speechid_version": __version__,
@@ -139,7 +93,7 @@ def export_model(
         "window_s": float(window_s),
         "hop_s": float(hop_s),
         "embedding_dim": int(network.embedding_dim),
-        "threshold": float(threshold),
+        "threshold": float(clip_threshold(operating_points, threshold, fallback=THRESHOLD)[0]),
         "distance": "euclidean",
         "data_fingerprint": data_fingerprint,
         "features": features.to_dict(),
@@ -149,12 +103,17 @@ def export_model(
         "output": {"dtype": "float32", "shape": [None, int(network.embedding_dim)], "unit_norm": True},
         "training": training or {},
     }
-    if ops is not None:
-        config["operating_points"] = ops.to_dict()
+    if operating_points is not None:
+        config["operating_points"] = operating_points.to_dict()
     config = json.loads(json.dumps(config))  # fingerprint what readers will read back (tuples as lists, ...)
     config["model_id"] = model_fingerprint(serving.get_weights(), config)
+    _save_serving(serving, os.path.join(model_dir, SAVED_MODEL_DIR), config)
+    write_config(model_dir, config)
+    return config
 
-    final = os.path.join(model_dir, SAVED_MODEL_DIR)
+
+def _save_serving(serving, final: str, config: dict) -> None:
+    """The SavedModel and its identity file at ``final``, replacing what was there only once both are written."""
     tmp = final + ".tmp"
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
@@ -176,16 +135,6 @@ def export_model(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _write_config(model_dir, config)
-    return config
-
-
-def _write_config(model_dir: str, config: dict) -> None:
-    cfg_tmp = os.path.join(model_dir, CONFIG_JSON + ".tmp")
-    with open(cfg_tmp, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(cfg_tmp, os.path.join(model_dir, CONFIG_JSON))
 
 
 def _write_identity(saved_model: str, config: dict, output_size: int) -> None:
@@ -195,157 +144,3 @@ def _write_identity(saved_model: str, config: dict, output_size: int) -> None:
         json.dump({"model_id": config["model_id"], "config_fingerprint": config_fingerprint(config),
                    "embedding_dim": output_size}, f, indent=2, sort_keys=True)
         f.write("\n")
-
-
-def write_operating_points(model_dir: str, ops: OperatingPoints) -> dict:
-    """Replace the model's operating points (and so its default threshold) in config.json, atomically."""
-    config = read_config(model_dir)
-    config["operating_points"] = ops.to_dict()
-    config["threshold"] = ops.threshold
-    _write_config(model_dir, config)
-    return config
-
-
-def operating_points(config: dict, where: str = CONFIG_JSON) -> OperatingPoints | None:
-    """The validated operating points of a config read by ``read_config`` (None for an uncalibrated model)."""
-    block = config.get("operating_points")
-    return None if block is None else OperatingPoints.from_dict(block, where)
-
-
-def _positive_number(config: dict, key: str, path: str) -> float:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{path}: {key} {json.dumps(value)} is not a positive, finite number")
-    return float(value)
-
-
-def _positive_int(config: dict, key: str, path: str) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{path}: {key} {json.dumps(value)} is not a positive whole number")
-    return value
-
-
-def check_config(config: dict, path: str) -> dict:
-    """Type- and range-check the fields every reader uses, and their copies inside the config (the feature
-    rate, the network's and the output's size): a ConfigError naming ``path`` for the first that is wrong."""
-    missing = [k for k in REQUIRED_KEYS if k not in config]
-    if missing:
-        raise ConfigError(f"{path}: missing {', '.join(missing)}")
-    rate = _positive_int(config, "sample_rate", path)
-    dim = _positive_int(config, "embedding_dim", path)
-    for key in ("window_s", "hop_s"):
-        if round(_positive_number(config, key, path) * rate) < 1:
-            raise ConfigError(f"{path}: {key} {config[key]} is shorter than one sample at {rate} Hz")
-    _positive_number(config, "threshold", path)
-    if not isinstance(config["model_id"], str) or not config["model_id"]:
-        raise ConfigError(f"{path}: model_id {json.dumps(config['model_id'])} is not a model fingerprint")
-    copies = (("features", "sample_rate", rate, "sample_rate"),
-              ("network", "embedding_dim", dim, "embedding_dim"))
-    for block, key, value, name in copies:
-        inner = config.get(block)
-        if isinstance(inner, dict) and key in inner and inner[key] != value:
-            raise ConfigError(f"{path}: {name} {value}, but {block}.{key} is {json.dumps(inner[key])}")
-    shape = config.get("output", {}).get("shape") if isinstance(config.get("output"), dict) else None
-    if isinstance(shape, list) and shape and shape[-1] != dim:
-        raise ConfigError(f"{path}: embedding_dim {dim}, but output.shape is {json.dumps(shape)}")
-    return config
-
-
-def _read_identity(model_dir: str) -> tuple[str, dict] | None:
-    """(path, content) of the serving model's identity file; None for a model exported before it existed."""
-    from apache_beam.io.filesystems import FileSystems
-
-    path = FileSystems.join(model_dir, SAVED_MODEL_DIR, *IDENTITY_FILE.split("/"))
-    if not FileSystems.exists(path):
-        return None
-    try:
-        with FileSystems.open(path) as f:
-            identity = json.loads(f.read().decode("utf-8"))
-        if not isinstance(identity, dict):
-            raise ValueError("not a JSON object")
-        for key, kind in (("model_id", str), ("config_fingerprint", str), ("embedding_dim", int)):
-            if not isinstance(identity.get(key), kind):
-                raise ValueError(f"no {key}")
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: unreadable serving model identity: {e}") from None
-    return path, identity
-
-
-def _check_identity(model_dir: str, config: dict, path: str) -> None:
-    """config.json against the identity its serving model was exported with."""
-    found = _read_identity(model_dir)
-    if found is None:
-        return  # exported before the identity file: the weights are checked where they are loaded
-    where, identity = found
-    if identity["model_id"] != config["model_id"]:
-        raise ConfigError(f"{where}: the serving model is model_id {identity['model_id']}, but {path} says "
-                          f"{config['model_id']}: saved_model/ and config.json come from different models")
-    if identity["embedding_dim"] != config["embedding_dim"]:
-        raise ConfigError(f"{path}: embedding_dim {config['embedding_dim']}, but the serving model outputs "
-                          f"{identity['embedding_dim']} values")
-    if identity["config_fingerprint"] != config_fingerprint(config):
-        raise ConfigError(f"{path}: edited after export: its fields no longer match model_id {config['model_id']} "
-                          f"(config fingerprint {config_fingerprint(config)}, exported "
-                          f"{identity['config_fingerprint']}); restore the exported config.json")
-
-
-def read_config(model_dir: str) -> dict:
-    """config.json of a model directory (local or any filesystem Beam reads, gs:// included), checked field by
-    field (``check_config``) and against the serving model's identity: the one reader of a model directory's
-    description. A ConfigError naming the file for anything that does not hold."""
-    from apache_beam.io.filesystems import FileSystems  # ~1 s to import; TensorFlow is not needed
-
-    path = FileSystems.join(model_dir, CONFIG_JSON)
-    if FileSystems.get_scheme(model_dir) is None and not os.path.isdir(model_dir):
-        raise ConfigError(f"{model_dir}: model directory not found")
-    if not FileSystems.exists(path):
-        raise ConfigError(f"{model_dir}: not a model directory (no {CONFIG_JSON}); train one with `speechid train`")
-    try:
-        with FileSystems.open(path) as f:
-            config = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: unreadable model config: {e}") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: unreadable model config: not a JSON object")
-    check_config(config, path)
-    ops = operating_points(config, path)
-    if ops is not None and abs(ops.threshold - float(config["threshold"])) > 1e-9:
-        raise ConfigError(f"{path}: threshold {config['threshold']} is not the operating points' default "
-                          f"{ops.threshold}; recalibrate with `speechid calibrate`")
-    saved = FileSystems.join(model_dir, SAVED_MODEL_DIR)
-    # object stores have no folders: there the model's own file stands for saved_model/
-    if not (FileSystems.exists(saved) or FileSystems.exists(FileSystems.join(saved, "saved_model.pb"))):
-        raise ConfigError(f"{model_dir}: no {SAVED_MODEL_DIR}/ beside {CONFIG_JSON}")
-    _check_identity(model_dir, config, path)
-    return config
-
-
-def load_serving_model(model_dir: str):
-    """The serving model, loaded exactly as Beam's TF handler does: ``load_model`` without custom objects."""
-    import tensorflow as tf
-
-    return tf.keras.models.load_model(os.path.join(model_dir, SAVED_MODEL_DIR), compile=False)
-
-
-def check_serving_model(model, config: dict, model_dir: str) -> None:
-    """The loaded serving model against its config.json (read by ``read_config``): its output size is
-    ``embedding_dim`` and its weights with config.json give config.json's model_id. Milliseconds, once per
-    load; catches what the identity file cannot (a model exported before it, weights replaced under it)."""
-    saved = os.path.join(model_dir, SAVED_MODEL_DIR)
-    size = model.output_shape[-1] if isinstance(getattr(model, "output_shape", None), tuple) else None
-    if size is not None and size != config["embedding_dim"]:
-        raise ConfigError(f"{os.path.join(model_dir, CONFIG_JSON)}: embedding_dim {config['embedding_dim']}, but "
-                          f"{saved} outputs {size} values")
-    got = model_fingerprint(model.get_weights(), config)
-    if got != config["model_id"]:
-        raise ConfigError(f"{saved}: its weights with {CONFIG_JSON} give model_id {got}, but {CONFIG_JSON} says "
-                          f"{config['model_id']}: config.json was edited or saved_model/ belongs to another model")
-
-
-def verify_serving_model(model_dir: str, config: dict) -> None:
-    """For a reader that never loads the weights itself (``speechid embed``): nothing more when the serving
-    model carries its identity (``read_config`` checked it); for a model exported before that, load it once
-    (seconds) and ``check_serving_model``."""
-    if _read_identity(model_dir) is None:
-        check_serving_model(load_serving_model(model_dir), config, model_dir)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speechid import schema
+from speechid.errors import ConfigError
 
 FRAMES_TOTAL = "frames_total"  # int64: log-mel frames the statistics were computed over
 
@@ -42,8 +43,6 @@ def load_stats(data_dir: str) -> TransformStats:
     """Read the analysis results that the prep pipeline wrote under ``data_dir``."""
     import tensorflow as tf
     import tensorflow_transform as tft
-
-    from speechid.errors import ConfigError
 
     missing = ConfigError(f"{data_dir}: no tf.Transform output ({schema.TRANSFORM_FN_DIR}/) found")
     # TFTransformOutput is lazy: on a folder without the analysis it hands back None, not an error.

@@ -3,7 +3,9 @@
 Measured on dev speakers the model never trained on (``speechid.model.calibration``) and stored in the
 model's config.json under ``operating_points``; an index built from the model carries the same block
 (``speechid.indexing.build``). This module is the one reader of that block: ``OperatingPoints.from_dict``
-validates it, and every verdict text is made here, so each one names its threshold and its error rates::
+validates it, ``clip_threshold`` says which clip-level threshold applies (given, else the default) and what
+it means, and every verdict text is made here, so each one names its threshold and its error rates (in the
+words of ``pct``, the one percent formatter)::
 
     same: 0.612 < 0.741 (FAR 1.7% point (the original project's specificity): FAR 1.7% / FRR 38.1% on dev speakers)
 
@@ -53,8 +55,15 @@ LEVELS = ("clip", "speaker")
 STATISTICS = {"clip": "euclidean", "speaker": "separation"}  # what each level's thresholds are thresholds of
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2g}%" if 0 < x < 0.01 else f"{100 * x:.1f}%"
+def pct(x: float | None, spec: str | None = None, unit: str = "%") -> str:
+    """A fraction as a percentage for people: "n/a" for None or NaN; by default two significant digits below
+    1% and one decimal above (FAR 0.17% / FRR 38.1%); ``spec``, a format spec for 100 x, instead (".2g",
+    "5.0f"); ``unit`` after the number."""
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    if spec is None:
+        spec = ".2g" if 0 < x < 0.01 else ".1f"
+    return f"{100 * x:{spec}}{unit}"
 
 
 # The named points in words, for people: config.json keeps the short keys. "seed" is the key of the point at
@@ -87,7 +96,7 @@ class OperatingPoint:
     frr: float  # same-speaker trials rejected
 
     def meaning(self) -> str:
-        return f"{point_words(self.name)}: FAR {_pct(self.far)} / FRR {_pct(self.frr)} on dev speakers"
+        return f"{point_words(self.name)}: FAR {pct(self.far)} / FRR {pct(self.frr)} on dev speakers"
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,7 @@ class LevelPoints:
             if abs(p.threshold - threshold) < 5e-7:
                 return p.meaning()
         far, frr = self.rates(threshold)
-        return f"FAR ~{_pct(far)} / FRR ~{_pct(frr)} on dev speakers"
+        return f"FAR ~{pct(far)} / FRR ~{pct(frr)} on dev speakers"
 
     def to_dict(self) -> dict:
         return {
@@ -263,6 +272,19 @@ class OperatingPoints:
         for lp in speaker:
             lp.point(ops.merge)
         return ops
+
+
+def clip_threshold(ops: OperatingPoints | None, *given: float | None, fallback: float | None = None
+                   ) -> tuple[float | None, str]:
+    """The clip-level "same person" threshold to use and what it means: the first of ``given`` that is set (in
+    order: one call's, then one fixed for an index at build), else the operating points' default, else
+    ``fallback`` (an uncalibrated model's config.json threshold, the seed's); None when there is none. The
+    meaning is the clip level's words for it ("" without operating points: the caller says uncalibrated)."""
+    t = next((float(x) for x in given if x is not None), None)
+    if ops is None:
+        return (t if t is not None else None if fallback is None else float(fallback)), ""
+    t = ops.threshold if t is None else t
+    return t, ops.clip.describe(t, prefer=ops.default)
 
 
 def is_same(distance, threshold):

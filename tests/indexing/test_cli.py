@@ -93,7 +93,7 @@ def test_dimension_mismatch_between_shards(tmp_path, capsys):
 
 def test_query_with_a_model_of_another_model_id(tmp_path, embeddings, capsys):
     assert run(["index", "--embeddings", embeddings, "--output", str(tmp_path / "idx")], capsys)[0] == 0
-    # A model directory as model/export.py describes it; the check reads config.json before any weights load.
+    # A model directory as model/model_dir.py describes it; the check reads config.json before any weights load.
     model = tmp_path / "model"
     (model / "saved_model").mkdir(parents=True)
     (model / "config.json").write_text(json.dumps({

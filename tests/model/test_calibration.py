@@ -194,7 +194,7 @@ def test_calibrate_rewrites_config_and_keeps_model_id(tiny_model, tiny_data, tmp
     import shutil
 
     import speechid
-    from speechid.model.export import read_config
+    from speechid.model.model_dir import read_config
 
     model_dir = str(tmp_path / "model")
     shutil.copytree(tiny_model[0], model_dir)

@@ -98,7 +98,7 @@ def test_config_describes_the_model(tiny_model):
     assert not any(name.endswith((".tmp", ".old")) for name in os.listdir(model_dir))
 
 
-# -- the one reader of a model directory: model/export.read_config, through Beam's FileSystems ------------------
+# -- the one reader of a model directory: model/model_dir.read_config, through Beam's FileSystems ------------------
 
 def _model_dir(root, **config):
     root.mkdir(parents=True)
@@ -115,7 +115,7 @@ def test_read_config_reads_any_beam_filesystem(tmp_path):
     filesystem that maps ``sidtest://`` onto tmp_path and has no folders, as object stores have none."""
     from apache_beam.io.localfilesystem import LocalFileSystem
 
-    from speechid.model.export import read_config
+    from speechid.model.model_dir import read_config
 
     prefix = "sidtest://"
 
@@ -147,7 +147,7 @@ def test_read_config_refuses_what_its_readers_would_trip_on(tmp_path):
     import pytest
 
     from speechid.errors import ConfigError
-    from speechid.model.export import read_config
+    from speechid.model.model_dir import read_config
 
     with pytest.raises(ConfigError, match="missing model_id"):
         read_config(str(_model_dir(tmp_path / "no_id", model_id=None)))
@@ -196,7 +196,7 @@ def _copy(model_dir, dest, **edits):
 
 def test_the_serving_model_carries_its_model_id_and_an_intact_directory_loads(two_models):
     import speechid
-    from speechid.model.export import IDENTITY_FILE, config_fingerprint, read_config
+    from speechid.model.model_dir import IDENTITY_FILE, config_fingerprint, read_config
 
     config = read_config(two_models[0])
     with open(os.path.join(two_models[0], "saved_model", IDENTITY_FILE)) as f:
@@ -223,7 +223,7 @@ def test_the_serving_model_carries_its_model_id_and_an_intact_directory_loads(tw
 ])
 def test_every_config_field_is_type_and_range_checked(tmp_path, key, value, says):
     from speechid.errors import ConfigError
-    from speechid.model.export import read_config
+    from speechid.model.model_dir import read_config
 
     body = {"sample_rate": 16000, "window_s": 2.0, "hop_s": 1.0, "embedding_dim": 16, "threshold": 0.83,
             "model_id": "0123456789abcdef", key: value}
@@ -236,7 +236,7 @@ def test_every_config_field_is_type_and_range_checked(tmp_path, key, value, says
 
 def test_an_edited_config_is_refused(two_models, tmp_path):
     from speechid.errors import ConfigError
-    from speechid.model.export import read_config
+    from speechid.model.model_dir import read_config
 
     where = str(tmp_path / "{}" / "config.json")
     with pytest.raises(ConfigError, match=f"^{re.escape(where.format('rate'))}: sample_rate 8000, but "
@@ -263,7 +263,7 @@ def test_an_edited_config_is_refused(two_models, tmp_path):
 
 def test_another_models_saved_model_is_refused(two_models, tmp_path):
     from speechid.errors import ConfigError
-    from speechid.model.export import IDENTITY_FILE, read_config
+    from speechid.model.model_dir import IDENTITY_FILE, read_config
 
     a, b = read_config(two_models[0]), read_config(two_models[1])
     mixed = _copy(two_models[0], tmp_path / "mixed")
@@ -281,7 +281,7 @@ def test_a_model_exported_before_the_identity_file_is_checked_by_its_weights(two
     are checked where they are loaded (Encoder.load) and, for embed, once up front."""
     import speechid
     from speechid.errors import ConfigError
-    from speechid.model.export import read_config, verify_serving_model
+    from speechid.model.model_dir import read_config, verify_serving_model
 
     old = _copy(two_models[0], tmp_path / "old")
     shutil.rmtree(os.path.join(old, "saved_model", "assets.extra"))

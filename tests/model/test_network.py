@@ -41,7 +41,8 @@ def test_statistics_must_match_the_features():
 def test_statistics_pooling_counts_and_exports_without_custom_objects(tmp_path):
     """``pooling="stats"`` (mean and standard deviation over frames): the closed-form count holds, and the
     exported model loads as Beam loads it and embeds what the in-process network does."""
-    from speechid.model.export import export_model, load_serving_model
+    from speechid.model.export import export_model
+    from speechid.model.model_dir import load_serving_model
 
     fc, config = FeatureConfig(n_mels=16), NetworkConfig(lstm_units=(8, 6), embedding_dim=5, pooling="stats")
     mean, var = np.full(16, -4.0, np.float32), np.full(16, 5.0, np.float32)
@@ -60,7 +61,8 @@ def test_utterance_norm_removes_a_gain_and_exports_without_custom_objects(tmp_pa
     """``utterance_norm``: each clip's mean log-mel is subtracted, so a fixed gain (a constant added to every
     log-mel bin) leaves the embedding where it was; without it the embedding moves. The exported model
     loads as Beam loads it and agrees with the in-process network."""
-    from speechid.model.export import export_model, load_serving_model
+    from speechid.model.export import export_model
+    from speechid.model.model_dir import load_serving_model
 
     fc = FeatureConfig(n_mels=16)
     mean, var = np.full(16, -4.0, np.float32), np.full(16, 5.0, np.float32)

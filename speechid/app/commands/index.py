@@ -19,6 +19,7 @@ import click
 from speechid import outputs
 from speechid.app.commands import THRESHOLD, format_table
 from speechid.embedding_table import SHORT_ID, short_id
+from speechid.model.model_dir import operating_points, read_config
 from speechid.truth import read_clip_truth, read_truth
 
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True)
@@ -53,7 +54,6 @@ def _embeddings_model(embeddings: str) -> str | None:
 def index(embeddings, output, model_dir, kind, metric, threshold, nlist, nprobe):
     """Build a FAISS index over an embeddings directory (every embedding of --embeddings into --output)."""
     from speechid.indexing import build_index
-    from speechid.model.export import operating_points, read_config
 
     ops, model_id = None, None
     model_dir = model_dir or _embeddings_model(embeddings)
@@ -119,7 +119,6 @@ def query(index_dir, model_dir, clips, k, by, threshold, as_json, full_ids):
     """Nearest clips or speakers of each CLIP, with Euclidean distance and same/different verdict."""
     from speechid.indexing import SpeakerIndex
     from speechid.indexing.store import check_model_id, read_meta
-    from speechid.model.export import read_config
 
     meta = read_meta(index_dir)
     # Refuse a model of another model_id before importing TensorFlow and loading weights (seconds);

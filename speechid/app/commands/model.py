@@ -7,16 +7,18 @@ the two in step).
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
 
 import click
-import numpy as np
 
 from speechid.app.commands import THRESHOLD, format_table
 from speechid.model.calibration import MIN_SAME_PAIRS, MIN_SPEAKERS
+from speechid.model.calibration import calibrate as run_calibrate
+from speechid.model.encoder import Encoder
+from speechid.model.evaluation import evaluate as run_evaluate
+from speechid.operating_points import pct
 
 
 def _given(**kwargs) -> dict:
@@ -149,7 +151,7 @@ def train(
     best = result["best_dev_eer"]
     click.echo(
         f"model {result['model_id']} in {model_dir}: "
-        + (f"best dev EER {100 * best:.2f}% at epoch {result['best_epoch']}, " if best is not None else "")
+        + (f"best dev EER {pct(best, '.2f')} at epoch {result['best_epoch']}, " if best is not None else "")
         + f"{result['wall_s']:.0f} s"
     )
 
@@ -179,8 +181,6 @@ def train(
 )
 def evaluate(model_dir, data_dir, split, threshold, target_far, trials, seed, output_dir):
     """EER, minDCF, FRR at a target FAR and pictures, on seeded same/different speaker trials."""
-    from speechid.model.evaluation import evaluate as run_evaluate
-
     run_evaluate(
         model_dir,
         data_dir,
@@ -206,32 +206,18 @@ def compare(model_dir, threshold, as_json, files):
     left out of the pairs; the other pairs are still compared, and the exit code is then 2."""
     if len(files) < 2:
         raise click.BadParameter("give at least two audio files", param_hint="FILES")
-    from speechid.errors import SpeechIdError
-    from speechid.model.encoder import Encoder
-    from speechid.operating_points import verdict_word
-
     encoder = Encoder.load(model_dir)
-    waves, failed = {}, {}
-    for f in dict.fromkeys(files):  # a file given twice is read once
-        try:
-            waves[f] = encoder.load_audio(f)
-        except (SpeechIdError, OSError) as e:
-            failed[f] = " ".join(str(e).split())
-    emb = dict(zip(waves, encoder.embed_waveforms(list(waves.values())), strict=True)) if waves else {}
-    t = encoder.threshold if threshold is None else float(threshold)
-    pairs = []
-    for a, b in itertools.combinations(files, 2):
-        if a in emb and b in emb:
-            d = float(np.linalg.norm(emb[a] - emb[b]))
-            pairs.append({"a": a, "b": b, "euclidean_distance": round(d, 6), "verdict": verdict_word(d, t),
-                          "explanation": encoder.verdict_for(d, threshold)})
+    failed: dict[str, str] = {}  # a file that cannot be used is reported on its own line; the others are compared
+    result = encoder.compare(files, threshold, failed=failed)
+    pairs = [p.to_dict() for p in result.pairs]
     if as_json:
         click.echo(json.dumps({
             "model": model_dir, "model_id": encoder.config.get("model_id"), "distance": "euclidean",
-            "threshold": t, "threshold_meaning": encoder.describe(t), "pairs": pairs,
+            "threshold": result.threshold, "threshold_meaning": result.meaning,
+            "pairs": pairs,
             "failed": [{"file": f, "error": why} for f, why in failed.items()]}, indent=2))
     elif pairs:
-        click.echo(f"Euclidean distance; same person below {t:.3f} ({encoder.describe(t)})")
+        click.echo(f"Euclidean distance; same person below {result.threshold:.3f} ({result.meaning})")
         rows = [(p["a"], p["b"], f"{p['euclidean_distance']:.4f}", p["verdict"]) for p in pairs]
         click.echo("\n".join(format_table(("a", "b", "distance", "verdict"), rows, right=(2,))))
     for why in failed.values():
@@ -255,6 +241,4 @@ def compare(model_dir, threshold, as_json, files):
               help="Write operating points measured on too few speakers or pairs anyway, with a warning recorded "
                    "in config.json.")
 def calibrate(model_dir, data_dir, split, max_clips, seed, force):
-    from speechid.model.calibration import calibrate as run_calibrate
-
     run_calibrate(model_dir, data_dir, split=split, max_clips=max_clips, seed=seed, force=force, log=click.echo)
