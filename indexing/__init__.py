@@ -4,7 +4,9 @@
     speechid dedup --index INDEX --output DIR                  -> dedup
     speechid query --index INDEX --model MODEL clip.mp3        -> SpeakerIndex.load(INDEX).query_file
 
-Distances are Euclidean between unit embeddings everywhere; the threshold comes from speechid.config.
+Distances are Euclidean between unit embeddings everywhere. The "same person" threshold is the one given,
+else the index's: a threshold set at build, else the model's operating points, which the index carries in
+meta.json (``speechid.operating_points.clip_threshold``).
 """
 
 from speechid.indexing.build import IndexSummary, build_index, choose_kind

@@ -41,7 +41,7 @@ from speechid import embedding_table as et
 from speechid import outputs
 from speechid.errors import ConfigError
 from speechid.indexing import store
-from speechid.operating_points import OperatingPoints
+from speechid.operating_points import OperatingPoints, clip_threshold
 
 FLAT_MAX = 200_000
 TRAIN_POINTS_PER_CELL = 64
@@ -209,7 +209,7 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
     """Index every embedding of ``embeddings_dir`` into ``output_dir`` (replaced if it is an index).
 
     ``kind``: auto | flat | ivf | hnsw. ``metric``: "l2" or "ip" (the same neighbours on unit vectors; the
-    threshold is converted). ``operating_points``: the model's (``speechid.model.export.operating_points``),
+    threshold is converted). ``operating_points``: the model's (``speechid.model.model_dir.operating_points``),
     stored in meta.json so dedup and query decide as the model does; ``operating_points_model_id`` (the
     model's id) must then match the embeddings'. ``threshold`` (Euclidean), when given, is this index's
     default instead of the model's seed point. With neither, dedup and query need a threshold each time.
@@ -219,9 +219,9 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
 
     embeddings_dir = os.fspath(embeddings_dir)
     read = outputs.snapshot([embeddings_dir])  # publishing refuses if another embed replaces them meanwhile
-    store.check_metric(metric)
+    store.check_metric(metric)  # both before any work
     if threshold is not None:
-        store.search_radius(metric, threshold)  # validates both before any work
+        store.check_threshold(threshold)
     count, dim = et.describe(embeddings_dir)
     if count == 0:
         raise et.EmbeddingTableError(f"{embeddings_dir}: the shards hold no rows")
@@ -265,9 +265,8 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         "embeddings": os.path.abspath(embeddings_dir),
         "faiss_version": faiss.__version__,
     }
-    # "index build": the mark earlier versions gave their indexes, kept so a rerun still replaces them.
-    # never replaces what it did not write
-    with outputs.staged(os.fspath(output_dir), "index build", [embeddings_dir], read=read) as tmp:
+    # never replaces what it did not write: an index is the folder marked by store.OUTPUT_MARK
+    with outputs.staged(os.fspath(output_dir), store.OUTPUT_MARK, [embeddings_dir], read=read) as tmp:
         faiss.write_index(index, os.path.join(tmp, store.INDEX_FILE))
         pq.write_table(clips, os.path.join(tmp, store.CLIPS_FILE))
         pq.write_table(_speaker_table(sums, counts, speakers), os.path.join(tmp, store.SPEAKERS_FILE))
@@ -275,9 +274,7 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         store.write_json(os.path.join(tmp, store.META_FILE), meta)  # last: its presence marks a whole index
     return IndexSummary(
         path=os.path.abspath(os.fspath(output_dir)), kind=kind, metric=metric, count=int(count), dimension=int(dim),
-        speakers=int(len(speakers)), model_id=model_id,
-        threshold=float(threshold) if threshold is not None else (
-            operating_points.threshold if operating_points is not None else None),
+        speakers=int(len(speakers)), model_id=model_id, threshold=clip_threshold(operating_points, threshold)[0],
         calibrated=operating_points is not None and threshold is None, params=dict(params),
         seconds=meta["build_seconds"],
     )

@@ -8,7 +8,7 @@
   separation from that id under the "same" point of ``query --by speaker``);
 * the clips left (flagged or unlabelled, resembling no id) are clustered among themselves by average
   linkage at the clip threshold on the range graph (``graph.average_linkage``): with no id to go by, that
-  is the rule there is. An index with no client_ids at all is clustered by it alone, as before.
+  is the rule there is. An index with no client_ids at all is clustered by it alone.
 
 Why not agglomerate the clips themselves by separation: the separation of two groups of one voice is about
 1 when they are RANDOM halves of it (an id's clips, a calibration trial), but agglomeration builds groups

@@ -3,8 +3,8 @@
 Steps (``dedup`` does the I/O, ``find_duplicates`` the work on arrays):
 
 1. Range search of every indexed vector against the index at Euclidean distance < threshold (the clip
-   level's: the model's seed operating point unless given), in blocks (``graph.range_graph``) -> sparse
-   graph of "same person" pairs.
+   level's: the one given, else the index's, ``SpeakerIndex.resolve_threshold``), in blocks
+   (``graph.range_graph``) -> sparse graph of "same person" pairs.
 2. Speaker level: every pair of client_ids linked by at least one cross pair of clips is scored by the
    distance between their centroids (mean of their clips, re-normalised), the number of cross pairs under
    the clip threshold, their mean distance, and their SEPARATION (``speechid.separation``: the distance
@@ -53,7 +53,7 @@ from speechid.indexing.dedup_summary import summary_text
 from speechid.indexing.merges import MergeRule, merge_curve, speaker_merges
 from speechid.indexing.query import SpeakerIndex
 from speechid.indexing.scores import PairScores, score_clusters, score_groups, true_voices
-from speechid.operating_points import point_words
+from speechid.operating_points import pct, point_words
 
 LEVELS = ("clip", "speaker", "both")
 SUMMARY_JSON = "summary.json"
@@ -191,7 +191,7 @@ def _merge_rule(ops, merge_threshold: float | None) -> tuple[MergeRule, str]:
                    else ops.speaker_level(1).describe(t) + " (smallest groups)")
     if ops is not None and ops.speaker:
         pts = [(lp.n, lp.point(ops.merge)) for lp in ops.speaker]
-        meaning = "; ".join(f"{n}+ clips: {p.threshold:.2f} (FAR {100 * p.far:.2g}% / FRR {100 * p.frr:.2g}%)"
+        meaning = "; ".join(f"{n}+ clips: {p.threshold:.2f} (FAR {pct(p.far, '.2g')} / FRR {pct(p.frr, '.2g')})"
                             for n, p in pts)
         meaning += " (speaker-level merge points on dev speakers: FAR 0.1%, capped at FRR 1%)"
         return ops.merge_thresholds, meaning
@@ -247,7 +247,7 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
     read = outputs.snapshot([index.path if isinstance(index, SpeakerIndex) else os.fspath(index)])
     idx = index if isinstance(index, SpeakerIndex) else SpeakerIndex.load(index, mmap=False)
     threshold, meaning = idx.resolve_threshold(threshold)
-    store.search_radius(idx.metric, threshold)  # validates the threshold
+    store.check_threshold(threshold)  # before the search settings and the vectors
     merge_rule, merge_meaning = _merge_rule(idx.operating_points, merge_threshold)
     flag_t, same_t, flag_meaning = _flag_rule(idx.operating_points, mislabel_threshold)
     if idx.kind == "ivf" and nprobe is None:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from speechid.embedding_table import short_id
+from speechid.operating_points import pct
 
 SCORE_NAMES = {"speakers": "client_id merges, pairwise", "clips": "clip clusters, pairwise",
                "clips_linkage": "label-free average linkage of the clips, to compare",
@@ -79,15 +80,15 @@ def summary_text(summary: dict, clips: pa.Table, speaker_pairs: pa.Table, flags:
         lines += [f"  {k}: {v}" for k, v in scores.items()]
     curve = s.get("merge_curve")
     if curve:
-        def pct(x):
-            return "  n/a" if x is None else f"{100 * x:5.0f}"
+        def cell(x):
+            return f"{pct(x, '.0f', unit=''):>5}"
 
         pick = curve[1::4]
         lines += ["", "client_id merges against the ground truth at one speaker-level threshold for every pair "
                       "(where to set --merge-threshold; summary.json has every 0.25):",
                   "  threshold  " + " ".join(f"{c['threshold']:5.2f}" for c in pick),
-                  "  precision% " + " ".join(pct(c["precision"]) for c in pick),
-                  "  recall%    " + " ".join(pct(c["recall"]) for c in pick)]
+                  "  precision% " + " ".join(cell(c["precision"]) for c in pick),
+                  "  recall%    " + " ".join(cell(c["recall"]) for c in pick)]
     return "\n".join(lines) + "\n"
 
 

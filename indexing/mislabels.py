@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from speechid.indexing.build import add_by_code
+from speechid.operating_points import pct
 from speechid.separation import PRIOR_DOF, Groups, spreads
 
 MIN_ID_CLIPS = 3  # clips an id needs for its clips to be tested: the rest of it then has two or more
@@ -201,7 +202,7 @@ class FlagScores:
         def f(x):
             return "n/a" if x is None else f"{x:.3f}"
 
-        rate = "n/a" if self.clean_rate is None else f"{100 * self.clean_rate:.2f}%"
+        rate = pct(self.clean_rate, ".2f")
         return (f"precision {f(self.precision)} recall {f(self.recall)} ({self.found} of {self.flagged} flags are "
                 f"planted mislabels, of {self.planted} planted; {self.clean_flagged} of {self.clean_clips} clean "
                 f"clips flagged, {rate}; {self.resembles_right} of {self.found} found name an id of their true "

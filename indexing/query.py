@@ -7,15 +7,16 @@
     >>> index.query_file(["who.mp3"], speechid.Encoder.load("models/cv-en"))
 
 Distances are Euclidean between unit vectors whatever the index metric; the verdict is "same" when the
-distance is below the threshold (the index's default, from the model's operating points in meta.json,
-unless given), and every match's ``explanation`` names that threshold and what it means ("same: 0.612 <
-0.741 (seed operating point: FAR 1.7% / FRR 38% on dev speakers)"). Speakers are found by centroid (the
-mean of the speaker's clip embeddings, re-normalised); a speaker match is DECIDED at the speaker level:
-the separation (``speechid.separation``) of the query clip from the speaker's clips, which weighs the
-distance by the speaker's own spread, against the model's speaker-level point for one clip (a clip 0.7
-from a loose voice's centroid can be that voice, 0.4 from a tight voice's need not be). An index without
-speaker-level points, or built before speakers.parquet held ``mean_norm``, or a ``threshold`` given by
-the caller, decides by the Euclidean distance to the centroid, and says so.
+distance is below the threshold (``resolve_threshold``: the one given, else the index's default: a threshold
+set at build, else the model's operating points in meta.json), and every match's ``explanation`` names that
+threshold and what it means ("same: 0.612 < 0.741 (FAR 1.7% point (the original project's specificity): FAR
+1.7% / FRR 38.1% on dev speakers)"). Speakers are found by centroid (the mean of the speaker's clip
+embeddings, re-normalised); a speaker match is DECIDED at the speaker level: the separation
+(``speechid.separation``) of the query clip from the speaker's clips, which weighs the distance by the
+speaker's own spread, against the model's speaker-level point for one clip (a clip 0.7 from a loose voice's
+centroid can be that voice, 0.4 from a tight voice's need not be). An index without speaker-level points, or
+whose speakers.parquet has no ``mean_norm``, or a ``threshold`` given by the caller, decides by the Euclidean
+distance to the centroid, and says so.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ from speechid import separation
 from speechid.errors import ConfigError, SpeechIdError
 from speechid.indexing import store
 from speechid.indexing.build import apply_search_params
-from speechid.operating_points import OperatingPoints, is_same, point_words, verdict_text, verdict_word
+from speechid.operating_points import (
+    OperatingPoints,
+    clip_threshold,
+    is_same,
+    pct,
+    point_words,
+    verdict_text,
+    verdict_word,
+)
 
 BY = ("clip", "speaker")
 SMALL_BATCH = 16  # queries per call below which FAISS runs on one thread (see _one_thread_if_small)
@@ -243,19 +252,15 @@ class SpeakerIndex:
     @property
     def threshold(self) -> float:
         """The default clip-level threshold: given at build, else the model's seed operating point."""
-        if self.meta.get("threshold") is not None:
-            return float(self.meta["threshold"])
-        ops = self.operating_points
-        if ops is None:
+        return self.resolve_threshold()[0]
+
+    def resolve_threshold(self, threshold: float | None = None) -> tuple[float, str]:
+        """(clip-level threshold, what it means; "" when uncalibrated): the one given, else the index's default."""
+        t, meaning = clip_threshold(self.operating_points, threshold, self.meta.get("threshold"))
+        if t is None:
             raise ConfigError(f"{self.path}: built without a model's operating points or a threshold; give a "
                               "threshold (--threshold) or rebuild with --model")
-        return ops.threshold
-
-    def resolve_threshold(self, threshold: float | None) -> tuple[float, str]:
-        """(clip-level threshold, what it means): the one given, else the index's default."""
-        t = self.threshold if threshold is None else float(threshold)
-        ops = self.operating_points
-        return t, "" if ops is None else ops.clip.describe(t, prefer=ops.default)
+        return t, meaning
 
     def __len__(self) -> int:
         return self.count
@@ -386,8 +391,8 @@ class SpeakerIndex:
         centroids = et.fixed_list_to_numpy(self._speakers.column("centroid").combine_chunks()).astype(np.float64)
         groups = separation.Groups.of_sums(centroids * (norm * n)[:, None], n)
         point = ops.clip_to_speaker_point()
-        meaning = (f"speaker level: the {point_words(point.name)} for one clip, FAR {100 * point.far:.2g}% / FRR "
-                   f"{100 * point.frr:.2g}% on dev speakers; the speaker's own spread weighs the distance")
+        meaning = (f"speaker level: the {point_words(point.name)} for one clip, FAR {pct(point.far, '.2g')} / FRR "
+                   f"{pct(point.frr, '.2g')} on dev speakers; the speaker's own spread weighs the distance")
         return point.threshold, meaning, groups, groups.pooled_spread()
 
     def _clip_result(self, name: str, dist: np.ndarray, rows: np.ndarray, threshold: float,

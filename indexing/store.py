@@ -42,6 +42,7 @@ FORMAT = "speechid-index"
 FORMAT_VERSION = 1
 METRICS = ("l2", "ip")
 KINDS = ("flat", "ivf", "hnsw")
+OUTPUT_MARK = "index build"  # the command named in an index's output marker (speechid.outputs.MARKER)
 
 
 class IndexDirError(ConfigError):
@@ -65,14 +66,20 @@ def check_metric(metric: str) -> str:
     return metric
 
 
+def check_threshold(threshold: float) -> float:
+    """A clip-level threshold a range search can take: a positive Euclidean distance."""
+    if not threshold > 0:
+        raise ConfigError(f"threshold {threshold}: must be a positive Euclidean distance")
+    return threshold
+
+
 def search_radius(metric: str, threshold: float) -> float:
     """Euclidean threshold -> the radius FAISS range search takes for ``metric``.
 
     "l2": squared distance (FAISS keeps d < radius); "ip": cosine similarity (FAISS keeps s > radius).
     Both select exactly the unit-vector pairs closer than ``threshold``.
     """
-    if not threshold > 0:
-        raise ConfigError(f"threshold {threshold}: must be a positive Euclidean distance")
+    check_threshold(threshold)
     return config.l2_to_squared(threshold) if check_metric(metric) == "l2" else config.l2_to_cosine(threshold)
 
 
