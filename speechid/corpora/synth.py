@@ -40,7 +40,6 @@ from speechid.corpora.voices import (
     SYN_RATE,
     Voice,
     distinct_voices,
-    make_voice,  # noqa: F401  (tests/speechid/test_speech.py's name, until it moves)
     render_clip,
 )
 

@@ -85,9 +85,9 @@ def test_a_short_word_passes_and_the_rule_can_be_switched_off():
 
 
 def test_synthetic_voices_are_speech():
-    from speechid.corpora import synth
+    from speechid.corpora import voices
 
     rng = np.random.default_rng(3)
     for _ in range(5):
-        wave = synth.render_clip(synth.make_voice(rng), 2.0, rng)
+        wave = voices.render_clip(voices.make_voice(rng), 2.0, rng)
         assert audio.speech_span(wave, RATE).speech_s >= 0.5  # synth voices pause between words
