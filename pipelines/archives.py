@@ -2,22 +2,22 @@
 
 Pass 1 (``ReadArchives``: one element per archive) streams the archive once, front to back, with
 ``tarfile`` in stream mode through Beam's ``FileSystems`` (local or ``gs://``; plain, gzip, bz2 or xz). It
-parses the TSVs wherever they sit (older releases put them before ``clips/``, the current bundler after),
-records each clip member's place (``MemberRef``: range, ordinal, data offset, size) without keeping its
-bytes, and builds a gzip seek index (``seekable``) that it writes to a temporary folder.
+parses the TSVs wherever they sit (older releases put them before ``clips/``, the current bundler after;
+``speechid.pipelines.tsv``), records each clip member's place (``MemberRef``: range, ordinal, data
+offset, size) without keeping its bytes, and builds a gzip seek index (``seekable``) that it writes to a
+temporary folder.
 
-Between the passes, the prep pipeline joins rows to member places by key (small elements only). Pass 2
-(``ReadClipRanges``) groups the joined pairs by (archive, range): contiguous runs of members of 1-64 MiB,
-a few hundred per large archive. Each range is read by one worker straight from the archive (one seek,
-then forward reads), so every worker reads the same archive at once and decodes its clips where it read
-them. Memory stays flat however large the archive: no PCollection holds audio.
+Between the passes, ``JoinRowsToClips`` joins rows to member places by key (small elements only) and
+applies the row and clip policy. Pass 2 (``ReadClipRanges``) groups the joined pairs by (archive, range):
+contiguous runs of members of 1-64 MiB, a few hundred per large archive. Each range is read by one
+worker straight from the archive (one seek, then forward reads), so every worker reads the same archive
+at once and decodes its clips where it read them. Memory stays flat however large the archive: no
+PCollection holds audio. Both jobs read archives this way (prep's ``PrepCorpus``, embed's
+``ReadArchiveClips``).
 
 Elements, all keyed by ``ClipKey = (archive, clip member path)``:
 
-- ``TsvRow``: one data line of train/dev/test/validated/invalidated/other.tsv (read with
-  ``csv.QUOTE_NONE``: Common Voice sentences hold unbalanced quotes). Rows of TSVs not selected by
-  ``--splits`` keep only their key and position: they are needed to count clips "not selected by
-  policy", not to write records.
+- ``TsvRow``: one data line of a split TSV (``speechid.pipelines.tsv``).
 - ``MemberRef`` (pass 1) and ``Clip`` (pass 2: the bytes; ``data`` is None when the member is larger than
   the byte limit, so a hostile archive cannot make a worker allocate gigabytes).
 - ``Failure``: a dead-letter entry (unsafe member names, malformed rows, unreadable archives, ...).
@@ -26,73 +26,28 @@ Elements, all keyed by ``ClipKey = (archive, clip member path)``:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import posixpath
 import tarfile
 import zlib
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from speechid import schema
 from speechid.pipelines import seekable
+from speechid.pipelines.failures import FAILURES, Failure
+from speechid.pipelines.manifest import EVENTS
+from speechid.pipelines.tsv import TsvRow, clip_member_path, parse_tsv, tsv_split, unsafe_reason
 from speechid.progress import Meter
 
 _LOG = logging.getLogger(__name__)
-NAMESPACE = "speechid.prep"
 
-ClipKey = tuple[str, str]  # (archive path, member path of the clip inside it)
-Event = tuple[str, str, object]  # (kind, key, value): see manifest.CountEvents
-
-# Tagged outputs shared by the stages.
-ROWS, CLIPS, FAILURES, EVENTS, INDEXES, PAIRS = "rows", "clips", "failures", "events", "indexes", "pairs"
-
-# Reasons a row, clip or member goes to failures/ besides speechid.errors.AUDIO_REASONS.
-READ_REASONS = (
-    "unsafe_path",  # absolute member name or one with '..' (also for a TSV 'path' field)
-    "not_a_file",  # link, device or fifo member: nothing to read in stream mode
-    "malformed_row",  # wrong field count, empty client_id/path, bad vote count, header without them, a line the
-    # csv module refuses (a field over 128 KiB)
-    "undecodable_row",  # bytes that are not UTF-8 (an identity must not change by replacement characters)
-    "unusable_tsv",  # a selected TSV whose header lacks client_id or path (its rows fail as malformed_row)
-    "archive_unreadable",  # not a tar archive (or an unknown compression)
-    "archive_truncated",  # the stream ended or broke before the end-of-archive marker
-    "member_unreadable",  # a clip indexed in pass 1 could not be read again in pass 2 (archive changed?)
-)
-# Failures that stand for a whole input rather than a row or a clip: a run refuses to publish over them.
-INPUT_REASONS = ("archive_unreadable", "archive_truncated", "unusable_tsv")
-REQUIRED_COLUMNS = ("client_id", "path")
-_INT_COLUMNS = ("up_votes", "down_votes")
-
-
-@dataclass(frozen=True)
-class TsvRow:
-    """One data line of a Common Voice TSV. ``line`` is the 1-based line in the file (the header is 1)."""
-
-    archive: str
-    tsv: str  # member path of the TSV
-    split: str  # the TSV's name: train, dev, test, validated, invalidated or other
-    line: int
-    selected: bool  # the TSV is one of --splits; unselected rows carry no fields
-    fields: tuple[tuple[str, str], ...] = ()
-
-    def get(self, name: str, default: str = "") -> str:
-        for k, v in self.fields:
-            if k == name:
-                return v
-        return default
-
-    @property
-    def locale(self) -> str:
-        """The row's locale column, else the folder the TSV sits in (``<release>/<locale>/train.tsv``)."""
-        return self.get("locale") or posixpath.basename(posixpath.dirname(self.tsv))
+# Tagged outputs of the stages (FAILURES and EVENTS are both jobs' own, see failures.py and manifest.py).
+ROWS, CLIPS, INDEXES, PAIRS = "rows", "clips", "indexes", "pairs"
+SEEK_INDEX_DIR = "_seek_index"  # pass 1 -> pass 2, a folder in the job's staging that every worker reads
 
 
 @dataclass(frozen=True)
@@ -102,209 +57,6 @@ class Clip:
     data: bytes | None  # None: larger than the byte limit, not read
     size: int
     ordinal: int
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One dead-letter entry. ``rows``/``clips`` say how many TSV rows / clip members it accounts for."""
-
-    archive: str
-    path: str  # clip member path (or the archive member that failed)
-    reason: str
-    detail: str = ""
-    split: str = ""
-    tsv: str = ""
-    line: int = 0
-    rows: int = 0
-    clips: int = 0
-
-    def to_json(self) -> str:
-        # Member names and TSV fields may hold bytes that are not UTF-8: shown as \\xNN, never an encode error.
-        return printable(json.dumps(asdict(self), ensure_ascii=False, sort_keys=True))
-
-    @staticmethod
-    def from_json(text: str) -> Failure:
-        return Failure(**json.loads(text))
-
-
-def unsafe_reason(name: str) -> str | None:
-    """Why a member name (or a TSV path field) must not be used, or None when it is a plain relative path."""
-    if not name:
-        return "empty name"
-    unified = name.replace("\\", "/")
-    if unified.startswith("/") or (len(unified) > 1 and unified[1] == ":"):
-        return "absolute path"
-    if ".." in unified.split("/"):
-        return "'..' component"
-    return None
-
-
-def clip_member_path(tsv_member: str, clip_path: str) -> str:
-    """Where a TSV's ``path`` field lives in the archive: ``<tsv folder>/clips/<path>``."""
-    return posixpath.join(posixpath.dirname(tsv_member), "clips", clip_path)
-
-
-def tsv_split(member: str) -> str | None:
-    """The split a member describes (``train`` for ``.../train.tsv``), or None if it is not a split TSV."""
-    base = posixpath.basename(member)
-    if not base.endswith(".tsv"):
-        return None
-    stem = base[: -len(".tsv")]
-    return stem if stem in schema.ALL_SPLITS else None
-
-
-def is_clip_member(member: str) -> bool:
-    """True for a member anywhere under a ``clips/`` folder: a TSV path may name a subfolder
-    (``sub dir/x.mp3`` is ``<tsv folder>/clips/sub dir/x.mp3``, see ``clip_member_path``)."""
-    return "clips" in member.split("/")[:-1]
-
-
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
-
-
-def archive_problem(path: str) -> str | None:
-    """Why ``path`` cannot be a release archive at all, from its first member; None when it starts well.
-
-    Cheap (one block is read), so a run checks every input before it starts: an empty file, a file that
-    is not a tar (plain, gzip, bz2 or xz), or a tar with no members is a wrong input, not a failure to
-    record. Truncation past the first member is only found by reading on (``archive_truncated``).
-    """
-    head = b""
-    try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            head = raw.read(6)
-            if not head:
-                return "an empty file (0 bytes), not an archive"
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            with tarfile.open(fileobj=raw, mode="r|*") as tar:
-                if tar.next() is None:
-                    return "an archive with no members"
-    except tarfile.ReadError as e:
-        if head.startswith(_COMPRESSED_MAGIC):
-            return f"compressed, but no whole tar archive inside ({e})"
-        return f"not a tar archive (plain, .gz, .bz2 or .xz): {e}"
-    except (EOFError, zlib.error) as e:
-        return f"truncated: {e or 'the stream ends early'}"
-    except OSError as e:
-        return f"unreadable: {e.strerror or e}"
-    return None
-
-
-class _ForwardOnly(io.RawIOBase):
-    """A member of a streamed tar is read front to back only; its file object even fails ``seekable()``,
-    which ``io.TextIOWrapper`` calls. This says "not seekable" and forwards reads."""
-
-    def __init__(self, f):
-        self._f = f
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readinto(self, b) -> int:
-        data = self._f.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
-def parse_tsv(
-    stream: io.BufferedIOBase, archive: str, tsv: str, split: str, selected: bool
-) -> Iterator[tuple[ClipKey, TsvRow] | Failure | None]:
-    """Rows of one TSV as ``(key, TsvRow)``; malformed rows of a selected TSV as ``Failure``.
-
-    Rows of unselected TSVs are not validated (the policy says they are not written), only keyed; one
-    without a usable path yields None (still a row read, and skipped by policy). A selected TSV whose
-    header lacks a required column also yields one ``unusable_tsv`` Failure for the file itself.
-
-    A line the csv module cannot read (a field over its 128 KiB limit) fails as ``malformed_row`` with its
-    line number (in an unselected TSV: None), and the rows after it are still read.
-
-    Bytes that are not UTF-8 are kept as they are (``surrogateescape``) so that a clip path still
-    matches its member name, and a selected row holding any fails as ``undecodable_row``: replacing
-    them would silently turn one client_id into another.
-    """
-    text = io.TextIOWrapper(
-        io.BufferedReader(_ForwardOnly(stream)), encoding="utf-8-sig", errors="surrogateescape", newline=""
-    )
-    reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
-    header, unreadable = _next_row(reader)
-    header = header or []
-    path_col = header.index("path") if "path" in header else None
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if selected and missing:
-        found = ", ".join(printable(c) for c in header) or "none"
-        detail = f"header: {unreadable}" if unreadable else f"header lacks {', '.join(missing)} (columns: {found})"
-        yield Failure(archive, tsv, "unusable_tsv", detail, split, tsv, 1)
-    while True:
-        fields, unreadable = _next_row(reader)
-        line = reader.line_num
-        if unreadable:  # its fields, path included, are unknown: the row fails, the next rows are still read
-            yield Failure(archive, "", "malformed_row", unreadable, split, tsv, line, rows=1) if selected else None
-            continue
-        if fields is None:
-            break
-        if not fields:  # a blank line holds no row
-            continue
-        raw_path = fields[path_col] if path_col is not None and path_col < len(fields) else ""
-        clip = clip_member_path(tsv, raw_path) if raw_path and not unsafe_reason(raw_path) else ""
-        if not selected:
-            yield ((archive, clip), TsvRow(archive, tsv, split, line, False)) if clip else None
-            continue
-        bad = [name for name, value in zip(header, fields, strict=False) if _undecodable(value)]
-        if bad or (len(fields) > len(header) and any(_undecodable(v) for v in fields[len(header) :])):
-            where = ", ".join(printable(b) for b in bad) or "extra fields"
-            yield Failure(archive, printable(clip), "undecodable_row", f"bytes that are not UTF-8 in {where}", split,
-                          tsv, line, rows=1)
-            continue
-        problem = row_problem(header, fields)
-        if problem:
-            reason, detail = problem
-            yield Failure(archive, clip, reason, detail, split, tsv, line, rows=1)
-            continue
-        yield (archive, clip), TsvRow(archive, tsv, split, line, True, tuple(zip(header, fields, strict=True)))
-
-
-def _next_row(reader) -> tuple[list[str] | None, str]:
-    """(fields, "") of the reader's next row, (None, "") at the end, or (None, why) for a line the csv module
-    refuses (a field over ``csv.field_size_limit()``, 128 KiB: no Common Voice field comes near it, so such a
-    line is a broken row, not a reason to raise the limit for every reader). The reader goes on after it."""
-    try:
-        return next(reader), ""
-    except StopIteration:
-        return None, ""
-    except csv.Error as e:
-        return None, f"unreadable line: {e}"
-
-
-def _undecodable(text: str) -> bool:
-    """True when ``text`` holds bytes that were not UTF-8 (decoded with ``surrogateescape``)."""
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
-def printable(text: str) -> str:
-    """``text`` with undecodable bytes shown as ``\\xNN`` (what failures and messages can carry)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def row_problem(header: list[str], fields: list[str]) -> tuple[str, str] | None:
-    """(reason, detail) when a selected row cannot become a record, else None."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        return "malformed_row", f"header lacks {', '.join(missing)}"
-    if len(fields) != len(header):
-        return "malformed_row", f"{len(fields)} fields, header has {len(header)}"
-    row = dict(zip(header, fields, strict=True))
-    if not row["client_id"] or not row["path"]:
-        return "malformed_row", "empty client_id or path"
-    why = unsafe_reason(row["path"])
-    if why:
-        return "unsafe_path", f"path field {row['path']!r}: {why}"
-    bad_ints = [c for c in _INT_COLUMNS if row.get(c) and not row[c].lstrip("-").isdigit()]
-    if bad_ints:
-        return "malformed_row", f"not an integer: {', '.join(bad_ints)}"
-    return None
 
 
 @dataclass(frozen=True)
@@ -320,6 +72,12 @@ class MemberRef:
     ordinal: int
     offset: int
     size: int
+
+
+def is_clip_member(member: str) -> bool:
+    """True for a member anywhere under a ``clips/`` folder: a TSV path may name a subfolder
+    (``sub dir/x.mp3`` is ``<tsv folder>/clips/sub dir/x.mp3``, see ``clip_member_path``)."""
+    return "clips" in member.split("/")[:-1]
 
 
 class _RangePlanner:
@@ -349,13 +107,13 @@ class IndexArchive(beam.DoFn):
     """
 
     def __init__(self, splits: tuple[str, ...], index_dir: str, range_bytes: int | None = None,
-                 progress_interval: float = 30.0):
+                 progress_interval: float = 30.0, *, namespace: str):
         self._splits = tuple(splits)
         self._index_dir = index_dir
         self._range_bytes = range_bytes
-        self._rows = Metrics.counter(NAMESPACE, "rows_read")
-        self._clips = Metrics.counter(NAMESPACE, "clips_seen")
-        self._rejected = Metrics.counter(NAMESPACE, "members_rejected")
+        self._rows = Metrics.counter(namespace, "rows_read")
+        self._clips = Metrics.counter(namespace, "clips_seen")
+        self._rejected = Metrics.counter(namespace, "members_rejected")
         self._progress_interval = progress_interval
 
     def process(self, archive: str):
@@ -464,7 +222,8 @@ class ReadArchives(beam.PTransform):
     indexes (pass 1; ``ReadClipRanges`` is pass 2).
 
     ``index_dir`` is a temporary folder every worker can read (under the job's staging or temp location);
-    ``range_bytes`` None sizes ranges from each archive's size (``seekable.plan``).
+    ``range_bytes`` None sizes ranges from each archive's size (``seekable.plan``); counters go to the
+    running job's metrics ``namespace`` (``speechid.pipelines.metrics``).
     """
 
     def __init__(
@@ -473,18 +232,92 @@ class ReadArchives(beam.PTransform):
         splits: tuple[str, ...] = schema.SPLITS,
         range_bytes: int | None = None,
         progress_interval: float = 30.0,
+        *,
+        namespace: str,
     ):
         super().__init__()
         self._index_dir = index_dir
         self._splits = tuple(splits)
         self._range_bytes = range_bytes
         self._progress_interval = progress_interval
+        self._namespace = namespace
 
     def expand(self, archives):
-        fn = IndexArchive(self._splits, self._index_dir, self._range_bytes, self._progress_interval)
+        fn = IndexArchive(self._splits, self._index_dir, self._range_bytes, self._progress_interval,
+                          namespace=self._namespace)
         out = archives | "IndexArchive" >> beam.ParDo(fn).with_outputs(CLIPS, FAILURES, EVENTS, INDEXES, main=ROWS)
         return {ROWS: out[ROWS], CLIPS: out[CLIPS], FAILURES: out[FAILURES], EVENTS: out[EVENTS],
                 INDEXES: out[INDEXES]}
+
+
+
+_SPLIT_RANK = {s: i for i, s in enumerate(schema.ALL_SPLITS)}
+
+
+class MatchClip(beam.DoFn):
+    """(key, {rows, clips}) -> the (row, clip) pair to decode, or failures and counts.
+
+    Policy, in order: earlier duplicate members of a clip fail (``duplicate``), the last one wins as in
+    tar extraction; rows of unselected TSVs are counted as skipped by policy; of the selected rows the
+    first by (split, TSV, line) is kept and the others fail as ``duplicate``; a kept row with no clip
+    fails as ``missing_clip``; a clip no selected row lists is counted as not selected or unlisted.
+    Only the kept member is read past this point (``archives.ReadClipRanges``). Works on anything with an
+    ``ordinal``: ``MemberRef`` in the pipelines, ``Clip`` in tests.
+    """
+
+    def process(self, element):
+        (archive, path), grouped = element
+        kept: Clip | None = None
+        for clip in grouped[CLIPS]:
+            if kept is None:
+                kept = clip
+                continue
+            older, kept = (kept, clip) if clip.ordinal > kept.ordinal else (clip, kept)
+            detail = f"member #{older.ordinal} repeated as #{kept.ordinal}; the later one is used"
+            yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, path, "duplicate", detail, clips=1))
+
+        selected: list[TsvRow] = []
+        listed = False
+        for row in grouped[ROWS]:
+            listed = True
+            if row.selected:
+                selected.append(row)
+            else:
+                yield beam.pvalue.TaggedOutput(EVENTS, ("rows_skipped_by_policy", row.split, 1))
+        if not selected:
+            if kept is not None:
+                kind = "clips_not_selected" if listed else "clips_unlisted"
+                yield beam.pvalue.TaggedOutput(EVENTS, (kind, archive, 1))
+            return
+        selected.sort(key=lambda r: (_SPLIT_RANK[r.split], r.tsv, r.line))
+        first = selected[0]
+        for row in selected[1:]:
+            detail = f"clip already listed in {first.tsv} line {first.line}"
+            yield beam.pvalue.TaggedOutput(
+                FAILURES, Failure(archive, path, "duplicate", detail, row.split, row.tsv, row.line, rows=1)
+            )
+        if kept is None:
+            yield beam.pvalue.TaggedOutput(
+                FAILURES,
+                Failure(archive, path, "missing_clip", "no such member", first.split, first.tsv, first.line, rows=1),
+            )
+            return
+        yield first, kept
+
+
+class JoinRowsToClips(beam.PTransform):
+    """{rows: (key, TsvRow), clips: (key, MemberRef)} -> {pairs: (TsvRow, MemberRef), failures, events}.
+
+    Only rows and member places are shuffled (CoGroupByKey on small elements), never audio bytes."""
+
+    def expand(self, keyed):
+        out = (
+            {ROWS: keyed[ROWS], CLIPS: keyed[CLIPS]}
+            | "CoGroupByKey" >> beam.CoGroupByKey()
+            | "MatchClip" >> beam.ParDo(MatchClip()).with_outputs(FAILURES, EVENTS, main=PAIRS)
+        )
+        return {PAIRS: out[PAIRS], FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
+
 
 
 _SKIP_LIMIT = 4 << 20  # a gap between two members larger than this is seeked over, not decompressed
@@ -498,9 +331,9 @@ class ReadRange(beam.DoFn):
     ``max_clip_bytes`` is not read (``Clip.data`` None: the decoder fails it as ``too_large``).
     """
 
-    def __init__(self, max_clip_bytes: int | None):
+    def __init__(self, max_clip_bytes: int | None, namespace: str):
         self._max_bytes = max_clip_bytes
-        self._read = Metrics.counter(NAMESPACE, "clips_read")
+        self._read = Metrics.counter(namespace, "clips_read")
 
     def setup(self):
         self._readers: dict[str, seekable.RangeReader] = {}
@@ -549,11 +382,13 @@ class ReadClipRanges(beam.PTransform):
     Pass 2. The pairs are grouped by (archive, range): only rows and member places are shuffled, and each
     range is read by one worker straight from the archive (``seekable.RangeReader``), so one archive is
     read by every worker at once and its clips are decoded where they are read (the next ParDo is fused).
+    Counters go to the running job's metrics ``namespace``.
     """
 
-    def __init__(self, max_clip_bytes: int | None = None):
+    def __init__(self, max_clip_bytes: int | None = None, *, namespace: str):
         super().__init__()
         self._max_bytes = max_clip_bytes
+        self._namespace = namespace
 
     def expand(self, inputs):
         pairs, indexes = inputs[PAIRS], inputs[INDEXES]
@@ -562,7 +397,8 @@ class ReadClipRanges(beam.PTransform):
             | "KeyByRange" >> beam.Map(lambda pair: ((pair[0].archive, pair[1].range_id), pair))
             | "GroupByRange" >> beam.GroupByKey()
             | "ReadRange"
-            >> beam.ParDo(ReadRange(self._max_bytes), beam.pvalue.AsDict(indexes))
+            >> beam.ParDo(ReadRange(self._max_bytes, self._namespace), beam.pvalue.AsDict(indexes))
             .with_outputs(FAILURES, main=PAIRS)
         )
         return {PAIRS: out[PAIRS], FAILURES: out[FAILURES]}
+

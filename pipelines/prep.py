@@ -9,10 +9,14 @@
     written as <output>/<split>-SSSSS-of-NNNNN.tfrecord.gz, transform_fn/, transformed_metadata/,
     failures/failures-*.jsonl and manifest.json, staged beside <output> and renamed into place at the end.
 
-Local run (Beam's local Python runner; ``--direct_running_mode multi_processing --direct_num_workers 2``
-for one worker per core)::
+``run`` is the job: it reads the archives (``ReadArchives``), applies one composite (``PrepCorpus``: every
+stage between reading and writing) and writes its outputs; ``embed`` has the same shape.
 
-    python -m speechid.pipelines.prep --input data/cv-corpus-synth-en.tar.gz --output data/synth
+Local run (``DirectRunner``, the default: Beam's local Python runner, see ``speechid.pipelines.runner``;
+``--direct_running_mode multi_processing --direct_num_workers 2`` for one worker per core)::
+
+    python -m speechid.pipelines.prep --input data/cv-corpus-synth-en.tar.gz --output data/synth \\
+        --runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2
 
 Dataflow::
 
@@ -22,24 +26,14 @@ Dataflow::
 
 A dask.distributed cluster (``speechid.pipelines.dask_runner``; README "Scaling out")::
 
-    python -m speechid.pipelines.prep --input /shared/cv/*.tar.gz --output /shared/data/cv \
+    python -m speechid.pipelines.prep --input /shared/cv/*.tar.gz --output /shared/data/cv \\
         --runner DaskRunner --dask_client_address SCHEDULER:8786
-
-Runner choice (``speechid.pipelines.runner.make_pipeline``): from Beam 2.68 on, ``DirectRunner`` first tries
-the Prism runner, which downloads a Go binary from GitHub on first use. Beam's maintainers name
-``FnApiRunner`` as the way to keep the classic Python local runner (apache/beam#34612); it honours
-``--direct_running_mode`` and ``--direct_num_workers``. So no ``--runner`` or ``--runner DirectRunner``
-runs on ``FnApiRunner`` here and a local run never touches the network; ``--runner PrismRunner`` still
-picks Prism on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,39 +44,37 @@ from apache_beam.io.filesystems import FileSystems
 import speechid
 from speechid import audio, outputs, schema
 from speechid.config import SAMPLE_RATE
-from speechid.errors import ConfigError, InputError
-from speechid.pipelines import jobs, runner, workers
+from speechid.errors import InputError
+from speechid.pipelines.archive_inputs import check_archives, match_archives
 from speechid.pipelines.archives import (
-    EVENTS,
-    FAILURES,
     INDEXES,
-    NAMESPACE,
-    Failure,
+    PAIRS,
+    SEEK_INDEX_DIR,
+    JoinRowsToClips,
     ReadArchives,
     ReadClipRanges,
-    archive_problem,
 )
+from speechid.pipelines.failures import FAILURES, WriteFailures, failure_events
 from speechid.pipelines.flags import JobFlags, check_pipeline_args
-from speechid.pipelines.manifest import BuildManifest, publish_problem
-from speechid.pipelines.metrics import log_metrics
-from speechid.pipelines.records import WriteGzipTFRecords
-from speechid.pipelines.stages import (  # noqa: F401  (also importable from here)
-    ANALYSIS_BATCH,
-    PAIRS,
-    AnalyzeTrain,
-    DecodeClip,
-    DecodeClips,
-    JoinRowsToClips,
-    MatchClip,
-    PrepConfig,
-    failure_events,
-    pin_malloc_thresholds,
+from speechid.pipelines.manifest import (
+    EVENTS,
+    MANIFEST,
+    BuildManifest,
+    WriteManifest,
+    prep_manifest,
+    publish_problem,
+    read_manifest,
 )
+from speechid.pipelines.metrics import PREP, log_metrics
+from speechid.pipelines.prep_stages import AnalyzeTrain, DecodeClips, PrepConfig, pin_malloc_thresholds
+from speechid.pipelines.records import WriteGzipTFRecords
+from speechid.pipelines.runner import local_worker_count, local_worker_processes, make_pipeline, run_job
+from speechid.pipelines.workers import SINGLE_THREADED_TF
 
 _LOG = logging.getLogger(__name__)
 COMMAND = "prep"  # the name its output folders are marked with (speechid.outputs)
-MANIFEST_KEY = "manifest"
 TRANSFORM_FN_KEY = "transform_fn"
+_TFT_TEMP_DIR = "_tft_tmp"  # tf.Transform's temporary files, in the staging folder
 
 
 # glibc reads these when a process starts: local worker processes spawned during a run get fixed malloc
@@ -106,7 +98,7 @@ class PrepCorpus(beam.PTransform):
         joined = read | "JoinRowsToClips" >> JoinRowsToClips()
         # Ranges are spread over the workers by the GroupByKey; decoding is fused with reading the range.
         clips = {PAIRS: joined[PAIRS], INDEXES: read[INDEXES]} | "ReadClipRanges" >> ReadClipRanges(
-            self._config.max_clip_bytes
+            self._config.max_clip_bytes, namespace=PREP
         )
         expected = joined[PAIRS] | "CountClipsToDecode" >> beam.combiners.Count.Globally()  # for progress lines
         decoded = clips[PAIRS] | "DecodeClips" >> DecodeClips(self._config, expected)
@@ -121,7 +113,7 @@ class PrepCorpus(beam.PTransform):
         ) | "AllEvents" >> beam.Flatten()
         out = {s: decoded[s] for s in self._config.splits}
         out[FAILURES] = failures
-        out[MANIFEST_KEY] = events | "BuildManifest" >> BuildManifest(self._run_info)
+        out[MANIFEST] = events | "BuildManifest" >> BuildManifest(prep_manifest, self._run_info)
         if "train" in self._config.splits:
             out[TRANSFORM_FN_KEY] = decoded["train"] | "AnalyzeTrain" >> AnalyzeTrain(
                 self._config.features, self._tft_temp_dir
@@ -140,58 +132,6 @@ class PrepResult:
         return bool(self.manifest.get("reconciliation", {}).get("balanced"))
 
 
-GLOB_CHARS = re.compile(r"[*?[]")  # what Beam's FileSystems.match takes as a glob (it has no escape)
-
-
-def literal_path(pattern: str) -> bool:
-    """True when ``pattern`` holds glob characters and yet names an existing file or folder
-    (``cv [en] 2024.tar.gz``): it is that path, not a glob that would miss it."""
-    if not GLOB_CHARS.search(pattern):
-        return False
-    try:
-        return FileSystems.exists(pattern)
-    except Exception:  # a pattern a filesystem refuses to look up is matched as a glob
-        return False
-
-
-def match_archives(patterns: Sequence[str]) -> list[str]:
-    """Every file the patterns match (local or gs://), sorted and de-duplicated; ConfigError if one matches
-    none or names a folder. An existing path is taken as it is, glob characters in its name or not."""
-    if not patterns:
-        raise ConfigError("no --input archive given")
-    found: set[str] = set()
-    for pattern in patterns:
-        try:
-            files = [pattern] if literal_path(pattern) else [
-                m.path for r in FileSystems.match([pattern]) for m in r.metadata_list
-            ]
-        except Exception as e:  # Beam raises BeamIOError/ValueError depending on the scheme
-            raise ConfigError(f"--input {pattern}: {e}") from None
-        files = [f for f in files if not f.endswith("/")]
-        folders = [f for f in files if outputs.is_local(f) and os.path.isdir(f)]
-        if folders:
-            raise InputError(f"--input {folders[0]}: a folder, not an archive (give the archives in it, e.g. "
-                             f"'{os.path.join(folders[0], '*.tar.gz')}')")
-        if not files:
-            raise ConfigError(f"--input {pattern}: no archive matches")
-        found.update(os.path.abspath(f) if outputs.is_local(f) else f for f in files)
-    return sorted(found)
-
-
-def check_archives(archives: Sequence[str]) -> None:
-    """InputError naming the first archive that is not one at all (``archives.archive_problem``).
-
-    Archives are opened in parallel threads (one block read each), so thousands on gs:// take seconds.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(archives)))) as pool:
-        problems = list(pool.map(archive_problem, archives))
-    for archive, problem in zip(archives, problems, strict=True):
-        if problem:
-            raise InputError(f"--input {archive}: {problem}")
-
-
 def prepare(
     inputs: Sequence[str],
     output: str,
@@ -207,7 +147,12 @@ def prepare(
     pipeline_args: Sequence[str] = (),
     test_pipeline: beam.Pipeline | None = None,
 ) -> PrepResult:
-    """Run the prep pipeline over ``inputs`` (archive paths or globs) into ``output``; see the module docstring."""
+    """Run the prep pipeline over ``inputs`` (archive paths or globs) into ``output``; see the module docstring.
+
+    Raises ``InputError`` (and publishes nothing) when an input is unusable, ``OutputError`` when
+    ``output`` may not be written (``speechid.outputs``).
+    """
+    pipeline_args = list(pipeline_args)
     config = PrepConfig(
         splits=tuple(splits),
         sample_rate=sample_rate,
@@ -217,7 +162,7 @@ def prepare(
         num_shards=num_shards,
         range_bytes=range_bytes,
         progress_interval=progress_interval,
-        workers=runner.local_worker_count(list(pipeline_args)) if test_pipeline is None else None,
+        workers=local_worker_count(pipeline_args) if test_pipeline is None else None,
     )
     check_pipeline_args(pipeline_args, OWN_FLAGS)
     archives = match_archives(inputs)
@@ -226,9 +171,35 @@ def prepare(
     pin_malloc_thresholds()  # the local runner's driver also runs bundles in-process
     given_output, output = output, outputs.resolve(output)
     staging = outputs.stage(given_output, COMMAND, archives)
-    tft_temp = FileSystems.join(staging, "_tft_tmp")
-    index_dir = FileSystems.join(staging, "_seek_index")  # pass 1 -> pass 2 (readable by every worker)
-    run_info = {
+    try:
+        p = make_pipeline(pipeline_args, test_pipeline)
+        _build(p, archives, staging, config, _run_info(config, archives, output))
+        # multi_processing: one TensorFlow thread per worker (one worker per core), flat worker heaps.
+        local_workers = test_pipeline is None and local_worker_processes(pipeline_args)
+        result = run_job(p, COMMAND, {**SINGLE_THREADED_TF, **_MALLOC_ENV}, local_workers)
+        # The pipeline wrote the manifest; a run whose inputs were unusable publishes nothing.
+        manifest = read_manifest(staging)
+        problem = publish_problem(manifest)
+        if problem:
+            raise InputError(problem)
+        outputs.remove_tree(FileSystems.join(staging, _TFT_TEMP_DIR))
+        outputs.remove_tree(FileSystems.join(staging, SEEK_INDEX_DIR))
+        outputs.publish(staging, given_output, COMMAND)
+    except BaseException as e:
+        outputs.fail(staging, e)
+        raise
+    metrics = log_metrics(PREP, result)
+    recon = manifest["reconciliation"]
+    if recon["balanced"]:
+        _LOG.info("prep wrote %s: %s; %s", output, recon["rows"], recon["clips"])
+    else:  # a bug, not bad input: say it loudly, the manifest keeps the numbers
+        _LOG.error("prep counts do not reconcile: %s; %s", recon["rows"], recon["clips"])
+    return PrepResult(output=output, manifest=manifest, metrics=metrics)
+
+
+def _run_info(config: PrepConfig, archives: list[str], output: str) -> dict:
+    """What the manifest records of the run besides its counts."""
+    return {
         "speechid_version": speechid.__version__,
         "created_unix": round(time.time(), 3),
         "inputs": archives,
@@ -243,60 +214,28 @@ def prepare(
         "features": config.features.to_dict(),
         "analysis": "train" if "train" in config.splits else None,
     }
-    try:
-        p = runner.make_pipeline(list(pipeline_args), test_pipeline)
-        out = (
-            p
-            | "ListArchives" >> beam.Create(archives)
-            | "ReadArchives" >> ReadArchives(index_dir, config.splits, config.range_bytes, config.progress_interval)
-            | "PrepCorpus" >> PrepCorpus(config, run_info, tft_temp)
-        )
-        for split in config.splits:
-            _ = out[split] | f"Write{split.title()}" >> WriteGzipTFRecords(
-                schema.record_prefix(staging, split), schema.RECORD_SUFFIX, config.num_shards
-            )
-        _ = (
-            out[FAILURES]
-            | "FailuresToJson" >> beam.Map(Failure.to_json)
-            | "WriteFailures"
-            >> beam.io.WriteToText(
-                FileSystems.join(staging, schema.FAILURES_DIR, "failures"), file_name_suffix=".jsonl"
-            )
-        )
-        _ = (
-            out[MANIFEST_KEY]
-            | "ManifestToJson" >> beam.Map(lambda m: json.dumps(m, indent=2, sort_keys=True))
-            | "WriteManifest" >> beam.io.WriteToText(FileSystems.join(staging, schema.MANIFEST), shard_name_template="")
-        )
-        if TRANSFORM_FN_KEY in out:
-            import tensorflow_transform.beam as tft_beam
 
-            _ = out[TRANSFORM_FN_KEY] | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
 
-        # multi_processing: one TensorFlow thread per worker (one worker per core), flat worker heaps.
-        local_workers = test_pipeline is None and runner.local_worker_processes(list(pipeline_args))
-        with workers.single_threaded_tf_workers(local_workers), workers.worker_environment(_MALLOC_ENV, local_workers):
-            result, state = runner.run_and_wait(p)
-        if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
-            raise RuntimeError(f"prep pipeline ended in state {state}")
-        # The pipeline wrote the manifest; a run whose inputs were unusable publishes nothing.
-        manifest = jobs.read_json(FileSystems.join(staging, schema.MANIFEST))
-        problem = publish_problem(manifest)
-        if problem:
-            raise InputError(problem)
-        outputs.remove_tree(tft_temp)
-        outputs.remove_tree(index_dir)
-        outputs.publish(staging, given_output, COMMAND)
-    except BaseException as e:
-        outputs.fail(staging, e)
-        raise
-    metrics = log_metrics(NAMESPACE, result)
-    recon = manifest["reconciliation"]
-    if recon["balanced"]:
-        _LOG.info("prep wrote %s: %s; %s", output, recon["rows"], recon["clips"])
-    else:  # a bug, not bad input: say it loudly, the manifest keeps the numbers
-        _LOG.error("prep counts do not reconcile: %s; %s", recon["rows"], recon["clips"])
-    return PrepResult(output=output, manifest=manifest, metrics=metrics)
+def _build(p: beam.Pipeline, archives: list[str], staging: str, config: PrepConfig, run_info: dict) -> None:
+    """The job on ``p``: read the archives, apply ``PrepCorpus``, write everything into ``staging``."""
+    index_dir = FileSystems.join(staging, SEEK_INDEX_DIR)  # pass 1 -> pass 2 (readable by every worker)
+    out = (
+        p
+        | "ListArchives" >> beam.Create(archives)
+        | "ReadArchives" >> ReadArchives(index_dir, config.splits, config.range_bytes, config.progress_interval,
+                                         namespace=PREP)
+        | "PrepCorpus" >> PrepCorpus(config, run_info, FileSystems.join(staging, _TFT_TEMP_DIR))
+    )
+    for split in config.splits:
+        _ = out[split] | f"Write{split.title()}" >> WriteGzipTFRecords(
+            schema.record_prefix(staging, split), schema.RECORD_SUFFIX, config.num_shards
+        )
+    _ = out[FAILURES] | "WriteFailures" >> WriteFailures(staging)
+    _ = out[MANIFEST] | "WriteManifest" >> WriteManifest(staging)
+    if TRANSFORM_FN_KEY in out:
+        import tensorflow_transform.beam as tft_beam
+
+        _ = out[TRANSFORM_FN_KEY] | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging)
 
 
 def _split_names(value: str) -> list[str]:
@@ -306,7 +245,7 @@ def _split_names(value: str) -> list[str]:
 def flag_parser() -> JobFlags:
     """prep's own flags, defined once (``speechid prep`` forwards its arguments to ``run``)."""
     p = JobFlags("speechid prep", "Prepare Common Voice archives for training: TFRecords per split, "
-                                       "tf.Transform statistics, failures/ and manifest.json.")
+                                  "tf.Transform statistics, failures/ and manifest.json.")
     p.add_argument("--input", dest="inputs", metavar="INPUT", action="append", required=True,
                    help="a .tar/.tar.gz release, local or gs://; globs allowed; repeatable")
     p.add_argument("--output", required=True,

@@ -21,7 +21,7 @@ import traceback
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from speechid.pipelines.workers import SINGLE_THREADED_TF, quiet_worker_logs, stop_child_processes
+from speechid.pipelines.workers import SINGLE_THREADED_TF, quiet_worker_logs, stop_child_processes, worker_environment
 
 _LOCAL_RUNNERS = (None, "", "DirectRunner", "direct", "directrunner", "FnApiRunner")
 _DASK_RUNNERS = ("daskrunner", "dask")
@@ -44,6 +44,17 @@ def make_pipeline(beam_args: list[str], test_pipeline=None) -> beam.Pipeline:
         # A local cluster started for the job gets one TensorFlow thread per worker (one worker per core).
         return beam.Pipeline(runner=DaskRunner(worker_env=SINGLE_THREADED_TF), options=options)
     return beam.Pipeline(options=options)
+
+
+def run_job(p: beam.Pipeline, job: str, worker_env: dict[str, str], local_workers: bool):
+    """Run ``p`` to its end (``run_and_wait``) and return its result. ``worker_env`` is set while local worker
+    processes start (``local_workers``: the local runner's multi_processing mode; ``worker_environment``).
+    RuntimeError when the job ended in another state than done."""
+    with worker_environment(worker_env, local_workers):
+        result, state = run_and_wait(p)
+    if state is not None and str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "RUNNING"):
+        raise RuntimeError(f"{job} pipeline ended in state {state}")
+    return result
 
 
 def run_and_wait(p: beam.Pipeline):

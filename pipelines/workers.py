@@ -183,8 +183,3 @@ def worker_environment(env: dict[str, str], enabled: bool = True):
 # One worker per core: TensorFlow would give each worker thread pools as large as the machine, whose
 # spinning threads then compete with the other workers for the same cores.
 SINGLE_THREADED_TF = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
-
-
-def single_threaded_tf_workers(enabled: bool = True):
-    """Local worker processes started meanwhile run TensorFlow on one thread each (see worker_environment)."""
-    return worker_environment(SINGLE_THREADED_TF, enabled)

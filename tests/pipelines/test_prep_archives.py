@@ -8,19 +8,11 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from speechid.pipelines.archives import (
-    CLIPS,
-    EVENTS,
-    FAILURES,
-    ROWS,
-    Failure,
-    ReadArchives,
-    TsvRow,
-    clip_member_path,
-    is_clip_member,
-    parse_tsv,
-    unsafe_reason,
-)
+from speechid.pipelines.archives import CLIPS, ROWS, ReadArchives, is_clip_member
+from speechid.pipelines.failures import FAILURES, Failure
+from speechid.pipelines.manifest import EVENTS
+from speechid.pipelines.metrics import PREP
+from speechid.pipelines.tsv import TsvRow, clip_member_path, parse_tsv, unsafe_reason
 from tests.pipelines.prep_helpers import CV_HEADER, cv_row, local_pipeline, make_tar, tsv, wav
 
 ROOT = "cv-corpus-9/en"
@@ -111,7 +103,7 @@ def test_read_archives_streams_members_in_any_order(tmp_path):
         ],
     )
     with local_pipeline() as p:
-        out = p | beam.Create([archive]) | ReadArchives(str(tmp_path / "index"), ("train",))
+        out = p | beam.Create([archive]) | ReadArchives(str(tmp_path / "index"), ("train",), namespace=PREP)
         assert_that(
             out[ROWS] | "RowKeys" >> beam.Map(lambda kv: (kv[0][1], kv[1].split, kv[1].selected)),
             equal_to(
@@ -174,7 +166,8 @@ def test_unreadable_and_truncated_archives_fail_without_losing_what_was_read(tmp
     broken = tmp_path / "broken.tar.gz"  # gzip's magic, then no valid deflate stream: nothing is read
     broken.write_bytes(b"\x1f\x8b\x08\x00" + b"not deflate data" * 8)
     with local_pipeline() as p:
-        out = p | beam.Create([str(bad), str(cut), str(broken)]) | ReadArchives(str(tmp_path / "index"), ("train",))
+        archives = p | beam.Create([str(bad), str(cut), str(broken)])
+        out = archives | ReadArchives(str(tmp_path / "index"), ("train",), namespace=PREP)
         assert_that(
             out[FAILURES] | beam.Map(lambda f: (f.archive.rsplit("/", 1)[1], f.reason)),
             equal_to([("notes.tar.gz", "archive_unreadable"), ("cut.tar.gz", "archive_truncated"),

@@ -14,7 +14,7 @@ import pytest
 
 from speechid import outputs, schema
 from speechid.errors import ConfigError
-from speechid.pipelines.archives import Failure
+from speechid.pipelines.failures import Failure
 from tests.conftest import run_cli, tree_digest
 from tests.pipelines.prep_helpers import CV_HEADER, cv_row, small_release, wav
 
@@ -134,7 +134,7 @@ def test_a_non_utf8_client_id_fails_its_row_instead_of_becoming_a_new_speaker(tm
 def test_parse_tsv_keeps_undecodable_bytes_out_of_every_field():
     import io
 
-    from speechid.pipelines.archives import parse_tsv
+    from speechid.pipelines.tsv import parse_tsv
 
     bad = b"x\tb.wav\tna\xefve\t2\t0\t\t\t\ten\t\n"  # a Latin-1 byte in the sentence
     text = (CV_HEADER + "\n" + cv_row("ok", "a.wav") + "\n").encode() + bad
@@ -148,7 +148,7 @@ def test_parse_tsv_keeps_undecodable_bytes_out_of_every_field():
 
 
 def test_an_existing_archive_whose_name_holds_glob_characters_is_taken_literally(tmp_path):
-    from speechid.pipelines.prep import match_archives
+    from speechid.pipelines.archive_inputs import match_archives
 
     literal = small_release(tmp_path / "cv [en] 2024.tar.gz")
     other = small_release(tmp_path / "cv e 2024.tar.gz")  # what "cv [en] 2024.tar.gz" matches as a glob

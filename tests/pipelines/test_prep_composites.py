@@ -6,9 +6,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from speechid import schema
 from speechid.errors import ConfigError
-from speechid.pipelines.archives import CLIPS, EVENTS, FAILURES, ROWS, Clip, TsvRow
-from speechid.pipelines.manifest import BuildManifest, build_manifest
-from speechid.pipelines.prep import PAIRS, DecodeClips, JoinRowsToClips, PrepConfig
+from speechid.pipelines.archives import CLIPS, PAIRS, ROWS, Clip, JoinRowsToClips
+from speechid.pipelines.failures import FAILURES
+from speechid.pipelines.manifest import EVENTS, BuildManifest, prep_manifest
+from speechid.pipelines.prep_stages import DecodeClips, PrepConfig
+from speechid.pipelines.tsv import TsvRow
 from tests.pipelines.prep_helpers import local_pipeline, wav
 
 A = "gs://bucket/cv-en.tar.gz"
@@ -160,12 +162,12 @@ def test_build_manifest_counts_and_reconciles():
         assert m["inputs"] == [A]
 
     with local_pipeline() as p:
-        assert_that(p | beam.Create(events) | BuildManifest(info), check)
+        assert_that(p | beam.Create(events) | BuildManifest(prep_manifest, info), check)
 
 
 def test_manifest_says_when_counts_do_not_add_up():
     counts = {"tsv_rows": {f"{A}!{T}": 3}, "records": {"train": 1}, "clips_seen": {A: 1}}
-    m = build_manifest(counts, {"splits": ["train"]})
+    m = prep_manifest(counts, {"splits": ["train"]})
     assert not m["reconciliation"]["rows_balanced"] and m["reconciliation"]["clips_balanced"]
     assert not m["reconciliation"]["balanced"]
     assert m["reconciliation"]["rows"] == "3 read = 1 written + 0 failed + 0 skipped by policy"

@@ -11,7 +11,7 @@ from speechid.audio import from_pcm16, to_pcm16
 from speechid.errors import ConfigError
 from speechid.model.features import FeatureConfig
 from speechid.model.stats import TransformStats, load_stats
-from speechid.pipelines.prep import AnalyzeTrain
+from speechid.pipelines.prep_stages import AnalyzeTrain
 from tests.conftest import tone
 from tests.pipelines.prep_helpers import local_pipeline
 

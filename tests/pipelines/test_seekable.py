@@ -11,17 +11,18 @@ from apache_beam.testing.util import assert_that, equal_to
 from speechid.pipelines import seekable
 from speechid.pipelines.archives import (
     CLIPS,
-    FAILURES,
     INDEXES,
     PAIRS,
     ROWS,
+    JoinRowsToClips,
     MemberRef,
     ReadArchives,
     ReadClipRanges,
     ReadRange,
-    TsvRow,
 )
-from speechid.pipelines.stages import JoinRowsToClips
+from speechid.pipelines.failures import FAILURES
+from speechid.pipelines.metrics import PREP
+from speechid.pipelines.tsv import TsvRow
 from tests.pipelines.prep_helpers import cv_row, local_pipeline, make_tar, tsv
 
 ROOT = "cv-corpus-9/en"
@@ -72,9 +73,10 @@ def test_read_clip_ranges_returns_every_clip_as_tar_extracts_it(tmp_path, mode, 
     sizes = [int(s) for s in np.random.default_rng(1).integers(2_000, 40_000, 24)]
     path, clips = _archive(tmp_path / f"a.tar{mode[1:].replace(':', '.')}", mode, sizes, tsv_first)
     with local_pipeline() as p:
-        read = p | beam.Create([path]) | ReadArchives(str(tmp_path / "idx"), ("train",), range_bytes=60_000)
+        read = p | beam.Create([path]) | ReadArchives(str(tmp_path / "idx"), ("train",), range_bytes=60_000,
+                                                      namespace=PREP)
         joined = {ROWS: read[ROWS], CLIPS: read[CLIPS]} | JoinRowsToClips()
-        out = {PAIRS: joined[PAIRS], INDEXES: read[INDEXES]} | ReadClipRanges(max_clip_bytes=35_000)
+        out = {PAIRS: joined[PAIRS], INDEXES: read[INDEXES]} | ReadClipRanges(max_clip_bytes=35_000, namespace=PREP)
         expected = [(name, data if len(data) <= 35_000 else None) for name, data in clips.items()]
         assert_that(
             out[PAIRS] | beam.Map(lambda rc: (f"{ROOT}/clips/{rc[0].get('path')}", rc[1].data)),
@@ -97,7 +99,7 @@ def test_a_member_that_cannot_be_read_again_fails_with_its_row(tmp_path):
     path, clips = _archive(tmp_path / "a.tar", "w", [5_000, 5_000])
     row = TsvRow(path, f"{ROOT}/train.tsv", "train", 3, True, (("client_id", "spk1"), ("path", "c001.mp3")))
     element = ((path, 0), [(row, MemberRef(0, 1, 10 ** 9, 5_000))])  # past the end of the file
-    fn = ReadRange(max_clip_bytes=None)
+    fn = ReadRange(max_clip_bytes=None, namespace=PREP)
     fn.setup()
     (out,) = list(fn.process(element, {path: seekable.ArchiveIndex(seekable.PLAIN)}))
     fn.teardown()

@@ -1,15 +1,13 @@
-"""The prep pipeline's stages between reading and writing, each a composite that never touches files.
+"""The prep job's own stages after the archive reader, each a composite that never touches files.
 
-``JoinRowsToClips`` joins TSV rows to clip members (their places in the archive, ``MemberRef``, not
-their bytes) by (archive, clip member path) and applies the row and clip policy; ``DecodeClips`` turns
-(row, clip) pairs into serialized ``tf.train.Example`` records, one output per split, and failures;
-``AnalyzeTrain`` runs the tf.Transform analysis over the train records.
-``PrepConfig`` holds what they need. ``speechid.pipelines.prep.PrepCorpus`` wires them together.
+``DecodeClips`` turns (row, clip) pairs from the archive reader (``speechid.pipelines.archives``) into
+serialized ``tf.train.Example`` records, one output per split, and failures; ``AnalyzeTrain`` runs the
+tf.Transform analysis over the train records. ``PrepConfig`` holds what they need.
+``speechid.pipelines.prep.PrepCorpus`` wires them together with the reader's join and pass 2.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -19,23 +17,13 @@ from speechid import audio, schema
 from speechid.config import SAMPLE_RATE
 from speechid.errors import AudioError, ConfigError
 from speechid.model.features import FeatureConfig
-from speechid.pipelines.archives import (
-    CLIPS,
-    EVENTS,
-    FAILURES,
-    INPUT_REASONS,
-    NAMESPACE,
-    PAIRS,
-    ROWS,
-    Clip,
-    Failure,
-    TsvRow,
-    clip_member_path,
-)
-from speechid.pipelines.metrics import Progress
+from speechid.pipelines.failures import FAILURES, Failure
+from speechid.pipelines.manifest import EVENTS
+from speechid.pipelines.metrics import PREP, Progress
+from speechid.pipelines.transform import make_preprocessing_fn, raw_feature_spec
+from speechid.pipelines.tsv import clip_member_path
 
 ANALYSIS_BATCH = 32  # clips per tf.Transform analysis batch
-_SPLIT_RANK = {s: i for i, s in enumerate(schema.ALL_SPLITS)}
 
 
 @dataclass(frozen=True)
@@ -99,92 +87,16 @@ def pin_malloc_thresholds() -> None:
     mallopt(m_trim_threshold, 256 * 1024)
 
 
-def failure_events(f: Failure):
-    """The manifest events one failure entry stands for."""
-    yield ("failures", f.reason, 1)
-    if f.reason in INPUT_REASONS:  # the manifest names these, and a run refuses to publish over them
-        yield ("inputs_failed", json.dumps([f.archive, f.path, f.reason, f.detail]), 1)
-    if f.rows:
-        yield ("failed_rows", "", f.rows)
-    if f.clips:
-        yield ("failed_clips", "", f.clips)
-
-
-class MatchClip(beam.DoFn):
-    """(key, {rows, clips}) -> the (row, clip) pair to decode, or failures and counts.
-
-    Policy, in order: earlier duplicate members of a clip fail (``duplicate``), the last one wins as in
-    tar extraction; rows of unselected TSVs are counted as skipped by policy; of the selected rows the
-    first by (split, TSV, line) is kept and the others fail as ``duplicate``; a kept row with no clip
-    fails as ``missing_clip``; a clip no selected row lists is counted as not selected or unlisted.
-    Only the kept member is read past this point (``archives.ReadClipRanges``). Works on anything with an
-    ``ordinal``: ``MemberRef`` in the pipelines, ``Clip`` in tests.
-    """
-
-    def process(self, element):
-        (archive, path), grouped = element
-        kept: Clip | None = None
-        for clip in grouped[CLIPS]:
-            if kept is None:
-                kept = clip
-                continue
-            older, kept = (kept, clip) if clip.ordinal > kept.ordinal else (clip, kept)
-            detail = f"member #{older.ordinal} repeated as #{kept.ordinal}; the later one is used"
-            yield beam.pvalue.TaggedOutput(FAILURES, Failure(archive, path, "duplicate", detail, clips=1))
-
-        selected: list[TsvRow] = []
-        listed = False
-        for row in grouped[ROWS]:
-            listed = True
-            if row.selected:
-                selected.append(row)
-            else:
-                yield beam.pvalue.TaggedOutput(EVENTS, ("rows_skipped_by_policy", row.split, 1))
-        if not selected:
-            if kept is not None:
-                kind = "clips_not_selected" if listed else "clips_unlisted"
-                yield beam.pvalue.TaggedOutput(EVENTS, (kind, archive, 1))
-            return
-        selected.sort(key=lambda r: (_SPLIT_RANK[r.split], r.tsv, r.line))
-        first = selected[0]
-        for row in selected[1:]:
-            detail = f"clip already listed in {first.tsv} line {first.line}"
-            yield beam.pvalue.TaggedOutput(
-                FAILURES, Failure(archive, path, "duplicate", detail, row.split, row.tsv, row.line, rows=1)
-            )
-        if kept is None:
-            yield beam.pvalue.TaggedOutput(
-                FAILURES,
-                Failure(archive, path, "missing_clip", "no such member", first.split, first.tsv, first.line, rows=1),
-            )
-            return
-        yield first, kept
-
-
-class JoinRowsToClips(beam.PTransform):
-    """{rows: (key, TsvRow), clips: (key, MemberRef)} -> {pairs: (TsvRow, MemberRef), failures, events}.
-
-    Only rows and member places are shuffled (CoGroupByKey on small elements), never audio bytes."""
-
-    def expand(self, keyed):
-        out = (
-            {ROWS: keyed[ROWS], CLIPS: keyed[CLIPS]}
-            | "CoGroupByKey" >> beam.CoGroupByKey()
-            | "MatchClip" >> beam.ParDo(MatchClip()).with_outputs(FAILURES, EVENTS, main=PAIRS)
-        )
-        return {PAIRS: out[PAIRS], FAILURES: out[FAILURES], EVENTS: out[EVENTS]}
-
-
 class DecodeClip(beam.DoFn):
     """(TsvRow, Clip) -> a serialized tf.train.Example on the output named after the row's split, or a
     failure with the decoder's reason. Events carry what the manifest needs (split, duration, speaker)."""
 
     def __init__(self, config: PrepConfig):
         self._config = config
-        self._decoded = Metrics.counter(NAMESPACE, "clips_decoded")
-        self._written = Metrics.counter(NAMESPACE, "records_written")
-        self._failed = Metrics.counter(NAMESPACE, "clips_failed")
-        self._seconds = Metrics.distribution(NAMESPACE, "clip_ms")
+        self._decoded = Metrics.counter(PREP, "clips_decoded")
+        self._written = Metrics.counter(PREP, "records_written")
+        self._failed = Metrics.counter(PREP, "clips_failed")
+        self._seconds = Metrics.distribution(PREP, "clip_ms")
 
     def setup(self):
         pin_malloc_thresholds()
@@ -281,8 +193,6 @@ class AnalyzeTrain(beam.PTransform):
         from tensorflow_transform.tf_metadata import schema_utils
         from tfx_bsl.public import tfxio
 
-        from speechid.pipelines.transform import make_preprocessing_fn, raw_feature_spec
-
         source = tfxio.TFExampleBeamRecord(
             physical_format="inmem",
             telemetry_descriptors=["speechid", "prep"],
@@ -295,3 +205,4 @@ class AnalyzeTrain(beam.PTransform):
             return (batches, source.TensorAdapterConfig()) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(
                 make_preprocessing_fn(self._features)
             )
+
