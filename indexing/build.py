@@ -271,7 +271,7 @@ def build_index(embeddings_dir: str | os.PathLike, output_dir: str | os.PathLike
         pq.write_table(clips, os.path.join(tmp, store.CLIPS_FILE))
         pq.write_table(_speaker_table(sums, counts, speakers), os.path.join(tmp, store.SPEAKERS_FILE))
         meta["build_seconds"] = round(time.perf_counter() - t0, 3)
-        store.write_json(os.path.join(tmp, store.META_FILE), meta)  # last: its presence marks a whole index
+        outputs.write_json(os.path.join(tmp, store.META_FILE), meta)  # last: its presence marks a whole index
     return IndexSummary(
         path=os.path.abspath(os.fspath(output_dir)), kind=kind, metric=metric, count=int(count), dimension=int(dim),
         speakers=int(len(speakers)), model_id=model_id, threshold=clip_threshold(operating_points, threshold)[0],

@@ -292,5 +292,5 @@ def dedup(index: str | os.PathLike | SpeakerIndex, output_dir: str | os.PathLike
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         with open(os.path.join(tmp, SUMMARY_TXT), "w", encoding="utf-8") as f:
             f.write(summary_text(summary, tables.clips, tables.speaker_pairs, tables.suspicious, scores))
-        store.write_json(os.path.join(tmp, SUMMARY_JSON), summary)
+        outputs.write_json(os.path.join(tmp, SUMMARY_JSON), summary)
     return DedupResult(os.path.abspath(os.fspath(output_dir)), summary, scores, rg)

@@ -188,12 +188,3 @@ def check_model_id(index_model_id: str, model_id: str | None, where: str = "inde
             f"{where}: built from model_id {index_model_id}, but the model gives model_id {model_id}; "
             "rebuild the index with this model's embeddings or query with the index's model"
         )
-
-
-# -- atomic directories ---------------------------------------------------------------------------------
-
-
-def write_json(path: str, obj: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")

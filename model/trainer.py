@@ -63,8 +63,8 @@ def _scalar(name: str, value: float, step: int) -> None:
 
 
 @dataclass
-class _Schedule:
-    """How a run's epochs go: their count and size, seeds, stopping, and who hears about them."""
+class _Run:
+    """A run's epochs: their count and size, seeds, stopping, who hears about them, and what they gave."""
 
     epochs: int
     steps_per_epoch: int
@@ -88,7 +88,7 @@ class _Schedule:
         return self.speakers_per_batch * self.clips_per_speaker
 
 
-def _epoch_loss(state: TrainState, inputs: TrainInputs, train_step: Callable, run: _Schedule, epoch: int) -> float:
+def _epoch_loss(state: TrainState, inputs: TrainInputs, train_step: Callable, run: _Run, epoch: int) -> float:
     """Train one epoch of ``steps_per_epoch`` P x K batches (seeded by (seed, epoch)); the mean loss."""
     data = pk_batches(
         inputs.train_files,
@@ -112,7 +112,7 @@ def _epoch_loss(state: TrainState, inputs: TrainInputs, train_step: Callable, ru
     return float(np.mean(losses))
 
 
-def _keep(state: TrainState, inputs: TrainInputs, epoch: int, writer, run: _Schedule, t0: float) -> bool:
+def _keep(state: TrainState, inputs: TrainInputs, epoch: int, writer, run: _Run, t0: float) -> bool:
     """Checkpoint the epoch (and the weights under ``best/`` when the dev EER improved), write its
     TensorBoard scalars; whether it improved (always, without a dev split: the last epoch is kept)."""
     dev = inputs.dev is not None
@@ -132,7 +132,7 @@ def _keep(state: TrainState, inputs: TrainInputs, epoch: int, writer, run: _Sche
     return improved
 
 
-def _log_epoch(state: TrainState, inputs: TrainInputs, epoch: int, run: _Schedule, run_start: float, t0: float) -> None:
+def _log_epoch(state: TrainState, inputs: TrainInputs, epoch: int, run: _Run, run_start: float, t0: float) -> None:
     eer_text = (
         f"dev EER {pct(run.last_eer, '.2f')} (best {pct(float(state.best_eer.numpy()), '.2f')} @ "
         f"{int(state.best_epoch.numpy())})"
@@ -146,7 +146,7 @@ def _log_epoch(state: TrainState, inputs: TrainInputs, epoch: int, run: _Schedul
             + (f"  (~{duration_text(left)} left)" if epoch < run.epochs else ""))
 
 
-def _run_epochs(state: TrainState, inputs: TrainInputs, train_step: Callable, run: _Schedule, start_epoch: int,
+def _run_epochs(state: TrainState, inputs: TrainInputs, train_step: Callable, run: _Run, start_epoch: int,
                 writer) -> None:
     """Epochs ``start_epoch`` to ``run.epochs`` (fewer when the time budget runs out), recorded in ``run``."""
     rate, hop = inputs.features.sample_rate, inputs.hop_seconds
@@ -201,7 +201,7 @@ def _warnings(training: dict, config: dict) -> list[str]:
     return warnings
 
 
-def _run_text(state: TrainState, inputs: TrainInputs, run: _Schedule) -> str:
+def _run_text(state: TrainState, inputs: TrainInputs, run: _Run) -> str:
     """The line that opens a run: what trains on what, how."""
     speeds = inputs.speeds
     speed_note = f" x {len(speeds)} speeds ({', '.join(f'{f:g}' for f in speeds)})" if len(speeds) > 1 else ""
@@ -229,7 +229,7 @@ def _training_record(state: TrainState, inputs: TrainInputs, recipe: dict, augme
 
 
 def _export_best(state: TrainState, inputs: TrainInputs, model_dir: str, network: NetworkConfig, training: dict,
-                 run: _Schedule) -> dict:
+                 run: _Run) -> dict:
     """Restore the best epoch's weights, measure their operating points on the dev speakers, export both."""
     if state.best_manager.latest_checkpoint:
         state.best_model.restore(state.best_manager.latest_checkpoint).assert_existing_objects_matched()
@@ -288,7 +288,7 @@ def train(
     if inputs.dev is None:
         log(f"{data_dir}: no dev split; the last epoch is kept instead of the best dev EER")
     writer = tf.summary.create_file_writer(os.path.join(model_dir, LOG_DIR))
-    run = _Schedule(epochs, steps_per_epoch, speakers_per_batch, clips_per_speaker, crop_seconds, shuffle_buffer,
+    run = _Run(epochs, steps_per_epoch, speakers_per_batch, clips_per_speaker, crop_seconds, shuffle_buffer,
                     seed, start, time_budget_s, log, on_epoch_end,
                     Meter(max(0, epochs - start_epoch + 1) * steps_per_epoch, progress_interval))
     log(_run_text(state, inputs, run))

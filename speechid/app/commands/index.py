@@ -2,10 +2,10 @@
 
     speechid index --embeddings embeddings/cv-en --output index/cv-en [--model models/cv-en] [--kind ...]
     speechid dedup --index index/cv-en --output dedup/cv-en [--threshold 0.83] [--level clip|speaker|both]
+    speechid query --index index/cv-en --model models/cv-en who.mp3 [-k 5] [--by clip|speaker] [--json]
 
 Thresholds: the index carries the model's operating points (config.json's block, read by the model's one
-reader); ``--threshold`` / ``--merge-threshold`` override them for one run.
-    speechid query --index index/cv-en --model models/cv-en who.mp3 [-k 5] [--by clip|speaker] [--json]
+reader, ``speechid.model.model_dir``); ``--threshold`` / ``--merge-threshold`` override them for one run.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""`speechid train`, `speechid evaluate`, `speechid compare`: thin shells over speechid.model and Encoder.
+"""`speechid train`, `evaluate`, `compare` and `calibrate`: thin shells over speechid.model and the Encoder.
 
 Options left unset fall through to the library's defaults (``speechid.model.trainer.train`` and
 ``speechid.model.evaluation.evaluate`` own them; the defaults the help shows repeat them and a test keeps
-the two in step).
+the two in step). ``compare`` only formats what ``Encoder.compare`` finds.
 """
 
 from __future__ import annotations
