@@ -21,7 +21,8 @@ from apache_beam.transforms.window import TimestampCombiner
 from apache_beam.typehints import typehints
 
 from speechid.errors import ConfigError
-from speechid.pipelines.dask_worker import Op, Root, Shuffle
+from speechid.pipelines.dask_shuffle import Shuffle
+from speechid.pipelines.dask_worker import Op, Root
 
 
 class UnsupportedPipeline(ConfigError):

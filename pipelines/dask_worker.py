@@ -12,7 +12,8 @@ before those finish in turn.
 What leaves a stage is only what a later stage needs: a PCollection used as a side input or as the root of
 a cut stage (kept as a list), the input of a GroupByKey (split into the consumer's partitions by a hash of
 the key's deterministic encoding), of a lifted combine (accumulators per key and window, already combined
-within the partition) or of a Reshuffle (dealt round-robin). Every other PCollection is only counted.
+within the partition) or of a Reshuffle (dealt round-robin): ``speechid.pipelines.dask_shuffle``. Every
+other PCollection is only counted.
 
 A worker thread builds a stage's DoFns once (``setup``) and keeps them for the job's later partitions. When
 a job finishes, the runner sends ``teardown_job`` to every worker thread as a task, so DoFns are torn down
@@ -36,23 +37,20 @@ from typing import Any
 from apache_beam.internal import pickler
 from apache_beam.runners.common import DoFnRunner, DoFnState, Receiver
 from apache_beam.transforms.sideinputs import SideInputMap
-from apache_beam.transforms.window import GlobalWindow, GlobalWindows, TimestampCombiner, TimestampedValue
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows, TimestampedValue
 from apache_beam.utils.windowed_value import WindowedValue
 
+from speechid.pipelines.dask_shuffle import (
+    CombineBuckets,
+    ExecutionError,
+    GroupBuckets,
+    Shuffle,
+    SpreadBuckets,
+    combined,
+    grouped,
+)
+
 # --- the plan a stage is run from (built by the runner on the client, pickled once per stage) ---------------
-
-
-@dataclass
-class Shuffle:
-    """A GroupByKey, lifted CombinePerKey or Reshuffle between stages: what producers keep of its input."""
-
-    kind: str  # "group", "combine" or "spread"
-    name: str
-    partitions: int = 0  # set by the runner once it knows the cluster
-    key_coder: Any = None  # group / combine: the key's deterministic coder
-    combine_fn: Any = None  # combine
-    timestamp_combiner: Any = None  # group: how the output timestamp is chosen
-    window_fn: Any = None  # group
 
 
 @dataclass
@@ -88,10 +86,6 @@ class StagePlan:
     forwards: dict = field(default_factory=dict)  # PCollection id -> [PCollection ids it flows into (Flatten)]
     keep: dict = field(default_factory=dict)  # PCollection id -> list of ("list", name) or ("shuffle", Shuffle)
     labels: dict = field(default_factory=dict)  # PCollection id -> label, for the element counts
-
-
-class ExecutionError(RuntimeError):
-    """Something the runner cannot do came up while running (e.g. a splittable DoFn that checkpoints)."""
 
 
 # --- receivers: where an element goes once a DoFn emits it --------------------------------------------------
@@ -131,70 +125,6 @@ class _KeepList:
 
     def result(self):
         return self.items
-
-
-def _key_and_value(wv, name: str):
-    try:
-        key, value = wv.value
-    except (TypeError, ValueError):
-        raise ExecutionError(f"{name}: expects (key, value) pairs, got {type(wv.value).__name__}") from None
-    return key, value
-
-
-class _GroupBuckets:
-    """(key, value) elements -> one bucket per consumer partition of (encoded key, WindowedValue)."""
-
-    def __init__(self, shuffle: Shuffle):
-        self._shuffle = shuffle
-        self.buckets = [[] for _ in range(shuffle.partitions)]
-
-    def __call__(self, wv):
-        key, _ = _key_and_value(wv, self._shuffle.name)
-        encoded = self._shuffle.key_coder.encode(key)
-        self.buckets[zlib.crc32(encoded) % len(self.buckets)].append((encoded, wv))
-
-    def result(self):
-        return self.buckets
-
-
-class _CombineBuckets:
-    """(key, value) elements -> accumulators per (key, window), combined within the partition, then bucketed."""
-
-    def __init__(self, shuffle: Shuffle, combine_fn):
-        self._shuffle = shuffle
-        self._fn = combine_fn
-        self._table: dict = {}
-
-    def __call__(self, wv):
-        key, value = _key_and_value(wv, self._shuffle.name)
-        encoded = self._shuffle.key_coder.encode(key)
-        for window in wv.windows:
-            entry = self._table.get((encoded, window))
-            if entry is None:
-                entry = self._table[(encoded, window)] = [key, self._fn.create_accumulator()]
-            entry[1] = self._fn.add_input(entry[1], value)
-
-    def result(self):
-        buckets = [[] for _ in range(self._shuffle.partitions)]
-        for (encoded, window), (key, acc) in self._table.items():
-            buckets[zlib.crc32(encoded) % len(buckets)].append((encoded, window, key, self._fn.compact(acc)))
-        self._table = {}
-        return buckets
-
-
-class _SpreadBuckets:
-    """Elements dealt round-robin over the consumer's partitions (Reshuffle), from an offset per partition."""
-
-    def __init__(self, shuffle: Shuffle, start: int):
-        self.buckets = [[] for _ in range(shuffle.partitions)]
-        self._next = start
-
-    def __call__(self, wv):
-        self.buckets[self._next % len(self.buckets)].append(wv)
-        self._next += 1
-
-    def result(self):
-        return self.buckets
 
 
 # --- the stage executor -----------------------------------------------------------------------------------
@@ -307,11 +237,11 @@ class StageExecutor:
                     keeper = _KeepList()
                     name = what
                 elif what.kind == "group":
-                    keeper, name = _GroupBuckets(what), what.name
+                    keeper, name = GroupBuckets(what), what.name
                 elif what.kind == "combine":
-                    keeper, name = _CombineBuckets(what, what.combine_fn), what.name
+                    keeper, name = CombineBuckets(what, what.combine_fn), what.name
                 else:
-                    keeper, name = _SpreadBuckets(what, index), what.name
+                    keeper, name = SpreadBuckets(what, index), what.name
                 self._receivers[pid].targets.append(keeper)
                 keepers.append((name, keeper, pid))
         return keepers
@@ -360,44 +290,12 @@ def root_elements(root: Root, root_input):
                 else:
                     yield GlobalWindows.windowed_value(value)
     elif root.kind == "group":
-        yield from _grouped(root.shuffle, root_input)
+        yield from grouped(root.shuffle, root_input)
     elif root.kind == "combine":
-        yield from _combined(root.shuffle, root_input)
+        yield from combined(root.shuffle, root_input)
     else:  # "spread" buckets and "concat" lists are lists of WindowedValues
         for part in root_input:
             yield from part
-
-
-def _grouped(shuffle: Shuffle, buckets):
-    """One GroupByKey partition: (key, [values]) per key and window, in the order keys were first met."""
-    impl = TimestampCombiner.get_impl(shuffle.timestamp_combiner, shuffle.window_fn)
-    groups: dict = {}
-    for bucket in buckets:
-        for encoded, wv in bucket:
-            key, value = wv.value
-            for window in wv.windows:
-                entry = groups.get((encoded, window))
-                if entry is None:
-                    entry = groups[(encoded, window)] = (key, [], [])
-                entry[1].append(value)
-                entry[2].append(impl.assign_output_time(window, wv.timestamp))
-    for (_, window), (key, values, stamps) in groups.items():
-        yield WindowedValue((key, values), impl.combine_all(stamps), (window,))
-
-
-def _combined(shuffle: Shuffle, buckets):
-    """One lifted-combine partition: partial accumulators merged per key and window, then extracted."""
-    fn = shuffle.combine_fn
-    groups: dict = {}
-    for bucket in buckets:
-        for encoded, window, key, acc in bucket:
-            entry = groups.get((encoded, window))
-            if entry is None:
-                groups[(encoded, window)] = [key, acc]
-            else:
-                entry[1] = fn.merge_accumulators([entry[1], acc])
-    for (_, window), (key, acc) in groups.items():
-        yield WindowedValue((key, fn.extract_output(acc)), window.max_timestamp(), (window,))
 
 
 # --- the task functions dask calls ----------------------------------------------------------------------------
