@@ -51,7 +51,7 @@ from apache_beam.io.parquetio import WriteToParquet
 from speechid import audio as audio_lib
 from speechid import embedding_table, outputs
 from speechid.errors import ConfigError, InputError
-from speechid.model.export import read_config, verify_serving_model
+from speechid.model.model_dir import read_config, verify_serving_model
 from speechid.pipelines.archives import CLIPS, SEEK_INDEX_DIR
 from speechid.pipelines.embed_inputs import KINDS, ReadInputs, resolve_inputs
 from speechid.pipelines.embed_stages import TABLE_ROWS, EmbedClips, EmbedConfig, make_model_handler

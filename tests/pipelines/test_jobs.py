@@ -122,7 +122,7 @@ def test_relayed_worker_logs_keep_only_errors_and_progress_as_plain_lines(caplog
     warn = _entry("WARN", "No training configuration found in save file, so the model was *not* compiled.")
     info = _entry("INFO", "Resource module is not available for current platform")
     error = _entry("ERROR", 'decoder failed on "a.mp3"\nTraceback (most recent call last): ...', "embed.py:42")
-    progress = _entry("INFO", "speechid prep decode [pid 7, 2 s]: written 101", "jobs.py:380")
+    progress = _entry("INFO", "speechid prep decode [pid 7, 2 s]: written 101", "metrics.py:40")
     with caplog.at_level(logging.INFO):
         _relay(warn, info, error, progress)
     relayed = [r for r in caplog.records if r.name in (WORKER_LOG_RELAY, "speechid.worker")]
